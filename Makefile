@@ -1,0 +1,56 @@
+# apinode: the two commands are `make run` and `make test`.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+EXAMPLE_DIR := examples/fraud
+EXAMPLE_PKG := build/fraud.apz
+DATA_DIR    ?= build/data
+PROTOS := $(wildcard proto/apinode/v1/*.proto) $(wildcard proto/inference/*.proto)
+JOBS ?= 2
+
+.PHONY: run test check fmt proto bench example clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found (apinode needs Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Regenerate the gRPC stubs from proto/ into node/_proto (committed; never edit by hand).
+proto: $(STAMP)
+	$(BIN)/python -m node._proto_gen
+
+example: $(STAMP)
+	$(BIN)/python $(EXAMPLE_DIR)/train.py
+
+$(EXAMPLE_PKG): $(STAMP) $(wildcard $(EXAMPLE_DIR)/*.py) $(wildcard $(EXAMPLE_DIR)/*.yaml)
+	$(BIN)/python $(EXAMPLE_DIR)/train.py
+	$(BIN)/apinode compile $(EXAMPLE_DIR) -o $(EXAMPLE_PKG)
+
+run: $(EXAMPLE_PKG)
+	$(BIN)/apinode serve --data-dir $(DATA_DIR) --print-usage $(EXAMPLE_PKG)
+
+check: $(STAMP)
+	$(BIN)/ruff check node compiler deployer loadtest tests examples
+	$(BIN)/ruff format --check node compiler deployer loadtest tests examples
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff format node compiler deployer loadtest tests examples
+	$(BIN)/ruff check --fix node compiler deployer loadtest tests examples
+
+test: $(STAMP)
+	$(MAKE) check
+	bash tests/setup_services.sh
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
+
+bench: $(STAMP)
+	bash loadtest/install_tools.sh
+	$(BIN)/python -m loadtest.bench
+
+clean:
+	rm -rf build .pytest_cache .mypy_cache

@@ -1,0 +1,161 @@
+"""`apinode`: the one command-line entry point.
+
+    apinode compile DIR [-o FILE]      service folder -> package (compiler/)
+    apinode serve [PACKAGE ...]        run a node (node/)
+    apinode loadtest ...               measure a node (loadtest/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from node.settings import NodeSettings
+
+# Workers are spawned with fork+exec while gRPC threads run: gRPC's fork handlers are moot.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run a node serving the packages of its data dir")
+    p.add_argument("packages", nargs="*", type=Path, help="packages (.apz) to store and serve")
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("APINODE_DATA_DIR", "apinode-data")))
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--http-port", type=int, default=12000)
+    p.add_argument("--grpc-port", type=int, default=12001)
+    p.add_argument("--max-workers", type=int, default=None, help="node-wide cap on worker processes")
+    p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
+    p.add_argument("--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung")
+    p.add_argument("--shutdown-grace", type=float, default=20.0, help="seconds in-flight requests get on SIGTERM")
+    p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
+    p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
+    p.add_argument("--log-level", default="INFO")
+    p.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from node.package import PackageError
+    from node.server import Node, serve
+
+    settings = NodeSettings(
+        data_dir=args.data_dir,
+        host=args.host,
+        http_port=args.http_port,
+        grpc_port=args.grpc_port,
+        max_workers=args.max_workers,
+        onnx_threads=args.onnx_threads,
+        ping_timeout=args.ping_timeout,
+        shutdown_grace=args.shutdown_grace,
+        packages=list(args.packages),
+    )
+    for pkg in settings.packages:
+        if not pkg.is_file():
+            print(f"apinode serve: no such package: {pkg}", file=sys.stderr)
+            return 2
+
+    def started(node: Node) -> None:
+        if args.ports_file:
+            tmp = args.ports_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()}))
+            tmp.replace(args.ports_file)
+        logging.getLogger("node").info(
+            "serving on http://%s:%d and grpc %s:%d", args.host, node.http_port, args.host, node.grpc_port
+        )
+        if args.print_usage:
+            print(_usage(node, args.host), flush=True)
+
+    try:
+        uvloop.run(serve(settings, on_started=[started]))
+    except PackageError as exc:
+        print(f"apinode serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"apinode serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _usage(node: Any, host: str) -> str:
+    lines = [""]
+    base = f"http://{host}:{node.http_port}"
+    for sid, svc in node.registry.services.items():
+        gen = svc.generations.get(svc.active)
+        if gen is None:
+            continue
+        lines.append(f"Serving {sid} {gen.version}: HTTP {base}  gRPC {host}:{node.grpc_port}")
+        for eid, ep in gen.endpoints.items():
+            body = _first_test_query(gen.path, ep.spec.test_queries)
+            if ep.spec.type == "prediction":
+                body = body or {"features": {f.name: None for f in ep.spec.features}}
+                url = f"{base}/public/api/v1/{sid}/{eid}/predict"
+                lines.append(f"\n  # {eid}: prediction over JSON HTTP")
+                lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body))}")
+                grpc_body = {"service": sid, "endpoint": eid, "features": {k: _pb_value(v) for k, v in body["features"].items()}}
+                lines.append(f"  # ... and over gRPC (grpcurl: https://github.com/fullstorydev/grpcurl; reflection is on)")
+                lines.append(
+                    f"  grpcurl -plaintext -d {shlex.quote(json.dumps(grpc_body))} {host}:{node.grpc_port} apinode.v1.ApiNode/Predict"
+                )
+            elif ep.spec.type == "function":
+                url = f"{base}/public/api/v1/{sid}/{eid}/run"
+                lines.append(f"\n  # {eid}: Python function")
+                lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body or {}))}")
+    lines.append(f"\n  curl -s {base}/admin/status    # pools, queues, counters")
+    lines.append("\nCtrl-C stops the node.")
+    return "\n".join(lines)
+
+
+def _pb_value(v: Any) -> dict[str, Any]:
+    if isinstance(v, bool):
+        return {"flag": v}
+    if isinstance(v, int):
+        return {"integer": v}
+    if isinstance(v, float):
+        return {"number": v}
+    if v is None:
+        return {"null": None}
+    return {"text": str(v)}
+
+
+def _first_test_query(path: Path, tq: str | None) -> Any:
+    if not tq:
+        return None
+    try:
+        queries = json.loads((path / tq).read_text())
+        return queries[0] if queries else None
+    except (OSError, ValueError):
+        return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from compiler.cli import register as register_compile
+    from loadtest.cli import register as register_loadtest
+
+    parser = argparse.ArgumentParser(prog="apinode", description="Real-time model serving node")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register_compile(sub)
+    _serve_parser(sub)
+    register_loadtest(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, str(getattr(args, "log_level", "INFO")).upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

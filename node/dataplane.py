@@ -1,0 +1,130 @@
+"""The data plane: every user operation, in plain Python types, for both transports.
+
+The aiohttp handlers and the gRPC servicers only decode, call a method here, and encode.
+Request and response shapes follow the Dataiku API node (see the README): `predict`
+answers `{"result", "timing", "apiContext"}`, `predict-multi` `{"results", ...}`, `run`
+`{"response"}`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from node import errors
+from node.registry import Endpoint, Generation, Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_items: int = 10_000  # items in one predict-multi call
+
+
+def _context(gen: Generation, endpoint: str) -> dict[str, str]:
+    return {"serviceId": gen.service, "endpointId": endpoint, "serviceGeneration": gen.version}
+
+
+class DataPlane:
+    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
+        self.registry = registry
+        self.limits = limits or Limits()
+
+    def _prediction_endpoint(self, service: str, endpoint: str, dispatch: Any) -> tuple[Generation, Endpoint]:
+        gen, ep = self.registry.resolve(service, endpoint, dispatch)
+        if ep.codec is None:
+            raise errors.BadRequest(f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a prediction")
+        return gen, ep
+
+    async def predict(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter_ns()
+        gen, ep = self._prediction_endpoint(service, endpoint, body.get("dispatch"))
+        assert ep.codec is not None
+        if "features" not in body:
+            raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
+        row = ep.codec.row(body["features"])
+        t1 = time.perf_counter_ns()
+        out = await ep.pool.submit([row], 1)
+        t2 = time.perf_counter_ns()
+        result = ep.codec.results(out.result)[0]
+        t3 = time.perf_counter_ns()
+        return {
+            "result": result,
+            "timing": _timing(t0, t1, t2, t3, out.wait_us, out.compute_us),
+            "apiContext": _context(gen, endpoint),
+        }
+
+    async def predict_multi(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        t0 = time.perf_counter_ns()
+        gen, ep = self._prediction_endpoint(service, endpoint, body.get("dispatch"))
+        assert ep.codec is not None
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
+        if len(items) > self.limits.max_items:
+            raise errors.PayloadTooLarge(f"{len(items)} items in one call; the limit is {self.limits.max_items}")
+        rows = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise errors.BadRequest(f"items[{i}] must be an object with 'features'")
+            rows.append(ep.codec.row(item.get("features"), where=f"items[{i}]: "))
+        t1 = time.perf_counter_ns()
+        if rows:
+            out = await ep.pool.submit(rows, len(rows))
+            results, wait, compute = ep.codec.results(out.result), out.wait_us, out.compute_us
+        else:
+            results, wait, compute = [], 0, 0
+        t2 = time.perf_counter_ns()
+        return {
+            "results": results,
+            "timing": _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute),
+            "apiContext": _context(gen, endpoint),
+        }
+
+    async def run(self, service: str, endpoint: str, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+        """Calls a function endpoint. Returns the JSON of its return value and the context."""
+        gen, ep = self.registry.resolve(service, endpoint)
+        if ep.spec.type != "function":
+            raise errors.BadRequest(f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a function")
+        out = await ep.pool.submit(arguments)
+        return out.result, {
+            "timing": {"wait": out.wait_us, "execution": out.compute_us},
+            "apiContext": _context(gen, endpoint),
+        }
+
+    def status(self) -> dict[str, Any]:
+        ready, reasons = self.registry.readiness()
+        return {
+            "ready": ready,
+            "notReady": reasons,
+            "services": self.registry.status(),
+            "supervisor": {k: v for k, v in self.registry.sup.status().items() if k != "pools"},
+        }
+
+    def readiness(self) -> tuple[bool, list[str]]:
+        return self.registry.readiness()
+
+
+def _timing(t0: int, t1: int, t2: int, t3: int, wait_us: int, compute_us: int) -> dict[str, float]:
+    return {
+        "preProcessing": (t1 - t0) / 1000,
+        "wait": float(wait_us),
+        "prediction": float(compute_us),
+        "postProcessing": (t3 - t2) / 1000,
+        "total": (t3 - t0) / 1000,
+    }
+
+
+def loads_body(raw: bytes) -> dict[str, Any]:
+    """Parses a JSON request body; an empty body is `{}` (the Dataiku client sends none)."""
+    if not raw or raw.isspace():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise errors.BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
+    return body

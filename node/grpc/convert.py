@@ -1,0 +1,86 @@
+"""Protobuf messages <-> the data plane's plain Python values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2
+
+from node._proto.apinode.v1 import apinode_pb2 as pb
+
+
+def value_to_py(v: pb.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    if kind == "number":
+        return v.number
+    if kind == "integer":
+        return v.integer
+    if kind == "text":
+        return v.text
+    if kind == "flag":
+        return v.flag
+    return None
+
+
+def py_to_value(x: Any) -> pb.Value:
+    if x is None:
+        return pb.Value(null=struct_pb2.NULL_VALUE)
+    if isinstance(x, bool):
+        return pb.Value(flag=x)
+    if isinstance(x, int):
+        return pb.Value(integer=x)
+    if isinstance(x, float):
+        return pb.Value(number=x)
+    return pb.Value(text=str(x))
+
+
+def features_to_py(features: Any) -> dict[str, Any]:
+    return {k: value_to_py(v) for k, v in features.items()}
+
+
+def dispatch_to_py(msg: Any) -> dict[str, Any] | None:
+    if not msg.HasField("dispatch"):
+        return None
+    d = msg.dispatch
+    out = {}
+    if d.forced_generation:
+        out["forcedGeneration"] = d.forced_generation
+    if d.dispatch_key:
+        out["dispatchKey"] = d.dispatch_key
+    return out or None
+
+
+def prediction_to_pb(result: dict[str, Any]) -> pb.Prediction:
+    return pb.Prediction(
+        prediction=py_to_value(result.get("prediction")),
+        probas=result.get("probas") or {},
+        ignored=bool(result.get("ignored")),
+        ignore_reason=result.get("ignoreReason") or "",
+    )
+
+
+def context_to_pb(ctx: dict[str, str]) -> pb.ApiContext:
+    return pb.ApiContext(
+        service_id=ctx["serviceId"], endpoint_id=ctx["endpointId"], service_generation=ctx["serviceGeneration"]
+    )
+
+
+def _ints(x: Any) -> Any:
+    # Struct numbers are doubles; JSON callers send 3, not 3.0, and functions expect ints
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    if isinstance(x, dict):
+        return {k: _ints(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_ints(v) for v in x]
+    return x
+
+
+def struct_to_py(s: struct_pb2.Struct) -> dict[str, Any]:
+    return _ints(json_format.MessageToDict(s))  # type: ignore[no-any-return]
+
+
+def json_to_value(raw: bytes) -> struct_pb2.Value:
+    v = struct_pb2.Value()
+    json_format.Parse(raw, v)
+    return v

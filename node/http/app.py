@@ -1,0 +1,117 @@
+"""aiohttp application: routes, the error middleware, the DSS headers.
+
+Handlers decode the body, call the :class:`~node.dataplane.DataPlane`, encode the answer.
+Every error is an :class:`~node.errors.ApiNodeError` rendered once by `_errors` as
+`{"errorType", "message", "detailedMessage"}` with the status of the error table.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from node import errors
+from node.dataplane import DataPlane, loads_body
+
+log = logging.getLogger("node.http")
+DATAPLANE = web.AppKey("dataplane", DataPlane)
+DATA_DIR = web.AppKey("data_dir", Path)
+DSS_HEADERS = {"DSS-API-Version": "v1", "DSS-Version": "apinode-0.1.0"}
+_JSON = "application/json"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
+    return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
+
+
+def error_response(exc: errors.ApiNodeError) -> web.Response:
+    kind = errors.kind_of(exc)
+    headers = None
+    if isinstance(exc, errors.Overloaded):
+        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    return _json(exc.to_json(), status=kind.http_status, headers=headers)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except errors.ApiNodeError as exc:
+        if errors.kind_of(exc).http_status >= 500:
+            log.warning("%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message)
+        return error_response(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
+        body = {"errorType": err_type, "message": exc.reason, "detailedMessage": f"{request.method} {request.path}: {exc.reason}"}
+        return _json(body, status=exc.status)
+    except Exception as exc:  # a bug of ours: never a bare 500 page, never a dead node
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(errors.InternalError(f"internal error: {type(exc).__name__}"))
+
+
+async def _add_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(DSS_HEADERS)
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    return loads_body(await request.read())
+
+
+async def user_call(request: web.Request) -> web.Response:
+    dp = request.app[DATAPLANE]
+    mi = request.match_info
+    service, endpoint, verb = mi["service"], mi["endpoint"], mi["verb"]
+    if verb == "predict":
+        return _json(await dp.predict(service, endpoint, await _body(request)))
+    if verb == "predict-multi":
+        return _json(await dp.predict_multi(service, endpoint, await _body(request)))
+    if verb == "run":
+        response, meta = await dp.run(service, endpoint, await _body(request))
+        return _json({"response": orjson.Fragment(response), **meta})
+    raise errors.NotFound(f"unknown verb {verb!r} (known: predict, predict-multi, run)")
+
+
+async def predict_simple(request: web.Request) -> web.Response:
+    """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
+    dp = request.app[DATAPLANE]
+    features = dict(request.query)
+    return _json(await dp.predict(request.match_info["service"], request.match_info["endpoint"], {"features": features}))
+
+
+async def is_alive(request: web.Request) -> web.Response:
+    if (request.app[DATA_DIR] / "apinode-not-alive.txt").exists():
+        return _json({"alive": False, "reason": "apinode-not-alive.txt present"}, status=503)
+    return _json({"alive": True})
+
+
+async def ready(request: web.Request) -> web.Response:
+    ok, reasons = request.app[DATAPLANE].readiness()
+    return _json({"ready": ok, "notReady": reasons}, status=200 if ok else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    return _json(request.app[DATAPLANE].status())
+
+
+def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32 * 1024 * 1024) -> web.Application:
+    app = web.Application(middlewares=[_errors], client_max_size=client_max_size)
+    app[DATAPLANE] = dataplane
+    app[DATA_DIR] = data_dir
+    app.on_response_prepare.append(_add_headers)
+    for prefix in ("/public/api/v1", "//public/api/v1"):  # the Dataiku client may double the slash
+        app.router.add_post(prefix + "/{service}/{endpoint}/{verb}", user_call)
+        app.router.add_get(prefix + "/{service}/{endpoint}/predict-simple", predict_simple)
+    for path in ("/isAlive", "/isAlive/"):
+        app.router.add_get(path, is_alive)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/admin/status", status)
+    return app

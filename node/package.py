@@ -1,0 +1,300 @@
+"""The package format: the one contract between `compiler/` and `node/`.
+
+A package (`.apz`) is a zip file:
+
+    manifest.json            what the package holds (see :class:`Manifest`), versioned
+    models/<endpoint>.onnx   one ONNX model per prediction endpoint
+    datasets/<name>.<ext>    bundled datasets (csv or parquet)
+    code/...                 the service's Python code (function endpoints)
+    tests/<endpoint>.json    the endpoint's test queries (a JSON list of request bodies)
+
+`manifest.json` lists every other file with its size and sha256; a package whose files do
+not match, that holds a file the manifest does not list, or whose paths leave the package
+is refused. The compiler writes packages with :func:`write_package`; the node verifies and
+unpacks them with :func:`extract_package`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import orjson
+
+FORMAT = "apinode-package"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+FEATURE_TYPES = ("float", "int", "string", "bool")
+ONNX_TYPES = ("float", "double", "int64", "string", "bool")
+ENDPOINT_TYPES = ("prediction", "function")
+TASKS = ("binary", "multiclass", "regression")
+MAX_UNPACKED_BYTES = 4 * 1024**3
+MAX_RATIO = 200  # zip bomb guard: uncompressed/compressed per member
+
+
+class PackageError(ValueError):
+    """A package that cannot be used, with a message that says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureSpec:
+    name: str
+    type: str  # float | int | string | bool: what callers send
+    onnx_type: str  # float | double | int64 | string | bool: the ONNX input's element type
+    nullable: bool  # null is a missing value the model imputes
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSpec:
+    path: str
+    # "columns": one ONNX input [N,1] per feature, named like it;
+    # "matrix": one input `input_name` [N, n_features] of `onnx_type` of the first feature.
+    input_mode: str
+    input_name: str
+    label_output: str | None
+    proba_output: str | None
+    value_output: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    id: str
+    type: str
+    raw: dict[str, Any]  # the endpoint's manifest entry, for kinds that need more
+    task: str | None = None
+    features: tuple[FeatureSpec, ...] = ()
+    classes: tuple[Any, ...] | None = None
+    model: ModelSpec | None = None
+    test_queries: str | None = None
+    pool: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    service: str
+    version: str
+    endpoints: dict[str, EndpointSpec]
+    files: dict[str, dict[str, Any]]
+    raw: dict[str, Any]
+
+
+def _require(cond: bool, message: str) -> None:
+    if not cond:
+        raise PackageError(f"manifest.json: {message}")
+
+
+def _safe_member(name: str) -> str:
+    p = PurePosixPath(name)
+    if name.startswith("/") or "\\" in name or ".." in p.parts or not name or ":" in p.parts[0]:
+        raise PackageError(f"package path {name!r} points outside the package")
+    return str(p)
+
+
+def parse_manifest(data: dict[str, Any]) -> Manifest:
+    _require(isinstance(data, dict), "not a JSON object")
+    _require(data.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
+    fv = data.get("format_version")
+    _require(fv == FORMAT_VERSION, f"unsupported format_version {fv!r} (this node reads {FORMAT_VERSION})")
+    service, version = data.get("service"), data.get("version")
+    _require(isinstance(service, str) and bool(ID_RE.match(service)), f"bad service id {service!r}")
+    _require(isinstance(version, str) and bool(ID_RE.match(version)), f"bad version {version!r}")
+    files = data.get("files")
+    _require(isinstance(files, dict), "'files' must be an object")
+    for name, meta in files.items():
+        _safe_member(name)
+        _require(
+            isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("size"), int),
+            f"files[{name!r}] needs sha256 and size",
+        )
+    eps = data.get("endpoints")
+    _require(isinstance(eps, dict) and len(eps) > 0, "'endpoints' must be a non-empty object")
+    endpoints = {eid: _parse_endpoint(eid, e, files) for eid, e in eps.items()}
+    return Manifest(service=service, version=version, endpoints=endpoints, files=files, raw=data)
+
+
+def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
+    where = f"endpoints.{eid}"
+    _require(bool(ID_RE.match(eid)), f"bad endpoint id {eid!r}")
+    _require(isinstance(e, dict), f"{where} must be an object")
+    etype = e.get("type")
+    _require(etype in ENDPOINT_TYPES, f"{where}.type {etype!r} is not one of {ENDPOINT_TYPES}")
+    tq = e.get("test_queries")
+    _require(tq is None or tq in files, f"{where}.test_queries {tq!r} is not a file of the package")
+    pool = e.get("pool") or {}
+    _require(isinstance(pool, dict), f"{where}.pool must be an object")
+    if etype != "prediction":
+        return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)
+    task = e.get("task")
+    _require(task in TASKS, f"{where}.task {task!r} is not one of {TASKS}")
+    feats = []
+    for i, f in enumerate(e.get("features") or []):
+        _require(isinstance(f, dict), f"{where}.features[{i}] must be an object")
+        _require(f.get("type") in FEATURE_TYPES, f"{where}.features[{i}].type {f.get('type')!r}")
+        _require(f.get("onnx_type") in ONNX_TYPES, f"{where}.features[{i}].onnx_type {f.get('onnx_type')!r}")
+        _require(isinstance(f.get("name"), str), f"{where}.features[{i}].name")
+        feats.append(FeatureSpec(f["name"], f["type"], f["onnx_type"], bool(f.get("nullable", False))))
+    _require(len(feats) > 0, f"{where}.features is empty")
+    classes = e.get("classes")
+    if task == "regression":
+        _require(classes is None, f"{where}: a regression has no classes")
+    else:
+        _require(isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels")
+    m = e.get("model")
+    _require(isinstance(m, dict), f"{where}.model must be an object")
+    _require(m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package")
+    _require(m.get("input_mode") in ("columns", "matrix"), f"{where}.model.input_mode")
+    model = ModelSpec(
+        path=m["path"],
+        input_mode=m["input_mode"],
+        input_name=m.get("input_name") or "input",
+        label_output=m.get("label_output"),
+        proba_output=m.get("proba_output"),
+        value_output=m.get("value_output"),
+    )
+    if task == "regression":
+        _require(model.value_output is not None, f"{where}.model.value_output is required for a regression")
+    else:
+        _require(model.proba_output is not None, f"{where}.model.proba_output is required for a classifier")
+    return EndpointSpec(
+        id=eid,
+        type=etype,
+        raw=e,
+        task=task,
+        features=tuple(feats),
+        classes=tuple(classes) if classes is not None else None,
+        model=model,
+        test_queries=tq,
+        pool=pool,
+    )
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes | Path]) -> str:
+    """Writes a package atomically; fills `manifest["files"]`. Returns the package's sha256."""
+    listing: dict[str, dict[str, Any]] = {}
+    for name, content in files.items():
+        _safe_member(name)
+        data = content.read_bytes() if isinstance(content, Path) else content
+        listing[name] = {"sha256": sha256_bytes(data), "size": len(data)}
+    manifest = {**manifest, "files": listing}
+    manifest.setdefault("format", FORMAT)
+    manifest.setdefault("format_version", FORMAT_VERSION)
+    parse_manifest(manifest)  # never write what the node would refuse
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".apz-", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
+            z.writestr(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            for name, content in files.items():
+                if isinstance(content, Path):
+                    z.write(content, name)
+                else:
+                    z.writestr(name, content)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return sha256_file(out)
+
+
+def read_manifest(package: Path | bytes) -> Manifest:
+    """Reads and validates the manifest of a package without unpacking it."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(package) if isinstance(package, bytes) else package) as z:
+            return _manifest_of(z)
+    except zipfile.BadZipFile as exc:
+        raise PackageError(f"not a package: corrupt zip ({exc})") from exc
+
+
+def _manifest_of(z: zipfile.ZipFile) -> Manifest:
+    try:
+        info = z.getinfo(MANIFEST)
+    except KeyError:
+        raise PackageError("not a package: no manifest.json") from None
+    if info.file_size > 16 * 1024 * 1024:
+        raise PackageError("manifest.json is larger than 16 MiB")
+    try:
+        data = orjson.loads(z.read(info))
+    except orjson.JSONDecodeError as exc:
+        raise PackageError(f"manifest.json is not valid JSON: {exc}") from exc
+    return parse_manifest(data)
+
+
+def extract_package(package: Path, dest: Path) -> Manifest:
+    """Verifies a package and unpacks it into `dest` (created atomically, replaced if present).
+
+    Refuses: corrupt zips, bad manifests, members outside the package or not in the
+    manifest, size or sha256 mismatches, and archives that inflate suspiciously (zip bombs).
+    """
+    try:
+        z = zipfile.ZipFile(package)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise PackageError(f"not a package: corrupt zip ({exc})") from exc
+    with z:
+        manifest = _manifest_of(z)
+        members = {i.filename: i for i in z.infolist() if not i.is_dir()}
+        extra = set(members) - set(manifest.files) - {MANIFEST}
+        if extra:
+            raise PackageError(f"package holds files the manifest does not list: {sorted(extra)[:5]}")
+        total = 0
+        for name, meta in manifest.files.items():
+            info = members.get(name)
+            if info is None:
+                raise PackageError(f"package lacks {name}, listed in its manifest")
+            _safe_member(info.filename)
+            if info.file_size != meta["size"]:
+                raise PackageError(f"{name}: size {info.file_size} != {meta['size']} in the manifest")
+            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 24:
+                raise PackageError(f"{name}: compression ratio too high (zip bomb?)")
+            total += info.file_size
+        if total > MAX_UNPACKED_BYTES:
+            raise PackageError(f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
+        try:
+            for name, meta in manifest.files.items():
+                target = tmp / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                h = hashlib.sha256()
+                with z.open(name) as src, open(target, "wb") as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                if h.hexdigest() != meta["sha256"]:
+                    raise PackageError(f"{name}: sha256 mismatch (package corrupted or tampered with)")
+            (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return manifest
+
+
+def load_extracted(dest: Path) -> Manifest:
+    return parse_manifest(orjson.loads((dest / MANIFEST).read_bytes()))

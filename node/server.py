@@ -1,0 +1,128 @@
+"""The composition root: settings -> supervisor -> registry -> data plane -> both servers.
+
+`Node.start()` builds and starts everything on the running (uv)loop; `Node.stop()` stops
+it in reverse order, letting in-flight requests finish within the grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
+from node.dataplane import DataPlane, Limits
+from node.grpc.servicer import AdminServicer, ApiNodeServicer
+from node.http.app import build_app
+from node.registry import Registry
+from node.settings import NodeSettings
+from node.supervisor.supervisor import Supervisor
+
+log = logging.getLogger("node")
+
+
+class Node:
+    def __init__(self, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.supervisor = Supervisor(
+            max_workers=settings.max_workers,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+        )
+        self.registry = Registry(settings.data_dir, self.supervisor, onnx_threads=settings.onnx_threads)
+        self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items))
+        self.http_port = 0
+        self.grpc_port = 0
+        self._runner: web.AppRunner | None = None
+        self._grpc: grpc.aio.Server | None = None
+        self._health = health.aio.HealthServicer()
+        self._health_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        await self.supervisor.start()
+        await self.registry.load_all()
+        for package in s.packages:
+            gen = await self.registry.install(Path(package))
+            log.info("serving %s %s from %s", gen.service, gen.version, package)
+        app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+        opts = [
+            ("grpc.max_receive_message_length", s.max_grpc_message_bytes),
+            ("grpc.max_send_message_length", s.max_grpc_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+        self._grpc = grpc.aio.server(options=opts)
+        apinode_pb2_grpc.add_ApiNodeServicer_to_server(ApiNodeServicer(self.dataplane), self._grpc)
+        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.dataplane), self._grpc)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
+        names = (
+            apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
+            admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, self._grpc)
+        self.grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen for gRPC on {s.host}:{s.grpc_port}")
+        await self._grpc.start()
+        await self._update_health()
+        self._health_task = asyncio.create_task(self._health_loop())
+
+    async def _update_health(self) -> None:
+        ok, _ = self.dataplane.readiness()
+        serving = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set("", serving)
+        await self._health.set("apinode.v1.ApiNode", serving)
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._update_health()
+
+    async def stop(self) -> None:
+        grace = self.settings.shutdown_grace
+        if self._health_task is not None:
+            self._health_task.cancel()
+        await self._health.enter_graceful_shutdown()
+        stops = []
+        if self._grpc is not None:
+            stops.append(self._grpc.stop(grace))
+        if self._runner is not None:
+            stops.append(self._runner.cleanup())
+        await asyncio.gather(*stops, return_exceptions=True)
+        await self.registry.close()
+        await self.supervisor.close()
+
+
+async def serve(settings: NodeSettings, *, on_started: list[object] | None = None) -> None:
+    """Runs a node until SIGTERM or SIGINT."""
+    node = Node(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await node.start()
+    except BaseException:
+        await node.stop()
+        raise
+    for callback in on_started or []:
+        callback(node)  # type: ignore[operator]
+    await stop.wait()
+    log.info("stopping")
+    await node.stop()

@@ -1,0 +1,23 @@
+"""Settings of a node, from the command line (`apinode serve`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    http_port: int = 12000
+    grpc_port: int = 12001
+    max_workers: int | None = None  # node-wide cap on worker processes (None: no cap)
+    onnx_threads: int = 1  # intra-op threads per ONNX session: N workers use N cores
+    ping_interval: float = 1.0
+    ping_timeout: float = 10.0
+    shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_grpc_message_bytes: int = 32 * 1024 * 1024
+    max_items: int = 10_000
+    packages: list[Path] = field(default_factory=list)

@@ -1,0 +1,1 @@
+"""The supervisor: pools of worker processes per endpoint, fair queues, fault recovery."""

@@ -1,0 +1,411 @@
+"""A pool of worker processes for one endpoint of one generation.
+
+Requests go straight to an idle worker; when none is idle they wait in a FIFO queue of at
+most `queue` entries (one more is rejected at once), each with a timer of `timeout` ms.
+The pool grows towards `ceil` while requests wait (as the supervisor grants slots under
+the node-wide cap) and shrinks back to `cruise` once workers idle past a grace period.
+
+Batching: when a worker frees up, a prediction pool sends it everything queued (up to
+`max_batch` rows) as one message and one model run; nothing waits for a batch to fill.
+
+Faults: a worker that dies fails only the requests it held (WorkerCrashed) and is replaced;
+repeated crashes back off exponentially and make the endpoint not ready, with the reason.
+Over `max_run_ms` a worker is killed and replaced, and its callers get RunTimeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from node import errors
+from node.supervisor.process import WorkerProcess
+from node.supervisor.settings import PoolSettings
+
+if TYPE_CHECKING:
+    from node.supervisor.supervisor import Supervisor
+
+log = logging.getLogger("node.supervisor")
+_MAX_BACKOFF_S = 10.0
+
+
+@dataclass(slots=True)
+class PoolStats:
+    served: int = 0
+    rejected: int = 0
+    timed_out: int = 0
+    cancelled: int = 0
+    crashed: int = 0
+    failed: int = 0  # requests that failed in a worker (crash, user error, run timeout)
+    run_timeouts: int = 0
+    restarts: int = 0
+    batches: int = 0
+    batched_rows: int = 0
+
+
+class Pending:
+    __slots__ = ("done", "enqueued", "fut", "n", "payload", "timer")
+
+    def __init__(self, payload: Any, n: int, fut: asyncio.Future[Any]) -> None:
+        self.payload = payload
+        self.n = n
+        self.fut = fut
+        self.enqueued = time.perf_counter()
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False  # left the queue: dispatched, expired or cancelled
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A request's result and where its time went (microseconds)."""
+
+    result: Any
+    wait_us: int
+    compute_us: int
+    batch_rows: int
+
+
+class Pool:
+    def __init__(
+        self,
+        key: str,
+        spec: dict[str, Any],
+        settings: PoolSettings,
+        supervisor: Supervisor,
+        *,
+        op: str,
+        batchable: bool,
+    ) -> None:
+        self.key = key
+        self.spec = spec
+        self.settings = settings
+        self.sup = supervisor
+        self.op = op
+        self.batchable = batchable
+        self.workers: set[WorkerProcess] = set()
+        self.idle: list[WorkerProcess] = []
+        self.queue: deque[Pending] = deque()
+        self.waiting = 0
+        self.starting = 0
+        self.stats = PoolStats()
+        self.closed = False
+        self.consecutive_crashes = 0
+        self.backoff_until = 0.0
+        self.last_error: str | None = None
+        self._loop = asyncio.get_running_loop()
+        self._replenish_handle: asyncio.TimerHandle | None = None
+        self._drained = asyncio.Event()
+
+    # ---- sizes -------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        return len(self.workers)
+
+    @property
+    def busy(self) -> int:
+        return sum(1 for w in self.workers if w.state == "busy")
+
+    @property
+    def ready(self) -> bool:
+        return not self.closed and any(w.state in ("idle", "busy") for w in self.workers)
+
+    @property
+    def not_ready_reason(self) -> str | None:
+        if self.ready:
+            return None
+        if self.closed:
+            return "endpoint is shutting down"
+        if self.last_error:
+            return f"no live worker: {self.last_error}"
+        return "workers are starting"
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
+        workers = [self._spawn(floor=True) for _ in range(self.settings.floor)]
+        results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await self.close(drain=False)
+            raise failures[0]
+
+    async def close(self, *, drain: bool, timeout: float = 30.0) -> None:
+        """Stops taking requests; with `drain`, lets queued and running ones finish first."""
+        self.closed = True
+        if self._replenish_handle is not None:
+            self._replenish_handle.cancel()
+        if drain and (self.waiting or self.busy):
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning("%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy)
+        while self.queue:
+            pend = self.queue.popleft()
+            self._leave_queue(pend)
+            if not pend.fut.done():
+                pend.fut.set_exception(errors.ShuttingDown(f"endpoint {self.key} is shutting down"))
+        workers = list(self.workers)
+        for w in workers:
+            w.retiring = True
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    # ---- requests ----------------------------------------------------------------------
+    async def submit(self, payload: Any, n: int = 1) -> Outcome:
+        if self.closed:
+            raise errors.ShuttingDown(f"endpoint {self.key} is not taking requests")
+        pend = Pending(payload, n, self._loop.create_future())
+        if self.idle and self.waiting == 0:
+            pend.done = True  # never queued
+            self._dispatch(self.idle.pop(), [pend])
+        else:
+            if self.consecutive_crashes >= 2 and not self.ready:
+                raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+            if self.waiting >= self.settings.queue + self.starting:
+                self.stats.rejected += 1
+                raise errors.Overloaded(
+                    f"endpoint {self.key} is overloaded: {self.size} workers busy and "
+                    f"{self.waiting} requests queued (queue limit {self.settings.queue})",
+                    retry_after=max(1.0, self.settings.timeout / 1000 / 2),
+                )
+            self.queue.append(pend)
+            self.waiting += 1
+            pend.timer = self._loop.call_later(self.settings.timeout / 1000, self._expire, pend)
+            self._grow()
+        try:
+            return await pend.fut  # type: ignore[no-any-return]
+        except asyncio.CancelledError:
+            if not pend.done:  # still queued: the caller went away, free its place
+                self._leave_queue(pend)
+                self.stats.cancelled += 1
+            raise
+
+    def _leave_queue(self, pend: Pending) -> None:
+        if not pend.done:
+            pend.done = True
+            self.waiting -= 1
+            if pend.timer is not None:
+                pend.timer.cancel()
+
+    def _expire(self, pend: Pending) -> None:
+        if pend.done:
+            return
+        self._leave_queue(pend)
+        self.stats.timed_out += 1
+        if not pend.fut.done():
+            pend.fut.set_exception(
+                errors.QueueTimeout(f"waited {self.settings.timeout} ms in the queue of {self.key} without a free worker")
+            )
+        self._check_drained()
+
+    def _take_batch(self) -> list[Pending]:
+        batch: list[Pending] = []
+        rows = 0
+        q = self.queue
+        while q:
+            pend = q[0]
+            if pend.done:
+                q.popleft()
+                continue
+            if batch and (not self.batchable or rows + pend.n > self.settings.max_batch):
+                break
+            q.popleft()
+            self._leave_queue(pend)
+            batch.append(pend)
+            rows += pend.n
+            if not self.batchable:
+                break
+        return batch
+
+    def _dispatch(self, w: WorkerProcess, batch: list[Pending]) -> None:
+        w.state = "busy"
+        t = time.perf_counter()
+        if self.batchable and len(batch) > 1:
+            payload: Any = [row for pend in batch for row in pend.payload]
+            self.stats.batches += 1
+            self.stats.batched_rows += len(payload)
+        else:
+            payload = batch[0].payload
+        fut = w.request(self.op, payload)
+        limit = None
+        if self.settings.max_run_ms:
+            limit = self._loop.call_later(self.settings.max_run_ms / 1000, self._run_timeout, w)
+        fut.add_done_callback(lambda f: self._on_result(w, batch, t, f, limit))
+
+    def _run_timeout(self, w: WorkerProcess) -> None:
+        self.stats.run_timeouts += 1
+        w.kill(f"the request ran past max_run_ms={self.settings.max_run_ms}")
+
+    def _on_result(
+        self,
+        w: WorkerProcess,
+        batch: list[Pending],
+        dispatched: float,
+        f: asyncio.Future[Any],
+        limit: asyncio.TimerHandle | None,
+    ) -> None:
+        if limit is not None:
+            limit.cancel()
+        exc = f.exception()
+        if exc is not None:
+            if isinstance(exc, errors.WorkerCrashed) and w.kill_reason and "max_run_ms" in w.kill_reason:
+                exc = errors.RunTimeout(
+                    f"{self.key} ran past its run time limit of {self.settings.max_run_ms} ms; the worker was replaced"
+                )
+            self.stats.failed += len(batch)
+            for pend in batch:
+                if not pend.fut.done():
+                    pend.fut.set_exception(exc)
+        else:
+            result, compute_us = f.result()
+            self.stats.served += len(batch)
+            rows = sum(p.n for p in batch)
+            if len(batch) == 1:
+                pend = batch[0]
+                if not pend.fut.done():
+                    pend.fut.set_result(Outcome(result, int((dispatched - pend.enqueued) * 1e6), compute_us, rows))
+            else:
+                start = 0
+                for pend in batch:
+                    part = tuple(a[start : start + pend.n] for a in result)
+                    start += pend.n
+                    if not pend.fut.done():
+                        wait = int((dispatched - pend.enqueued) * 1e6)
+                        pend.fut.set_result(Outcome(part, wait, compute_us, rows))
+            self.consecutive_crashes = 0
+            w.tasks_done += 1
+        if w.alive:
+            self._worker_free(w)
+
+    def _worker_free(self, w: WorkerProcess) -> None:
+        if self.closed and self.waiting == 0:
+            w.state = "idle"
+            self._check_drained()
+            return
+        if self.waiting == 0 and self.sup.should_yield(self):
+            self._retire(w)
+            return
+        batch = self._take_batch()
+        if batch:
+            self._dispatch(w, batch)
+            return
+        w.state = "idle"
+        w.idle_since = time.monotonic()
+        self.idle.append(w)
+        self._check_drained()
+
+    def _check_drained(self) -> None:
+        if self.closed and self.waiting == 0 and self.busy == 0:
+            self._drained.set()
+
+    # ---- workers -----------------------------------------------------------------------
+    def _spawn(self, *, floor: bool = False) -> WorkerProcess:
+        w = WorkerProcess(self.key, self.spec, self._on_exit)
+        self.workers.add(w)
+        self.starting += 1
+        if floor:
+            self.sup.take_slot(self, floor=True)
+        return w
+
+    async def _start_worker(self, w: WorkerProcess) -> None:
+        try:
+            await w.start(self.settings.start_timeout_ms / 1000)
+        except errors.ApiNodeError as exc:
+            self.last_error = f"worker failed to load: {exc.message}"
+            w.kill(self.last_error)
+            raise
+        finally:
+            self.starting -= 1
+        if self.closed:
+            await w.stop()
+            return
+        self._worker_free(w)
+
+    def _launch(self, w: WorkerProcess) -> None:
+        task = asyncio.create_task(self._start_worker(w))
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by _on_exit
+
+    def _grow(self) -> None:
+        """Adds workers while requests wait and the pool is under `ceil` and the cap allows."""
+        if self.closed or time.monotonic() < self.backoff_until:
+            return
+        while self.waiting > self.starting and self.size < self.settings.ceil:
+            if not self.sup.take_slot(self):
+                return
+            self._launch(self._spawn())
+
+    def _replenish(self) -> None:
+        self._replenish_handle = None
+        if self.closed:
+            return
+        while self.size < self.settings.floor:
+            self.stats.restarts += 1
+            self._launch(self._spawn(floor=True))
+        self._grow()
+
+    def _retire(self, w: WorkerProcess) -> None:
+        w.retiring = True
+        if w in self.idle:
+            self.idle.remove(w)
+        asyncio.create_task(w.stop())  # noqa: RUF006 - _on_exit fires when it ends
+
+    def _on_exit(self, w: WorkerProcess) -> None:
+        self.workers.discard(w)
+        if w in self.idle:
+            self.idle.remove(w)
+        self.sup.release_slot(self)
+        if w.retiring or self.closed:
+            self._check_drained()
+            return
+        reason = w.kill_reason or f"worker {w.label} {_exit_text(w)}"
+        if w.kill_reason and "max_run_ms" in w.kill_reason:
+            log.warning("%s: killed worker %s: %s", self.key, w.label, w.kill_reason)
+            self.stats.restarts += 1
+            self._launch(self._spawn(floor=self.size < self.settings.floor))
+            return
+        self.stats.crashed += 1
+        self.consecutive_crashes += 1
+        self.last_error = reason
+        delay = 0.0 if self.consecutive_crashes <= 1 else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
+        self.backoff_until = time.monotonic() + delay
+        log.error("%s: %s; replacing it in %.1f s (crash #%d in a row)", self.key, reason, delay, self.consecutive_crashes)
+        if self._replenish_handle is None:
+            self._replenish_handle = self._loop.call_later(delay, self._replenish)
+
+    def tick(self, now: float) -> None:
+        """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""
+        if self.waiting == 0 and self.size > self.settings.cruise:
+            excess = self.size - self.settings.cruise
+            grace = self.settings.idle_grace_ms / 1000
+            for w in sorted(self.idle, key=lambda w: w.idle_since):
+                if excess <= 0 or now - w.idle_since < grace:
+                    break
+                self._retire(w)
+                excess -= 1
+        if self.waiting and self.starting < self.waiting:
+            self._grow()
+
+    def status(self) -> dict[str, Any]:
+        states = [w.state for w in self.workers if not w.retiring]
+        return {
+            "ready": self.ready,
+            "notReadyReason": self.not_ready_reason,
+            "workers": {
+                "busy": states.count("busy"),
+                "idle": states.count("idle"),
+                "starting": states.count("starting"),
+                "total": len(states),
+            },
+            "queueDepth": self.waiting,
+            "pool": self.settings.to_json(),
+            **asdict(self.stats),
+        }
+
+
+def _exit_text(w: WorkerProcess) -> str:
+    from node.supervisor.process import describe_exit
+
+    return f"(pid {w.pid}) {describe_exit(w.exit_code)}"

@@ -1,0 +1,209 @@
+"""The front process's handle on one worker process.
+
+A worker is started with `spawn` semantics (a fresh `python -m node.worker`), talks over two
+socketpairs (see :mod:`node.worker.protocol`) and is watched by its exit status: whatever
+kills it (SIGKILL, a segfault, `os._exit` in user code), the request it was running fails
+with :class:`~node.errors.WorkerCrashed` and the pool is told through `on_exit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from node import errors
+from node.worker import protocol as p
+
+log = logging.getLogger("node.supervisor")
+_ids = itertools.count(1)
+
+
+class _FrameProtocol(asyncio.Protocol):
+    """Splits a byte stream into frames and hands each decoded message to `on_message`."""
+
+    def __init__(self, on_message: Callable[[Any], None]) -> None:
+        self._buf = bytearray()
+        self._on_message = on_message
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        buf = self._buf
+        buf += data
+        hs = p.HEADER.size
+        while len(buf) >= hs:
+            (size,) = p.HEADER.unpack_from(buf)
+            if len(buf) < hs + size:
+                break
+            msg = p.decode(bytes(buf[hs : hs + size]))
+            del buf[: hs + size]
+            self._on_message(msg)
+
+    def send(self, msg: Any) -> None:
+        assert self.transport is not None
+        self.transport.write(p.encode(msg))
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class WorkerProcess:
+    """One worker process. Created by a pool; `start()` spawns it and loads its endpoint."""
+
+    def __init__(self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None]) -> None:
+        self.id = next(_ids)
+        self.label = f"{label} worker {self.id}"
+        self.spec = spec
+        self.on_exit = on_exit
+        self.proc: asyncio.subprocess.Process | None = None
+        self.pid: int | None = None
+        self.state = "starting"  # starting | idle | busy | dead
+        self.started_at = time.monotonic()
+        self.idle_since = time.monotonic()
+        self.tasks_done = 0
+        self.exit_code: int | None = None
+        self.kill_reason: str | None = None  # why we killed it, when we did
+        self.retiring = False  # stopped on purpose (shrink, reclaim, shutdown): not a crash
+        self.ping_sent_at: float | None = None
+        self._inflight: dict[int, asyncio.Future[Any]] = {}
+        self._data: _FrameProtocol | None = None
+        self._ctl: _FrameProtocol | None = None
+        self._exited = asyncio.Event()
+
+    @property
+    def alive(self) -> bool:
+        return self.state != "dead"
+
+    async def start(self, timeout: float) -> dict[str, Any]:
+        """Spawns the process and waits for its endpoint to load; raises ApiNodeError if not."""
+        loop = asyncio.get_running_loop()
+        data_front, data_child = socket.socketpair()
+        ctl_front, ctl_child = socket.socketpair()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "node.worker",
+                str(data_child.fileno()),
+                str(ctl_child.fileno()),
+                pass_fds=(data_child.fileno(), ctl_child.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+            )
+        finally:
+            data_child.close()
+            ctl_child.close()
+        self.pid = self.proc.pid
+        _, self._data = await loop.create_connection(lambda: _FrameProtocol(self._on_data), sock=data_front)
+        _, self._ctl = await loop.create_connection(lambda: _FrameProtocol(self._on_ctl), sock=ctl_front)
+        asyncio.create_task(self._watch(), name=f"watch-{self.label}")  # noqa: RUF006 - ends with the process
+        try:
+            describe, _ = await asyncio.wait_for(self.request(p.OP_INIT, self.spec), timeout)
+        except TimeoutError:
+            self.kill("did not finish loading in time")
+            raise errors.NotReady(f"worker {self.label} did not load within {timeout:.0f} s") from None
+        self.state = "idle"
+        self.idle_since = time.monotonic()
+        return describe  # type: ignore[no-any-return]
+
+    def request(self, op: str, payload: Any) -> asyncio.Future[Any]:
+        """Sends one message; the future resolves to `(result, compute_us)` or fails."""
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.state == "dead" or self._data is None:
+            fut.set_exception(self._crash_error())
+            return fut
+        mid = next(_ids)
+        self._inflight[mid] = fut
+        self._data.send((mid, op, payload))
+        return fut
+
+    def _on_data(self, msg: Any) -> None:
+        mid, ok, payload = msg
+        fut = self._inflight.pop(mid, None)
+        if fut is None or fut.done():
+            return
+        if ok:
+            fut.set_result(payload)
+            return
+        kind, message, detail = payload
+        if kind == p.ERR_BAD_REQUEST:
+            fut.set_exception(errors.BadRequest(message))
+        elif kind == p.ERR_USER:
+            # the traceback went to the node's log (the worker's stderr), not to the caller
+            fut.set_exception(errors.UserCodeError(message))
+        else:
+            fut.set_exception(errors.InternalError(message, detail=detail))
+
+    def _on_ctl(self, msg: Any) -> None:
+        if msg[0] == "pong":
+            self.ping_sent_at = None
+
+    def ping(self) -> None:
+        if self._ctl is not None and self.ping_sent_at is None and self.state != "dead":
+            self.ping_sent_at = time.monotonic()
+            self._ctl.send(("ping", self.ping_sent_at))
+
+    def _crash_error(self) -> errors.ApiNodeError:
+        if self.kill_reason is not None:
+            return errors.WorkerCrashed(f"worker {self.label} was killed: {self.kill_reason}")
+        return errors.WorkerCrashed(
+            f"worker {self.label} (pid {self.pid}) crashed ({describe_exit(self.exit_code)}) while running this request"
+        )
+
+    async def _watch(self) -> None:
+        assert self.proc is not None
+        self.exit_code = await self.proc.wait()
+        self.state = "dead"
+        err = self._crash_error()
+        for fut in self._inflight.values():
+            if not fut.done():
+                fut.set_exception(err)
+        self._inflight.clear()
+        for proto in (self._data, self._ctl):
+            if proto is not None and proto.transport is not None:
+                proto.transport.close()
+        self._exited.set()
+        self.on_exit(self)
+
+    def kill(self, reason: str) -> None:
+        """SIGKILL: for hung or over-time workers. In-flight requests fail with `reason`."""
+        if self.kill_reason is None:
+            self.kill_reason = reason
+        if self.proc is not None and self.proc.returncode is None:
+            try:
+                self.proc.kill()
+            except ProcessLookupError:
+                pass
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Graceful: closes the data channel (the worker exits after its current request)."""
+        if self.proc is None:
+            return
+        if self._data is not None and self._data.transport is not None:
+            self._data.transport.close()
+        try:
+            await asyncio.wait_for(self._exited.wait(), timeout)
+        except TimeoutError:
+            self.kill("did not stop in time")
+            await self._exited.wait()
+
+    async def wait_exited(self) -> None:
+        await self._exited.wait()

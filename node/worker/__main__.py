@@ -1,0 +1,98 @@
+"""Entry point of a worker process: `python -m node.worker DATA_FD CONTROL_FD`.
+
+The supervisor starts one of these per pool slot (spawn, never fork: a fresh
+interpreter). It answers the `init` message by loading its endpoint, then serves requests
+one at a time on the data channel; a thread answers pings on the control channel. The
+process's stdout is redirected to stderr so a `print` in user code cannot corrupt the
+channel.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+from node.worker import protocol as p
+from node.worker.runtime import Runtime, RuntimeError_, load_runtime
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:], n - got)
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
+
+
+def _recv(sock: socket.socket) -> Any | None:
+    head = _recv_exact(sock, p.HEADER.size)
+    if head is None:
+        return None
+    (size,) = p.HEADER.unpack(head)
+    body = _recv_exact(sock, size)
+    return None if body is None else p.decode(body)
+
+
+def _pong_loop(ctl: socket.socket) -> None:
+    while True:
+        msg = _recv(ctl)
+        if msg is None:
+            os._exit(0)  # the front is gone: nobody to serve
+        ctl.sendall(p.encode(("pong", msg[1])))
+
+
+def _serve(data: socket.socket, runtime: Runtime) -> None:
+    while True:
+        msg = _recv(data)
+        if msg is None:
+            return
+        mid, op, payload = msg
+        t0 = time.perf_counter_ns()
+        try:
+            result = runtime.handle(op, payload)
+            reply: Any = (mid, True, (result, (time.perf_counter_ns() - t0) // 1000))
+        except RuntimeError_ as exc:
+            reply = (mid, False, (exc.kind, exc.message, exc.detail))
+        except Exception as exc:  # a bug of ours, not of the user's code
+            traceback.print_exc()
+            reply = (mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", None))
+        data.sendall(p.encode(reply))
+
+
+def main() -> int:
+    data_fd, ctl_fd = int(sys.argv[1]), int(sys.argv[2])
+    os.dup2(2, 1)  # user prints go to the node's log, never into the channel
+    data = socket.socket(fileno=data_fd)
+    ctl = socket.socket(fileno=ctl_fd)
+    threading.Thread(target=_pong_loop, args=(ctl,), daemon=True, name="pong").start()
+    first = _recv(data)
+    if first is None:
+        return 0
+    mid, op, spec = first
+    assert op == p.OP_INIT
+    try:
+        runtime = load_runtime(spec)
+    except RuntimeError_ as exc:
+        data.sendall(p.encode((mid, False, (exc.kind, exc.message, exc.detail))))
+        return 3
+    except Exception as exc:
+        detail = traceback.format_exc()
+        sys.stderr.write(detail)
+        data.sendall(p.encode((mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", detail))))
+        return 3
+    data.sendall(p.encode((mid, True, (runtime.describe(), 0))))
+    _serve(data, runtime)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""What a worker runs: an ONNX prediction model or a user's Python function.
+
+`load_runtime(spec)` builds the runtime named by `spec["kind"]` once, at worker start
+(this is where heavy things load); `handle(op, payload)` then serves one request or one
+batch. Errors a caller should see are raised as :class:`RuntimeError_` with a kind from
+:mod:`node.worker.protocol`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+
+from node.worker import protocol as p
+
+_NP_TYPES: dict[str, Any] = {
+    "float": np.float32,
+    "double": np.float64,
+    "int64": np.int64,
+    "string": object,
+    "bool": np.bool_,
+}
+
+
+class RuntimeError_(Exception):  # noqa: N801 - not the builtin RuntimeError
+    def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.detail = kind, message, detail
+
+
+class Runtime(Protocol):
+    def handle(self, op: str, payload: Any) -> Any: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class PredictionRuntime:
+    """Runs an ONNX model on a batch of validated rows (lists in feature order)."""
+
+    def __init__(self, package_dir: Path, endpoint: dict[str, Any], threads: int) -> None:
+        import onnxruntime as ort
+
+        model = endpoint["model"]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        path = package_dir / model["path"]
+        try:
+            self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise RuntimeError_(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
+        self.features = endpoint["features"]
+        self.mode = model["input_mode"]
+        self.input_name = model.get("input_name") or "input"
+        self.dtypes = [_NP_TYPES[f["onnx_type"]] for f in self.features]
+        self.names = [f["name"] for f in self.features]
+        classes = endpoint.get("classes")
+        self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
+        self.outputs = [model.get("label_output"), model.get("proba_output")]
+        if classes is None:
+            self.outputs = [model["value_output"]]
+        self._warm()
+
+    def _warm(self) -> None:
+        blank = {np.float32: 0.0, np.float64: 0.0, np.int64: 0, object: "", np.bool_: False}
+        try:
+            self.run([[blank[t] for t in self.dtypes]])
+        except Exception:  # a model may reject blank rows; warming is only an optimisation
+            pass
+
+    def _inputs(self, rows: list[list[Any]]) -> dict[str, np.ndarray]:
+        if self.mode == "matrix":
+            return {self.input_name: np.array(rows, dtype=self.dtypes[0])}
+        n = len(rows)
+        return {
+            name: np.array([r[j] for r in rows], dtype=dt).reshape(n, 1)
+            for j, (name, dt) in enumerate(zip(self.names, self.dtypes, strict=True))
+        }
+
+    def run(self, rows: list[list[Any]]) -> tuple[Any, ...]:
+        out = self.session.run(self.outputs, self._inputs(rows))
+        if self.class_index is None:
+            return (np.asarray(out[0], dtype=np.float64).reshape(-1),)
+        labels, probas = out
+        probas = np.asarray(probas, dtype=np.float64)
+        if self.outputs[0] is None:
+            idx = probas.argmax(axis=1)
+        else:
+            get = self.class_index.get
+            idx = np.fromiter(
+                (get(v.item() if hasattr(v, "item") else v, -1) for v in np.asarray(labels).reshape(-1)),
+                dtype=np.int64,
+                count=len(rows),
+            )
+            bad = idx < 0
+            if bad.any():  # a label the manifest does not know: trust the probabilities
+                idx[bad] = probas[bad].argmax(axis=1)
+        return idx, probas
+
+    def handle(self, op: str, payload: Any) -> Any:
+        if op != p.OP_PREDICT:
+            raise RuntimeError_(p.ERR_INTERNAL, f"prediction worker cannot {op!r}")
+        try:
+            return self.run(payload)
+        except RuntimeError_:
+            raise
+        except Exception as exc:
+            raise RuntimeError_(p.ERR_INTERNAL, f"ONNX inference failed: {exc}") from exc
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "prediction", "inputs": [i.name for i in self.session.get_inputs()]}
+
+
+class FunctionRuntime:
+    """Calls a user's Python function with the request's keyword arguments."""
+
+    def __init__(self, package_dir: Path, endpoint: dict[str, Any], folders: list[str]) -> None:
+        code = endpoint["code"]
+        root = package_dir / code.get("root", "code")
+        path = package_dir / code["path"]
+        sys.path.insert(0, str(root))
+        name = ".".join(path.relative_to(root).with_suffix("").parts)
+        spec = importlib.util.spec_from_file_location(name, path)
+        if spec is None or spec.loader is None:
+            raise RuntimeError_(p.ERR_USER, f"cannot import {code['path']}")
+        module = importlib.util.module_from_spec(spec)
+        module.folders = folders  # type: ignore[attr-defined]
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as exc:
+            detail = traceback.format_exc()
+            sys.stderr.write(f"error importing {code['path']}:\n{detail}")
+            raise RuntimeError_(p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail) from exc
+        fn = getattr(module, code["function"], None)
+        if not callable(fn):
+            raise RuntimeError_(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
+        self.fn = fn
+        self.signature = inspect.signature(fn)
+        self.label = f"{code['path']}:{code['function']}"
+
+    def handle(self, op: str, payload: Any) -> Any:
+        if op != p.OP_CALL:
+            raise RuntimeError_(p.ERR_INTERNAL, f"function worker cannot {op!r}")
+        try:
+            self.signature.bind(**payload)
+        except TypeError as exc:
+            raise RuntimeError_(p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}") from None
+        try:
+            result = self.fn(**payload)
+        except Exception as exc:
+            detail = traceback.format_exc()
+            sys.stderr.write(f"error in {self.label}:\n{detail}")
+            raise RuntimeError_(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
+        try:
+            return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise RuntimeError_(p.ERR_USER, f"{self.label} returned a value that is not JSON-serialisable: {exc}") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "function", "function": self.label}
+
+
+def load_runtime(spec: dict[str, Any]) -> Runtime:
+    package_dir = Path(spec["package_dir"])
+    endpoint = spec["endpoint"]
+    kind = endpoint["type"]
+    if kind == "prediction":
+        return PredictionRuntime(package_dir, endpoint, int(spec.get("onnx_threads", 1)))
+    if kind == "function":
+        folders = [str(package_dir / f) for f in endpoint.get("folders", [])]
+        return FunctionRuntime(package_dir, endpoint, folders)
+    raise RuntimeError_(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")
