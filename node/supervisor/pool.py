@@ -398,6 +398,7 @@ class Pool:
                 "idle": states.count("idle"),
                 "starting": states.count("starting"),
                 "total": len(states),
+                "pids": sorted(w.pid for w in self.workers if w.pid is not None and not w.retiring),
             },
             "queueDepth": self.waiting,
             "pool": self.settings.to_json(),
