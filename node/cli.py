@@ -1,8 +1,8 @@
 """`apinode`: the one command-line entry point.
 
-    apinode compile DIR [-o FILE]      service folder -> package (compiler/)
-    apinode serve [PACKAGE ...]        run a node (node/)
-    apinode loadtest ...               measure a node (loadtest/)
+apinode compile DIR [-o FILE]      service folder -> package (compiler/)
+apinode serve [PACKAGE ...]        run a node (node/)
+apinode loadtest ...               measure a node (loadtest/)
 """
 
 from __future__ import annotations
@@ -25,16 +25,31 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run a node serving the packages of its data dir")
     p.add_argument("packages", nargs="*", type=Path, help="packages (.apz) to store and serve")
-    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("APINODE_DATA_DIR", "apinode-data")))
+    p.add_argument(
+        "--data-dir", type=Path, default=Path(os.environ.get("APINODE_DATA_DIR", "apinode-data"))
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=12000)
     p.add_argument("--grpc-port", type=int, default=12001)
-    p.add_argument("--max-workers", type=int, default=None, help="node-wide cap on worker processes")
+    p.add_argument(
+        "--max-workers", type=int, default=None, help="node-wide cap on worker processes"
+    )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
-    p.add_argument("--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung")
-    p.add_argument("--shutdown-grace", type=float, default=20.0, help="seconds in-flight requests get on SIGTERM")
-    p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
-    p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
+    p.add_argument(
+        "--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung"
+    )
+    p.add_argument(
+        "--shutdown-grace",
+        type=float,
+        default=20.0,
+        help="seconds in-flight requests get on SIGTERM",
+    )
+    p.add_argument(
+        "--ports-file", type=Path, help="write the bound ports as JSON here once serving"
+    )
+    p.add_argument(
+        "--print-usage", action="store_true", help="print how to call the served endpoints"
+    )
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_serve)
 
@@ -64,10 +79,16 @@ def _serve(args: argparse.Namespace) -> int:
     def started(node: Node) -> None:
         if args.ports_file:
             tmp = args.ports_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()}))
+            tmp.write_text(
+                json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()})
+            )
             tmp.replace(args.ports_file)
         logging.getLogger("node").info(
-            "serving on http://%s:%d and grpc %s:%d", args.host, node.http_port, args.host, node.grpc_port
+            "serving on http://%s:%d and grpc %s:%d",
+            args.host,
+            node.http_port,
+            args.host,
+            node.grpc_port,
         )
         if args.print_usage:
             print(_usage(node, args.host), flush=True)
@@ -98,8 +119,14 @@ def _usage(node: Any, host: str) -> str:
                 url = f"{base}/public/api/v1/{sid}/{eid}/predict"
                 lines.append(f"\n  # {eid}: prediction over JSON HTTP")
                 lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body))}")
-                grpc_body = {"service": sid, "endpoint": eid, "features": {k: _pb_value(v) for k, v in body["features"].items()}}
-                lines.append(f"  # ... and over gRPC (grpcurl: https://github.com/fullstorydev/grpcurl; reflection is on)")
+                grpc_body = {
+                    "service": sid,
+                    "endpoint": eid,
+                    "features": {k: _pb_value(v) for k, v in body["features"].items()},
+                }
+                lines.append(
+                    "  # ... and over gRPC (grpcurl: https://github.com/fullstorydev/grpcurl; reflection is on)"
+                )
                 lines.append(
                     f"  grpcurl -plaintext -d {shlex.quote(json.dumps(grpc_body))} {host}:{node.grpc_port} apinode.v1.ApiNode/Predict"
                 )

@@ -133,7 +133,7 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
 
 def kind_of(exc: ApiNodeError) -> ErrorKind:
     for cls in type(exc).__mro__:
-        entry = ERROR_TABLE.get(cls)  # type: ignore[arg-type]
+        entry = ERROR_TABLE.get(cls)
         if entry is not None:
             return entry
     return ERROR_TABLE[ApiNodeError]

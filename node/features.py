@@ -28,7 +28,9 @@ def _num(name: str, value: Any, want: str) -> float:
         try:
             v = float(value.strip())
         except ValueError:
-            raise BadRequest(f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}") from None
+            raise BadRequest(
+                f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}"
+            ) from None
     else:
         raise BadRequest(f"feature {name!r} must be a number ({want}), got {type(value).__name__}")
     if not math.isfinite(v):
@@ -69,7 +71,12 @@ def _coerce_bool(name: str, value: Any) -> bool:
     raise BadRequest(f"feature {name!r} must be a boolean (bool), got {value!r}")
 
 
-_COERCE = {"float": _coerce_float, "int": _coerce_int, "string": _coerce_string, "bool": _coerce_bool}
+_COERCE = {
+    "float": _coerce_float,
+    "int": _coerce_int,
+    "string": _coerce_string,
+    "bool": _coerce_bool,
+}
 
 
 class FeatureCodec:
@@ -92,7 +99,9 @@ class FeatureCodec:
             if value is None or value is _MISSING:
                 if not nullable:
                     what = "is missing" if value is _MISSING else "is null"
-                    raise BadRequest(f"{where}feature {name!r} {what} and the model cannot impute it")
+                    raise BadRequest(
+                        f"{where}feature {name!r} {what} and the model cannot impute it"
+                    )
                 append(None if onnx_type != "string" else "")
                 continue
             try:

@@ -107,20 +107,29 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     _require(isinstance(data, dict), "not a JSON object")
     _require(data.get("format") == FORMAT, f"'format' must be {FORMAT!r}")
     fv = data.get("format_version")
-    _require(fv == FORMAT_VERSION, f"unsupported format_version {fv!r} (this node reads {FORMAT_VERSION})")
+    _require(
+        fv == FORMAT_VERSION,
+        f"unsupported format_version {fv!r} (this node reads {FORMAT_VERSION})",
+    )
     service, version = data.get("service"), data.get("version")
-    _require(isinstance(service, str) and bool(ID_RE.match(service)), f"bad service id {service!r}")
-    _require(isinstance(version, str) and bool(ID_RE.match(version)), f"bad version {version!r}")
+    if not (isinstance(service, str) and ID_RE.match(service)):
+        raise PackageError(f"manifest.json: bad service id {service!r}")
+    if not (isinstance(version, str) and ID_RE.match(version)):
+        raise PackageError(f"manifest.json: bad version {version!r}")
     files = data.get("files")
-    _require(isinstance(files, dict), "'files' must be an object")
+    if not isinstance(files, dict):
+        raise PackageError("manifest.json: 'files' must be an object")
     for name, meta in files.items():
         _safe_member(name)
         _require(
-            isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("size"), int),
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and isinstance(meta.get("size"), int),
             f"files[{name!r}] needs sha256 and size",
         )
     eps = data.get("endpoints")
-    _require(isinstance(eps, dict) and len(eps) > 0, "'endpoints' must be a non-empty object")
+    if not isinstance(eps, dict) or not eps:
+        raise PackageError("manifest.json: 'endpoints' must be a non-empty object")
     endpoints = {eid: _parse_endpoint(eid, e, files) for eid, e in eps.items()}
     return Manifest(service=service, version=version, endpoints=endpoints, files=files, raw=data)
 
@@ -143,18 +152,27 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
     for i, f in enumerate(e.get("features") or []):
         _require(isinstance(f, dict), f"{where}.features[{i}] must be an object")
         _require(f.get("type") in FEATURE_TYPES, f"{where}.features[{i}].type {f.get('type')!r}")
-        _require(f.get("onnx_type") in ONNX_TYPES, f"{where}.features[{i}].onnx_type {f.get('onnx_type')!r}")
+        _require(
+            f.get("onnx_type") in ONNX_TYPES,
+            f"{where}.features[{i}].onnx_type {f.get('onnx_type')!r}",
+        )
         _require(isinstance(f.get("name"), str), f"{where}.features[{i}].name")
-        feats.append(FeatureSpec(f["name"], f["type"], f["onnx_type"], bool(f.get("nullable", False))))
+        feats.append(
+            FeatureSpec(f["name"], f["type"], f["onnx_type"], bool(f.get("nullable", False)))
+        )
     _require(len(feats) > 0, f"{where}.features is empty")
     classes = e.get("classes")
     if task == "regression":
         _require(classes is None, f"{where}: a regression has no classes")
     else:
-        _require(isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels")
+        _require(
+            isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels"
+        )
     m = e.get("model")
     _require(isinstance(m, dict), f"{where}.model must be an object")
-    _require(m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package")
+    _require(
+        m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package"
+    )
     _require(m.get("input_mode") in ("columns", "matrix"), f"{where}.model.input_mode")
     model = ModelSpec(
         path=m["path"],
@@ -165,9 +183,15 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
         value_output=m.get("value_output"),
     )
     if task == "regression":
-        _require(model.value_output is not None, f"{where}.model.value_output is required for a regression")
+        _require(
+            model.value_output is not None,
+            f"{where}.model.value_output is required for a regression",
+        )
     else:
-        _require(model.proba_output is not None, f"{where}.model.proba_output is required for a classifier")
+        _require(
+            model.proba_output is not None,
+            f"{where}.model.proba_output is required for a classifier",
+        )
     return EndpointSpec(
         id=eid,
         type=etype,
@@ -208,7 +232,9 @@ def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes | 
     fd, tmp = tempfile.mkstemp(prefix=".apz-", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            z.writestr(
+                MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+            )
             for name, content in files.items():
                 if isinstance(content, Path):
                     z.write(content, name)
@@ -259,7 +285,9 @@ def extract_package(package: Path, dest: Path) -> Manifest:
         members = {i.filename: i for i in z.infolist() if not i.is_dir()}
         extra = set(members) - set(manifest.files) - {MANIFEST}
         if extra:
-            raise PackageError(f"package holds files the manifest does not list: {sorted(extra)[:5]}")
+            raise PackageError(
+                f"package holds files the manifest does not list: {sorted(extra)[:5]}"
+            )
         total = 0
         for name, meta in manifest.files.items():
             info = members.get(name)
@@ -267,12 +295,20 @@ def extract_package(package: Path, dest: Path) -> Manifest:
                 raise PackageError(f"package lacks {name}, listed in its manifest")
             _safe_member(info.filename)
             if info.file_size != meta["size"]:
-                raise PackageError(f"{name}: size {info.file_size} != {meta['size']} in the manifest")
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 24:
+                raise PackageError(
+                    f"{name}: size {info.file_size} != {meta['size']} in the manifest"
+                )
+            if (
+                info.compress_size
+                and info.file_size / info.compress_size > MAX_RATIO
+                and info.file_size > 1 << 24
+            ):
                 raise PackageError(f"{name}: compression ratio too high (zip bomb?)")
             total += info.file_size
         if total > MAX_UNPACKED_BYTES:
-            raise PackageError(f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
+            raise PackageError(
+                f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit"
+            )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
@@ -285,7 +321,9 @@ def extract_package(package: Path, dest: Path) -> Manifest:
                         h.update(chunk)
                         out.write(chunk)
                 if h.hexdigest() != meta["sha256"]:
-                    raise PackageError(f"{name}: sha256 mismatch (package corrupted or tampered with)")
+                    raise PackageError(
+                        f"{name}: sha256 mismatch (package corrupted or tampered with)"
+                    )
             (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
             if dest.exists():
                 shutil.rmtree(dest)

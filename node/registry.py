@@ -26,7 +26,15 @@ import orjson
 
 from node import errors
 from node.features import FeatureCodec
-from node.package import EndpointSpec, Manifest, PackageError, extract_package, load_extracted, read_manifest, sha256_file
+from node.package import (
+    EndpointSpec,
+    Manifest,
+    PackageError,
+    extract_package,
+    load_extracted,
+    read_manifest,
+    sha256_file,
+)
 from node.supervisor import settings as pool_settings
 from node.supervisor.pool import Pool
 from node.supervisor.supervisor import Supervisor
@@ -102,7 +110,9 @@ class Registry:
         manifest = read_manifest(package)
         target = self._package_path(manifest.service, manifest.version)
         if target.exists() and sha256_file(target) == sha256_file(package):
-            if (self._generation_path(manifest.service, manifest.version) / "manifest.json").exists():
+            if (
+                self._generation_path(manifest.service, manifest.version) / "manifest.json"
+            ).exists():
                 return manifest, False
         gen_dir = self._generation_path(manifest.service, manifest.version)
         staging = gen_dir.with_name(f".{gen_dir.name}.staging")
@@ -134,11 +144,15 @@ class Registry:
             key = f"{service}/{ep.id}@{version}"
             if key in self.sup.pools:  # the same version reloaded with new content
                 key += f"~{self._loads}"
-            pool = await self.sup.add_pool(key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable)
+            pool = await self.sup.add_pool(
+                key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable
+            )
             codec = FeatureCodec(ep) if ep.type == "prediction" else None
             return ep.id, Endpoint(ep, pool, codec)
 
-        results = await asyncio.gather(*(load_endpoint(e) for e in manifest.endpoints.values()), return_exceptions=True)
+        results = await asyncio.gather(
+            *(load_endpoint(e) for e in manifest.endpoints.values()), return_exceptions=True
+        )
         for r in results:
             if isinstance(r, tuple):
                 gen.endpoints[r[0]] = r[1]
@@ -146,13 +160,17 @@ class Registry:
         if failure is not None:
             await self._unload(gen, drain=False)
             if isinstance(failure, errors.ApiNodeError):
-                raise errors.BadRequest(f"{service} {version} failed to load: {failure.message}") from failure
+                raise errors.BadRequest(
+                    f"{service} {version} failed to load: {failure.message}"
+                ) from failure
             raise failure
         log.info("loaded %s %s (%d endpoints)", service, version, len(gen.endpoints))
         return gen
 
     async def _unload(self, gen: Generation, *, drain: bool) -> None:
-        await asyncio.gather(*(self.sup.remove_pool(e.pool, drain=drain) for e in gen.endpoints.values()))
+        await asyncio.gather(
+            *(self.sup.remove_pool(e.pool, drain=drain) for e in gen.endpoints.values())
+        )
 
     async def install(self, package: Path) -> Generation:
         """Stores a package, loads it, and makes it the active generation of its service."""
@@ -198,7 +216,9 @@ class Registry:
                 await self._unload(gen, drain=False)
 
     # ---- dispatch ----------------------------------------------------------------------
-    def resolve(self, service: str, endpoint: str, dispatch: Any = None) -> tuple[Generation, Endpoint]:
+    def resolve(
+        self, service: str, endpoint: str, dispatch: Any = None
+    ) -> tuple[Generation, Endpoint]:
         svc = self.services.get(service)
         if svc is None or not svc.generations:
             raise errors.NotFound(f"service {service!r} is not deployed on this node")
@@ -211,7 +231,9 @@ class Registry:
             forced = dispatch.get("forcedGeneration")
             if forced:
                 if forced not in svc.generations:
-                    raise errors.NotFound(f"generation {forced!r} of service {service!r} is not loaded")
+                    raise errors.NotFound(
+                        f"generation {forced!r} of service {service!r} is not loaded"
+                    )
                 version = forced
         gen = svc.generations.get(version) if version else None
         if gen is None:
@@ -219,7 +241,9 @@ class Registry:
         ep = gen.endpoints.get(endpoint)
         if ep is None:
             known = ", ".join(sorted(gen.endpoints))
-            raise errors.NotFound(f"service {service!r} has no endpoint {endpoint!r} (it has: {known})")
+            raise errors.NotFound(
+                f"service {service!r} has no endpoint {endpoint!r} (it has: {known})"
+            )
         return gen, ep
 
     def status(self) -> dict[str, Any]:

@@ -35,13 +35,15 @@ class Node:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
         )
-        self.registry = Registry(settings.data_dir, self.supervisor, onnx_threads=settings.onnx_threads)
+        self.registry = Registry(
+            settings.data_dir, self.supervisor, onnx_threads=settings.onnx_threads
+        )
         self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items))
         self.http_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
         self._grpc: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -58,7 +60,7 @@ class Node:
         await site.start()
         server = site._server
         assert server is not None
-        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
         opts = [
             ("grpc.max_receive_message_length", s.max_grpc_message_bytes),
@@ -85,7 +87,11 @@ class Node:
 
     async def _update_health(self) -> None:
         ok, _ = self.dataplane.readiness()
-        serving = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+        serving = (
+            health_pb2.HealthCheckResponse.SERVING
+            if ok
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
         await self._health.set("", serving)
         await self._health.set("apinode.v1.ApiNode", serving)
 

@@ -13,7 +13,7 @@ from typing import Any
 from node.package import write_package
 
 # Functions used by the supervisor tests: sleeping, crashing, hanging, failing.
-FAULTS_CODE = '''
+FAULTS_CODE = """
 import os
 import signal
 import time
@@ -40,7 +40,7 @@ def boom(message="boom"):
 
 def add(a, b=1, **extra):
     return {"sum": a + b, "extra": extra}
-'''
+"""
 
 
 def function_package(

@@ -61,7 +61,9 @@ def prediction_to_pb(result: dict[str, Any]) -> pb.Prediction:
 
 def context_to_pb(ctx: dict[str, str]) -> pb.ApiContext:
     return pb.ApiContext(
-        service_id=ctx["serviceId"], endpoint_id=ctx["endpointId"], service_generation=ctx["serviceGeneration"]
+        service_id=ctx["serviceId"],
+        endpoint_id=ctx["endpointId"],
+        service_generation=ctx["serviceGeneration"],
     )
 
 

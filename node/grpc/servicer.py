@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 def _mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
             return await fn(self, request, context)
         except errors.ApiNodeError as exc:
@@ -62,15 +62,19 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         self.dp = dataplane
 
     @_mapped
-    async def Predict(self, request: pb.PredictRequest, context: grpc.aio.ServicerContext) -> pb.PredictResponse:
+    async def Predict(
+        self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PredictResponse:
         out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
         return _predict_response(out, request.request_id)
 
     @_mapped
     async def PredictMulti(
-        self, request: pb.PredictMultiRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PredictMultiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictMultiResponse:
-        body: dict[str, Any] = {"items": [{"features": convert.features_to_py(i.features)} for i in request.items]}
+        body: dict[str, Any] = {
+            "items": [{"features": convert.features_to_py(i.features)} for i in request.items]
+        }
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch
@@ -82,23 +86,29 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         )
 
     async def PredictStream(
-        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext
+        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.PredictResponse]:
         # One at a time, in order: a client wanting more throughput opens several streams
         # or pipelines (the node batches across streams).
         async for request in request_iterator:
             try:
-                out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
+                out = await self.dp.predict(
+                    request.service, request.endpoint, _predict_body(request)
+                )
                 yield _predict_response(out, request.request_id)
             except errors.ApiNodeError as exc:
                 kind = errors.kind_of(exc)
                 yield pb.PredictResponse(
                     request_id=request.request_id,
-                    error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message),
+                    error=pb.Error(
+                        code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message
+                    ),
                 )
 
     @_mapped
-    async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext) -> pb.RunResponse:
+    async def Run(
+        self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RunResponse:
         args = convert.struct_to_py(request.arguments)
         raw, meta = await self.dp.run(request.service, request.endpoint, args)
         return pb.RunResponse(
@@ -113,7 +123,9 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self.dp = dataplane
 
     @_mapped
-    async def Status(self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext) -> admin_pb2.StatusResponse:
+    async def Status(
+        self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> admin_pb2.StatusResponse:
         doc = self.dp.status()
         eps = []
         for sid, svc in doc["services"].items():
@@ -138,4 +150,6 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                             restarts=st["restarts"],
                         )
                     )
-        return admin_pb2.StatusResponse(ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode())
+        return admin_pb2.StatusResponse(
+            ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode()
+        )

@@ -45,13 +45,21 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except errors.ApiNodeError as exc:
         if errors.kind_of(exc).http_status >= 500:
-            log.warning("%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message)
+            log.warning(
+                "%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message
+            )
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(exc.status, "BAD_REQUEST")
-        body = {"errorType": err_type, "message": exc.reason, "detailedMessage": f"{request.method} {request.path}: {exc.reason}"}
+        err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
+            exc.status, "BAD_REQUEST"
+        )
+        body = {
+            "errorType": err_type,
+            "message": exc.reason,
+            "detailedMessage": f"{request.method} {request.path}: {exc.reason}",
+        }
         return _json(body, status=exc.status)
     except Exception as exc:  # a bug of ours: never a bare 500 page, never a dead node
         log.exception("unhandled error on %s %s", request.method, request.path)
@@ -84,7 +92,11 @@ async def predict_simple(request: web.Request) -> web.Response:
     """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
     dp = request.app[DATAPLANE]
     features = dict(request.query)
-    return _json(await dp.predict(request.match_info["service"], request.match_info["endpoint"], {"features": features}))
+    return _json(
+        await dp.predict(
+            request.match_info["service"], request.match_info["endpoint"], {"features": features}
+        )
+    )
 
 
 async def is_alive(request: web.Request) -> web.Response:
@@ -102,7 +114,9 @@ async def status(request: web.Request) -> web.Response:
     return _json(request.app[DATAPLANE].status())
 
 
-def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32 * 1024 * 1024) -> web.Application:
+def build_app(
+    dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32 * 1024 * 1024
+) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=client_max_size)
     app[DATAPLANE] = dataplane
     app[DATA_DIR] = data_dir

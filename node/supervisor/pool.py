@@ -98,6 +98,9 @@ class Pool:
         self.last_error: str | None = None
         self._loop = asyncio.get_running_loop()
         self._replenish_handle: asyncio.TimerHandle | None = None
+        grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
+        self._grow_after = grow_ms / 1000
+        self._grow_handle: asyncio.TimerHandle | None = None
         self._drained = asyncio.Event()
 
     # ---- sizes -------------------------------------------------------------------------
@@ -127,7 +130,9 @@ class Pool:
     async def start(self) -> None:
         """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
         workers = [self._spawn(floor=True) for _ in range(self.settings.floor)]
-        results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
+        results = await asyncio.gather(
+            *(self._start_worker(w) for w in workers), return_exceptions=True
+        )
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.close(drain=False)
@@ -142,7 +147,9 @@ class Pool:
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
             except TimeoutError:
-                log.warning("%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy)
+                log.warning(
+                    "%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy
+                )
         while self.queue:
             pend = self.queue.popleft()
             self._leave_queue(pend)
@@ -174,7 +181,10 @@ class Pool:
             self.queue.append(pend)
             self.waiting += 1
             pend.timer = self._loop.call_later(self.settings.timeout / 1000, self._expire, pend)
-            self._grow()
+            if self._grow_after <= 0:
+                self._grow()
+            elif self._grow_handle is None:
+                self._grow_handle = self._loop.call_later(self._grow_after, self._grow_if_still_waiting)
         try:
             return await pend.fut  # type: ignore[no-any-return]
         except asyncio.CancelledError:
@@ -197,7 +207,9 @@ class Pool:
         self.stats.timed_out += 1
         if not pend.fut.done():
             pend.fut.set_exception(
-                errors.QueueTimeout(f"waited {self.settings.timeout} ms in the queue of {self.key} without a free worker")
+                errors.QueueTimeout(
+                    f"waited {self.settings.timeout} ms in the queue of {self.key} without a free worker"
+                )
             )
         self._check_drained()
 
@@ -251,7 +263,11 @@ class Pool:
             limit.cancel()
         exc = f.exception()
         if exc is not None:
-            if isinstance(exc, errors.WorkerCrashed) and w.kill_reason and "max_run_ms" in w.kill_reason:
+            if (
+                isinstance(exc, errors.WorkerCrashed)
+                and w.kill_reason
+                and "max_run_ms" in w.kill_reason
+            ):
                 exc = errors.RunTimeout(
                     f"{self.key} ran past its run time limit of {self.settings.max_run_ms} ms; the worker was replaced"
                 )
@@ -266,7 +282,9 @@ class Pool:
             if len(batch) == 1:
                 pend = batch[0]
                 if not pend.fut.done():
-                    pend.fut.set_result(Outcome(result, int((dispatched - pend.enqueued) * 1e6), compute_us, rows))
+                    pend.fut.set_result(
+                        Outcome(result, int((dispatched - pend.enqueued) * 1e6), compute_us, rows)
+                    )
             else:
                 start = 0
                 for pend in batch:
@@ -328,6 +346,17 @@ class Pool:
         task = asyncio.create_task(self._start_worker(w))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by _on_exit
 
+    def _grow_if_still_waiting(self) -> None:
+        self._grow_handle = None
+        oldest = next((p for p in self.queue if not p.done), None)  # FIFO: the first live one
+        if oldest is None:
+            return
+        if time.perf_counter() - oldest.enqueued >= self._grow_after:
+            self._grow()
+        else:
+            delay = self._grow_after - (time.perf_counter() - oldest.enqueued)
+            self._grow_handle = self._loop.call_later(delay, self._grow_if_still_waiting)
+
     def _grow(self) -> None:
         """Adds workers while requests wait and the pool is under `ceil` and the cap allows."""
         if self.closed or time.monotonic() < self.backoff_until:
@@ -369,9 +398,19 @@ class Pool:
         self.stats.crashed += 1
         self.consecutive_crashes += 1
         self.last_error = reason
-        delay = 0.0 if self.consecutive_crashes <= 1 else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
+        delay = (
+            0.0
+            if self.consecutive_crashes <= 1
+            else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
+        )
         self.backoff_until = time.monotonic() + delay
-        log.error("%s: %s; replacing it in %.1f s (crash #%d in a row)", self.key, reason, delay, self.consecutive_crashes)
+        log.error(
+            "%s: %s; replacing it in %.1f s (crash #%d in a row)",
+            self.key,
+            reason,
+            delay,
+            self.consecutive_crashes,
+        )
         if self._replenish_handle is None:
             self._replenish_handle = self._loop.call_later(delay, self._replenish)
 
@@ -385,8 +424,8 @@ class Pool:
                     break
                 self._retire(w)
                 excess -= 1
-        if self.waiting and self.starting < self.waiting:
-            self._grow()
+        if self.waiting and self.starting < self.waiting and self._grow_handle is None:
+            self._grow_if_still_waiting()
 
     def status(self) -> dict[str, Any]:
         states = [w.state for w in self.workers if not w.retiring]

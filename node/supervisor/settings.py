@@ -32,8 +32,12 @@ class PoolSettings:
     max_batch: int = 64  # rows coalesced into one model run (prediction endpoints)
     idle_grace_ms: int = 5000  # how long a worker above `cruise` stays idle before retiring
     start_timeout_ms: int = 60000  # how long a worker may take to load its endpoint
+    # Grow only once a request has waited this long. None: 0 for functions (one request per
+    # worker), 10 for predictions, whose batching drains short queues better than a new
+    # process competing for the same cores would.
+    grow_after_ms: int | None = None
 
-    def to_json(self) -> dict[str, int]:
+    def to_json(self) -> dict[str, int | None]:
         return asdict(self)
 
 
@@ -43,8 +47,12 @@ FIELDS = {f.name for f in fields(PoolSettings)}
 def _check(values: dict[str, Any], origin: dict[str, str]) -> PoolSettings:
     for key, value in values.items():
         where = origin.get(key, "defaults")
+        if key == "grow_after_ms" and value is None:
+            continue
         if key not in FIELDS:
-            raise PoolConfigError(f"{where}: unknown pool setting {key!r} (known: {', '.join(sorted(FIELDS))})")
+            raise PoolConfigError(
+                f"{where}: unknown pool setting {key!r} (known: {', '.join(sorted(FIELDS))})"
+            )
         if not isinstance(value, int) or isinstance(value, bool):
             raise PoolConfigError(f"{where}: pool.{key} must be an integer, got {value!r}")
         if value < 0:
@@ -79,7 +87,9 @@ def read_override(data_dir: Path, service: str, endpoint: str) -> dict[str, Any]
     return dict(doc.get("pool", {}))
 
 
-def resolve(data_dir: Path | None, service: str, endpoint: str, package_pool: dict[str, Any]) -> PoolSettings:
+def resolve(
+    data_dir: Path | None, service: str, endpoint: str, package_pool: dict[str, Any]
+) -> PoolSettings:
     """Merges file > package > defaults and validates the result."""
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}

@@ -29,7 +29,7 @@ _NP_TYPES: dict[str, Any] = {
 }
 
 
-class RuntimeError_(Exception):  # noqa: N801 - not the builtin RuntimeError
+class RuntimeError_(Exception):
     def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.kind, self.message, self.detail = kind, message, detail
@@ -57,7 +57,9 @@ class PredictionRuntime:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeError_(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
+            raise RuntimeError_(
+                p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}"
+            ) from exc
         self.features = endpoint["features"]
         self.mode = model["input_mode"]
         self.input_name = model.get("input_name") or "input"
@@ -97,7 +99,10 @@ class PredictionRuntime:
         else:
             get = self.class_index.get
             idx = np.fromiter(
-                (get(v.item() if hasattr(v, "item") else v, -1) for v in np.asarray(labels).reshape(-1)),
+                (
+                    get(v.item() if hasattr(v, "item") else v, -1)
+                    for v in np.asarray(labels).reshape(-1)
+                ),
                 dtype=np.int64,
                 count=len(rows),
             )
@@ -140,7 +145,9 @@ class FunctionRuntime:
         except Exception as exc:
             detail = traceback.format_exc()
             sys.stderr.write(f"error importing {code['path']}:\n{detail}")
-            raise RuntimeError_(p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail) from exc
+            raise RuntimeError_(
+                p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail
+            ) from exc
         fn = getattr(module, code["function"], None)
         if not callable(fn):
             raise RuntimeError_(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
@@ -154,7 +161,9 @@ class FunctionRuntime:
         try:
             self.signature.bind(**payload)
         except TypeError as exc:
-            raise RuntimeError_(p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}") from None
+            raise RuntimeError_(
+                p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}"
+            ) from None
         try:
             result = self.fn(**payload)
         except Exception as exc:
@@ -164,7 +173,9 @@ class FunctionRuntime:
         try:
             return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
-            raise RuntimeError_(p.ERR_USER, f"{self.label} returned a value that is not JSON-serialisable: {exc}") from None
+            raise RuntimeError_(
+                p.ERR_USER, f"{self.label} returned a value that is not JSON-serialisable: {exc}"
+            ) from None
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "function", "function": self.label}
