@@ -25,31 +25,23 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run a node serving the packages of its data dir")
     p.add_argument("packages", nargs="*", type=Path, help="packages (.apz) to store and serve")
-    p.add_argument(
-        "--data-dir", type=Path, default=Path(os.environ.get("APINODE_DATA_DIR", "apinode-data"))
-    )
+    p.add_argument("--data-dir", type=Path, default=Path(os.environ.get("APINODE_DATA_DIR", "apinode-data")))
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--http-port", type=int, default=12000)
     p.add_argument("--grpc-port", type=int, default=12001)
-    p.add_argument(
-        "--max-workers", type=int, default=None, help="node-wide cap on worker processes"
-    )
+    p.add_argument("--max-workers", type=int, default=None, help="node-wide cap on worker processes")
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
-    p.add_argument(
-        "--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung"
-    )
+    p.add_argument("--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung")
     p.add_argument(
         "--shutdown-grace",
         type=float,
         default=20.0,
         help="seconds in-flight requests get on SIGTERM",
     )
-    p.add_argument(
-        "--ports-file", type=Path, help="write the bound ports as JSON here once serving"
-    )
-    p.add_argument(
-        "--print-usage", action="store_true", help="print how to call the served endpoints"
-    )
+    p.add_argument("--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt")
+    p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
+    p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
+    p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
     p.add_argument("--log-level", default="INFO")
     p.set_defaults(func=_serve)
 
@@ -57,6 +49,7 @@ def _serve_parser(sub: Any) -> None:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
+    from node.errors import ApiNodeError
     from node.package import PackageError
     from node.server import Node, serve
 
@@ -70,6 +63,9 @@ def _serve(args: argparse.Namespace) -> int:
         ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace,
         packages=list(args.packages),
+        admin_keys=list(args.admin_key)
+        + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
+        max_package_bytes=int(args.max_package_mb * 1024 * 1024),
     )
     for pkg in settings.packages:
         if not pkg.is_file():
@@ -79,9 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     def started(node: Node) -> None:
         if args.ports_file:
             tmp = args.ports_file.with_suffix(".tmp")
-            tmp.write_text(
-                json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()})
-            )
+            tmp.write_text(json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()}))
             tmp.replace(args.ports_file)
         logging.getLogger("node").info(
             "serving on http://%s:%d and grpc %s:%d",
@@ -98,6 +92,9 @@ def _serve(args: argparse.Namespace) -> int:
     except PackageError as exc:
         print(f"apinode serve: {exc}", file=sys.stderr)
         return 2
+    except ApiNodeError as exc:
+        print(f"apinode serve: {exc.message}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"apinode serve: {exc}", file=sys.stderr)
         return 1
@@ -108,7 +105,8 @@ def _usage(node: Any, host: str) -> str:
     lines = [""]
     base = f"http://{host}:{node.http_port}"
     for sid, svc in node.registry.services.items():
-        gen = svc.generations.get(svc.active)
+        serving = node.registry.serving(svc)
+        gen = svc.loaded.get(serving[0]) if serving else None
         if gen is None:
             continue
         lines.append(f"Serving {sid} {gen.version}: HTTP {base}  gRPC {host}:{node.grpc_port}")

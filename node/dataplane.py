@@ -32,20 +32,22 @@ class DataPlane:
         self.registry = registry
         self.limits = limits or Limits()
 
-    def _prediction_endpoint(
-        self, service: str, endpoint: str, dispatch: Any
-    ) -> tuple[Generation, Endpoint]:
+    def _prediction_endpoint(self, service: str, endpoint: str, dispatch: Any) -> tuple[Generation, Endpoint]:
         gen, ep = self.registry.resolve(service, endpoint, dispatch)
         if ep.codec is None:
-            raise errors.BadRequest(
-                f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a prediction"
-            )
+            raise errors.BadRequest(f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a prediction")
         return gen, ep
 
     async def predict(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+        gen, ep = self.registry.resolve(service, endpoint, body.get("dispatch"))
+        return await self.predict_on(gen, ep, body)
+
+    async def predict_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
-        gen, ep = self._prediction_endpoint(service, endpoint, body.get("dispatch"))
-        assert ep.codec is not None
+        if ep.codec is None:
+            raise errors.BadRequest(
+                f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction"
+            )
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
         row = ep.codec.row(body["features"])
@@ -57,12 +59,10 @@ class DataPlane:
         return {
             "result": result,
             "timing": _timing(t0, t1, t2, t3, out.wait_us, out.compute_us),
-            "apiContext": _context(gen, endpoint),
+            "apiContext": _context(gen, ep.spec.id),
         }
 
-    async def predict_multi(
-        self, service: str, endpoint: str, body: dict[str, Any]
-    ) -> dict[str, Any]:
+    async def predict_multi(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         gen, ep = self._prediction_endpoint(service, endpoint, body.get("dispatch"))
         assert ep.codec is not None
@@ -70,9 +70,7 @@ class DataPlane:
         if not isinstance(items, list):
             raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
         if len(items) > self.limits.max_items:
-            raise errors.PayloadTooLarge(
-                f"{len(items)} items in one call; the limit is {self.limits.max_items}"
-            )
+            raise errors.PayloadTooLarge(f"{len(items)} items in one call; the limit is {self.limits.max_items}")
         rows = []
         for i, item in enumerate(items):
             if not isinstance(item, dict):
@@ -91,19 +89,18 @@ class DataPlane:
             "apiContext": _context(gen, endpoint),
         }
 
-    async def run(
-        self, service: str, endpoint: str, arguments: dict[str, Any]
-    ) -> tuple[bytes, dict[str, Any]]:
+    async def run(self, service: str, endpoint: str, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         """Calls a function endpoint. Returns the JSON of its return value and the context."""
         gen, ep = self.registry.resolve(service, endpoint)
+        return await self.run_on(gen, ep, arguments)
+
+    async def run_on(self, gen: Generation, ep: Endpoint, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
         if ep.spec.type != "function":
-            raise errors.BadRequest(
-                f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a function"
-            )
+            raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a function")
         out = await ep.pool.submit(arguments)
         return out.result, {
             "timing": {"wait": out.wait_us, "execution": out.compute_us},
-            "apiContext": _context(gen, endpoint),
+            "apiContext": _context(gen, ep.spec.id),
         }
 
     def status(self) -> dict[str, Any]:

@@ -28,9 +28,7 @@ def _num(name: str, value: Any, want: str) -> float:
         try:
             v = float(value.strip())
         except ValueError:
-            raise BadRequest(
-                f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}"
-            ) from None
+            raise BadRequest(f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}") from None
     else:
         raise BadRequest(f"feature {name!r} must be a number ({want}), got {type(value).__name__}")
     if not math.isfinite(v):
@@ -99,9 +97,7 @@ class FeatureCodec:
             if value is None or value is _MISSING:
                 if not nullable:
                     what = "is missing" if value is _MISSING else "is null"
-                    raise BadRequest(
-                        f"{where}feature {name!r} {what} and the model cannot impute it"
-                    )
+                    raise BadRequest(f"{where}feature {name!r} {what} and the model cannot impute it")
                 append(None if onnx_type != "string" else "")
                 continue
             try:

@@ -122,9 +122,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     for name, meta in files.items():
         _safe_member(name)
         _require(
-            isinstance(meta, dict)
-            and isinstance(meta.get("sha256"), str)
-            and isinstance(meta.get("size"), int),
+            isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("size"), int),
             f"files[{name!r}] needs sha256 and size",
         )
     eps = data.get("endpoints")
@@ -157,22 +155,16 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
             f"{where}.features[{i}].onnx_type {f.get('onnx_type')!r}",
         )
         _require(isinstance(f.get("name"), str), f"{where}.features[{i}].name")
-        feats.append(
-            FeatureSpec(f["name"], f["type"], f["onnx_type"], bool(f.get("nullable", False)))
-        )
+        feats.append(FeatureSpec(f["name"], f["type"], f["onnx_type"], bool(f.get("nullable", False))))
     _require(len(feats) > 0, f"{where}.features is empty")
     classes = e.get("classes")
     if task == "regression":
         _require(classes is None, f"{where}: a regression has no classes")
     else:
-        _require(
-            isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels"
-        )
+        _require(isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels")
     m = e.get("model")
     _require(isinstance(m, dict), f"{where}.model must be an object")
-    _require(
-        m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package"
-    )
+    _require(m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package")
     _require(m.get("input_mode") in ("columns", "matrix"), f"{where}.model.input_mode")
     model = ModelSpec(
         path=m["path"],
@@ -232,9 +224,7 @@ def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes | 
     fd, tmp = tempfile.mkstemp(prefix=".apz-", dir=out.parent)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as z:
-            z.writestr(
-                MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
-            )
+            z.writestr(MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
             for name, content in files.items():
                 if isinstance(content, Path):
                     z.write(content, name)
@@ -285,9 +275,7 @@ def extract_package(package: Path, dest: Path) -> Manifest:
         members = {i.filename: i for i in z.infolist() if not i.is_dir()}
         extra = set(members) - set(manifest.files) - {MANIFEST}
         if extra:
-            raise PackageError(
-                f"package holds files the manifest does not list: {sorted(extra)[:5]}"
-            )
+            raise PackageError(f"package holds files the manifest does not list: {sorted(extra)[:5]}")
         total = 0
         for name, meta in manifest.files.items():
             info = members.get(name)
@@ -295,20 +283,12 @@ def extract_package(package: Path, dest: Path) -> Manifest:
                 raise PackageError(f"package lacks {name}, listed in its manifest")
             _safe_member(info.filename)
             if info.file_size != meta["size"]:
-                raise PackageError(
-                    f"{name}: size {info.file_size} != {meta['size']} in the manifest"
-                )
-            if (
-                info.compress_size
-                and info.file_size / info.compress_size > MAX_RATIO
-                and info.file_size > 1 << 24
-            ):
+                raise PackageError(f"{name}: size {info.file_size} != {meta['size']} in the manifest")
+            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 24:
                 raise PackageError(f"{name}: compression ratio too high (zip bomb?)")
             total += info.file_size
         if total > MAX_UNPACKED_BYTES:
-            raise PackageError(
-                f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit"
-            )
+            raise PackageError(f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
@@ -321,9 +301,7 @@ def extract_package(package: Path, dest: Path) -> Manifest:
                         h.update(chunk)
                         out.write(chunk)
                 if h.hexdigest() != meta["sha256"]:
-                    raise PackageError(
-                        f"{name}: sha256 mismatch (package corrupted or tampered with)"
-                    )
+                    raise PackageError(f"{name}: sha256 mismatch (package corrupted or tampered with)")
             (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
             if dest.exists():
                 shutil.rmtree(dest)

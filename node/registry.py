@@ -1,40 +1,28 @@
-"""Services and their generations: what is stored in the data dir and what is loaded.
+"""Services, their loaded generations, and which generation answers a request.
 
-Data dir layout:
-
-    packages/<service>/<version>.apz        every package pushed, as received (immutable)
-    generations/<service>/<version>/        the same, verified and unpacked (what workers read)
-    services/<service>/state.json           which generation serves (the mapping), enabled
-    config/services/<service>/<endpoint>.json   pool settings that override the package's
-
-Everything is written atomically (a temp file then a rename), so a crash leaves either
-the old state or the new one. On start the node loads every service's mapped generations.
+A service's *mapping* says which generations serve and with what probability
+(`{"mode": "random"|"hash", "entries": [{"generation", "proba"}]}`); one generation
+serving everything is a mapping of one entry. `resolve` picks the generation of a request:
+`dispatch.forcedGeneration` wins, else a hash of `dispatch.dispatchKey` (hash mode), else
+a random draw. Deciding *what* serves (push, activation, test queries) is the admin plane's
+job (:mod:`node.admin`); this module only loads, unloads and routes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
+import hashlib
 import logging
-import os
-import shutil
-import tempfile
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from node import errors
 from node.features import FeatureCodec
-from node.package import (
-    EndpointSpec,
-    Manifest,
-    PackageError,
-    extract_package,
-    load_extracted,
-    read_manifest,
-    sha256_file,
-)
+from node.package import EndpointSpec, Manifest
+from node.storage import ServiceState, Storage, StoredGeneration
 from node.supervisor import settings as pool_settings
 from node.supervisor.pool import Pool
 from node.supervisor.supervisor import Supervisor
@@ -56,6 +44,7 @@ class Endpoint:
 class Generation:
     service: str
     version: str
+    stored: StoredGeneration
     manifest: Manifest
     path: Path
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
@@ -64,200 +53,159 @@ class Generation:
 @dataclass(slots=True)
 class Service:
     id: str
-    generations: dict[str, Generation] = field(default_factory=dict)  # loaded ones
-    active: str | None = None
-    history: list[str] = field(default_factory=list)  # previously active, newest last
-    enabled: bool = True
+    state: ServiceState
+    loaded: dict[str, Generation] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _cum: list[float] = field(default_factory=list)
+    _versions: list[str] = field(default_factory=list)
 
+    def route(self) -> None:
+        """Precomputes the cumulative probabilities of the mapping for dispatch."""
+        entries = (self.state.mapping or {}).get("entries", [])
+        total, self._cum, self._versions = 0.0, [], []
+        for e in entries:
+            if e["proba"] > 0:
+                total += e["proba"]
+                self._cum.append(total)
+                self._versions.append(e["generation"])
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    def pick(self, dispatch: Any) -> str:
+        versions = self._versions
+        if not versions:
+            raise errors.NotFound(f"service {self.id!r} has no active generation")
+        if len(versions) == 1:
+            return versions[0]
+        if (self.state.mapping or {}).get("mode") == "hash":
+            key = dispatch.get("dispatchKey") if isinstance(dispatch, dict) else None
+            if key is None or key == "":
+                raise errors.BadRequest(
+                    f"service {self.id!r} dispatches by hash: the request needs dispatch.dispatchKey"
+                )
+            digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
+            u = int.from_bytes(digest, "big") / 2**64 * self._cum[-1]
+        else:
+            u = random.random() * self._cum[-1]
+        return versions[min(bisect.bisect_right(self._cum, u), len(versions) - 1)]
 
 
 class Registry:
-    def __init__(self, data_dir: Path, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
-        self.data_dir = data_dir
+    def __init__(self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
+        self.storage = storage
+        self.data_dir = storage.root
         self.sup = supervisor
         self.onnx_threads = onnx_threads
         self.services: dict[str, Service] = {}
-        self._lock = asyncio.Lock()
         self._loads = 0
-        for sub in ("packages", "generations", "services", "config/services"):
-            (data_dir / sub).mkdir(parents=True, exist_ok=True)
 
-    # ---- storage -----------------------------------------------------------------------
-    def _package_path(self, service: str, version: str) -> Path:
-        return self.data_dir / "packages" / service / f"{version}.apz"
-
-    def _generation_path(self, service: str, version: str) -> Path:
-        return self.data_dir / "generations" / service / version
-
-    def _state_path(self, service: str) -> Path:
-        return self.data_dir / "services" / service / "state.json"
-
-    def _save_state(self, svc: Service) -> None:
-        state = {"active": svc.active, "history": svc.history[-20:], "enabled": svc.enabled}
-        _write_atomic(self._state_path(svc.id), orjson.dumps(state, option=orjson.OPT_INDENT_2))
-
-    def store(self, package: Path) -> tuple[Manifest, bool]:
-        """Verifies and stores a package. Returns its manifest and whether it is new content."""
-        manifest = read_manifest(package)
-        target = self._package_path(manifest.service, manifest.version)
-        if target.exists() and sha256_file(target) == sha256_file(package):
-            if (
-                self._generation_path(manifest.service, manifest.version) / "manifest.json"
-            ).exists():
-                return manifest, False
-        gen_dir = self._generation_path(manifest.service, manifest.version)
-        staging = gen_dir.with_name(f".{gen_dir.name}.staging")
-        extract_package(package, staging)  # verifies every file before anything is replaced
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".apz-", dir=target.parent)
-        os.close(fd)
-        shutil.copyfile(package, tmp)
-        os.replace(tmp, target)
-        if gen_dir.exists():
-            shutil.rmtree(gen_dir)
-        os.replace(staging, gen_dir)
-        return manifest, True
+    def service(self, service: str, *, create: bool = False) -> Service:
+        svc = self.services.get(service)
+        if svc is None:
+            if not create:
+                raise errors.NotFound(f"service {service!r} is not deployed on this node")
+            svc = self.services[service] = Service(service, ServiceState())
+        return svc
 
     # ---- loading -----------------------------------------------------------------------
-    async def _load(self, service: str, version: str) -> Generation:
-        path = self._generation_path(service, version)
-        try:
-            manifest = load_extracted(path)
-        except (OSError, PackageError, ValueError) as exc:
-            raise errors.BadRequest(f"cannot load {service} {version}: {exc}") from exc
+    async def load(self, service: str, stored: StoredGeneration) -> Generation:
+        """Starts the pools of a stored generation (floor workers loaded and warm)."""
+        path = self.storage.generation_dir(service, stored)
+        manifest = self.storage.manifest_of(service, stored)
         self._loads += 1
-        gen = Generation(service, version, manifest, path)
+        gen = Generation(service, stored.version, stored, manifest, path)
         spec_base = {"package_dir": str(path), "onnx_threads": self.onnx_threads}
 
         async def load_endpoint(ep: EndpointSpec) -> tuple[str, Endpoint]:
             settings = pool_settings.resolve(self.data_dir, service, ep.id, ep.pool)
             op, batchable = _OPS[ep.type]
-            key = f"{service}/{ep.id}@{version}"
-            if key in self.sup.pools:  # the same version reloaded with new content
+            key = f"{service}/{ep.id}@{stored.version}"
+            if key in self.sup.pools:  # the same version, new content, loading beside the old
                 key += f"~{self._loads}"
-            pool = await self.sup.add_pool(
-                key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable
-            )
+            pool = await self.sup.add_pool(key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable)
             codec = FeatureCodec(ep) if ep.type == "prediction" else None
             return ep.id, Endpoint(ep, pool, codec)
 
-        results = await asyncio.gather(
-            *(load_endpoint(e) for e in manifest.endpoints.values()), return_exceptions=True
-        )
+        results = await asyncio.gather(*(load_endpoint(e) for e in manifest.endpoints.values()), return_exceptions=True)
         for r in results:
             if isinstance(r, tuple):
                 gen.endpoints[r[0]] = r[1]
         failure = next((r for r in results if isinstance(r, BaseException)), None)
         if failure is not None:
-            await self._unload(gen, drain=False)
+            await self.unload(gen, drain=False)
             if isinstance(failure, errors.ApiNodeError):
-                raise errors.BadRequest(
-                    f"{service} {version} failed to load: {failure.message}"
-                ) from failure
+                raise errors.BadRequest(f"{service} {stored.version} failed to load: {failure.message}") from failure
             raise failure
-        log.info("loaded %s %s (%d endpoints)", service, version, len(gen.endpoints))
+        log.info("loaded %s %s (%d endpoints)", service, stored.version, len(gen.endpoints))
         return gen
 
-    async def _unload(self, gen: Generation, *, drain: bool) -> None:
-        await asyncio.gather(
-            *(self.sup.remove_pool(e.pool, drain=drain) for e in gen.endpoints.values())
-        )
+    async def unload(self, gen: Generation, *, drain: bool) -> None:
+        await asyncio.gather(*(self.sup.remove_pool(e.pool, drain=drain) for e in gen.endpoints.values()))
 
-    async def install(self, package: Path) -> Generation:
-        """Stores a package, loads it, and makes it the active generation of its service."""
-        async with self._lock:
-            manifest, new = await asyncio.to_thread(self.store, package)
-            svc = self.services.setdefault(manifest.service, Service(manifest.service))
-            current = svc.generations.get(manifest.version)
-            if current is not None and not new:
-                gen = current
-            else:
-                gen = await self._load(manifest.service, manifest.version)
-            old = svc.generations.get(svc.active) if svc.active else None
-            svc.generations[gen.version] = gen
-            if svc.active and svc.active != gen.version:
-                svc.history.append(svc.active)
-            svc.active = gen.version
-            self._save_state(svc)
-            if current is not None and current is not gen:
-                await self._unload(current, drain=True)
-            elif old is not None and old is not gen:
-                svc.generations.pop(old.version, None)
-                await self._unload(old, drain=True)
-            return gen
-
-    async def load_all(self) -> None:
+    async def start(self) -> None:
         """Loads what the data dir says should serve (on node start)."""
-        root = self.data_dir / "services"
-        for state_file in sorted(root.glob("*/state.json")):
-            service = state_file.parent.name
-            state = orjson.loads(state_file.read_bytes())
-            svc = Service(service, active=state.get("active"), history=state.get("history", []))
-            svc.enabled = state.get("enabled", True)
-            self.services[service] = svc
-            if svc.active:
+        states = self.storage.load_states()
+        self.storage.clean(states)
+        for sid, state in states.items():
+            svc = self.services[sid] = Service(sid, state)
+            for entry in (state.mapping or {}).get("entries", []):
+                stored = state.generations.get(entry["generation"])
+                if stored is None:
+                    log.error("%s: mapped generation %s is not stored", sid, entry["generation"])
+                    continue
                 try:
-                    svc.generations[svc.active] = await self._load(service, svc.active)
+                    svc.loaded[stored.version] = await self.load(sid, stored)
                 except errors.ApiNodeError as exc:
                     log.error("%s", exc.message)
+            svc.route()
 
     async def close(self) -> None:
         for svc in self.services.values():
-            for gen in svc.generations.values():
-                await self._unload(gen, drain=False)
+            await asyncio.gather(*(self.unload(g, drain=False) for g in svc.loaded.values()))
 
-    # ---- dispatch ----------------------------------------------------------------------
-    def resolve(
-        self, service: str, endpoint: str, dispatch: Any = None
-    ) -> tuple[Generation, Endpoint]:
+    # ---- routing -----------------------------------------------------------------------
+    def apply_mapping(self, svc: Service, mapping: dict[str, Any] | None) -> None:
+        svc.state.mapping = mapping
+        svc.route()
+
+    def resolve(self, service: str, endpoint: str, dispatch: Any = None) -> tuple[Generation, Endpoint]:
         svc = self.services.get(service)
-        if svc is None or not svc.generations:
+        if svc is None:
             raise errors.NotFound(f"service {service!r} is not deployed on this node")
-        if not svc.enabled:
-            raise errors.NotFound(f"service {service!r} is disabled")
-        version = svc.active
-        if dispatch:
+        if not svc.state.enabled:
+            raise errors.NotFound(f"service {service!r} is disabled on this node")
+        forced = None
+        if dispatch is not None:
             if not isinstance(dispatch, dict):
                 raise errors.BadRequest("'dispatch' must be an object")
             forced = dispatch.get("forcedGeneration")
-            if forced:
-                if forced not in svc.generations:
-                    raise errors.NotFound(
-                        f"generation {forced!r} of service {service!r} is not loaded"
-                    )
-                version = forced
-        gen = svc.generations.get(version) if version else None
-        if gen is None:
-            raise errors.NotFound(f"service {service!r} has no active generation")
+        if forced:
+            gen = svc.loaded.get(forced)
+            if gen is None:
+                raise errors.NotFound(f"generation {forced!r} of service {service!r} is not loaded")
+        else:
+            version = svc.pick(dispatch)
+            gen = svc.loaded.get(version)
+            if gen is None:
+                raise errors.NotReady(f"generation {version!r} of service {service!r} is not loaded")
         ep = gen.endpoints.get(endpoint)
         if ep is None:
             known = ", ".join(sorted(gen.endpoints))
-            raise errors.NotFound(
-                f"service {service!r} has no endpoint {endpoint!r} (it has: {known})"
-            )
+            raise errors.NotFound(f"service {service!r} has no endpoint {endpoint!r} (it has: {known})")
         return gen, ep
 
+    def serving(self, svc: Service) -> list[str]:
+        return [e["generation"] for e in (svc.state.mapping or {}).get("entries", [])]
+
+    # ---- visible state -----------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for svc in self.services.values():
             out[svc.id] = {
-                "active": svc.active,
-                "enabled": svc.enabled,
+                "active": next(iter(self.serving(svc)), None),
+                "mapping": svc.state.mapping,
+                "enabled": svc.state.enabled,
                 "generations": {
-                    v: {
-                        ep_id: {"type": ep.spec.type, **ep.pool.status()}
-                        for ep_id, ep in g.endpoints.items()
-                    }
-                    for v, g in svc.generations.items()
+                    v: {ep_id: {"type": ep.spec.type, **ep.pool.status()} for ep_id, ep in g.endpoints.items()}
+                    for v, g in svc.loaded.items()
                 },
             }
         return out
@@ -265,10 +213,14 @@ class Registry:
     def readiness(self) -> tuple[bool, list[str]]:
         reasons = []
         for svc in self.services.values():
-            gen = svc.generations.get(svc.active) if svc.active else None
-            if gen is None:
+            if not svc.state.enabled:
                 continue
-            for ep_id, ep in gen.endpoints.items():
-                if not ep.pool.ready:
-                    reasons.append(f"{svc.id}/{ep_id}@{gen.version}: {ep.pool.not_ready_reason}")
+            for version in self.serving(svc):
+                gen = svc.loaded.get(version)
+                if gen is None:
+                    reasons.append(f"{svc.id}@{version}: not loaded")
+                    continue
+                for ep_id, ep in gen.endpoints.items():
+                    if not ep.pool.ready:
+                        reasons.append(f"{svc.id}/{ep_id}@{version}: {ep.pool.not_ready_reason}")
         return not reasons, reasons

@@ -17,11 +17,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
+from node.admin import AdminPlane
+from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
-from node.grpc.servicer import AdminServicer, ApiNodeServicer
+from node.grpc.admin import AdminServicer
+from node.grpc.servicer import ApiNodeServicer
+from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.registry import Registry
 from node.settings import NodeSettings
+from node.storage import Storage
 from node.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("node")
@@ -35,10 +40,11 @@ class Node:
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
         )
-        self.registry = Registry(
-            settings.data_dir, self.supervisor, onnx_threads=settings.onnx_threads
-        )
+        self.storage = Storage(settings.data_dir)
+        self.registry = Registry(self.storage, self.supervisor, onnx_threads=settings.onnx_threads)
         self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items))
+        self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
+        self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
         self.http_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
@@ -49,12 +55,13 @@ class Node:
     async def start(self) -> None:
         s = self.settings
         await self.supervisor.start()
-        await self.registry.load_all()
+        await self.registry.start()
         for package in s.packages:
-            gen = await self.registry.install(Path(package))
-            log.info("serving %s %s from %s", gen.service, gen.version, package)
+            result = await self.admin.push(Path(package), activate=True)
+            log.info("serving %s %s from %s", result["service"], result["generation"], package)
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        add_admin_routes(app, self.admin, self.auth)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=s.shutdown_grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True)
         await site.start()
@@ -69,7 +76,10 @@ class Node:
         ]
         self._grpc = grpc.aio.server(options=opts)
         apinode_pb2_grpc.add_ApiNodeServicer_to_server(ApiNodeServicer(self.dataplane), self._grpc)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(self.dataplane), self._grpc)
+        admin_pb2_grpc.add_AdminServicer_to_server(
+            AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
+            self._grpc,
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         names = (
             apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
@@ -87,11 +97,7 @@ class Node:
 
     async def _update_health(self) -> None:
         ok, _ = self.dataplane.readiness()
-        serving = (
-            health_pb2.HealthCheckResponse.SERVING
-            if ok
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        serving = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
         await self._health.set("", serving)
         await self._health.set("apinode.v1.ApiNode", serving)
 
@@ -101,6 +107,8 @@ class Node:
             await self._update_health()
 
     async def stop(self) -> None:
+        """Stops listening, lets in-flight and queued requests finish (up to the grace
+        period), then stops the workers."""
         grace = self.settings.shutdown_grace
         if self._health_task is not None:
             self._health_task.cancel()
@@ -110,7 +118,11 @@ class Node:
             stops.append(self._grpc.stop(grace))
         if self._runner is not None:
             stops.append(self._runner.cleanup())
-        await asyncio.gather(*stops, return_exceptions=True)
+        results = await asyncio.gather(*stops, return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                log.warning("error while stopping a server: %r", r)
+        await self.admin.wait_retired()
         await self.registry.close()
         await self.supervisor.close()
 

@@ -20,4 +20,6 @@ class NodeSettings:
     max_body_bytes: int = 32 * 1024 * 1024
     max_grpc_message_bytes: int = 32 * 1024 * 1024
     max_items: int = 10_000
+    max_package_bytes: int = 2 * 1024**3
+    admin_keys: list[str] = field(default_factory=list)
     packages: list[Path] = field(default_factory=list)

@@ -71,9 +71,7 @@ class NodeProc:
         return self.proc.returncode
 
 
-def start_node(
-    data_dir: Path, *packages: Path, args: Sequence[str] = (), timeout: float = 90.0
-) -> NodeProc:
+def start_node(data_dir: Path, *packages: Path, args: Sequence[str] = (), timeout: float = 90.0) -> NodeProc:
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = data_dir.parent / f"{data_dir.name}.ports.json"
     ports.unlink(missing_ok=True)
@@ -87,14 +85,10 @@ def start_node(
     deadline = time.monotonic() + timeout
     while not ports.exists():
         if proc.poll() is not None:
-            raise RuntimeError(
-                f"node exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}"
-            )
+            raise RuntimeError(f"node exited with {proc.returncode}:\n{log_path.read_text()[-4000:]}")
         if time.monotonic() > deadline:
             proc.kill()
-            raise RuntimeError(
-                f"node did not start in {timeout} s:\n{log_path.read_text()[-4000:]}"
-            )
+            raise RuntimeError(f"node did not start in {timeout} s:\n{log_path.read_text()[-4000:]}")
         time.sleep(0.05)
     p = json.loads(ports.read_text())
     return NodeProc(proc, data_dir, log_path, p["http"], p["grpc"])

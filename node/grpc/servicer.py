@@ -1,6 +1,6 @@
 """gRPC servicers: decode the message, call the data plane, encode; errors mapped once.
 
-`_mapped` turns an :class:`~node.errors.ApiNodeError` into the status code of the error
+`mapped` turns an :class:`~node.errors.ApiNodeError` into the status code of the error
 table. A cancelled call or an expired deadline cancels the handler, which takes the
 request out of its queue.
 """
@@ -13,11 +13,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import orjson
 
 from node import errors
-from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2_grpc
 from node._proto.apinode.v1 import apinode_pb2 as pb
+from node._proto.apinode.v1 import apinode_pb2_grpc
 from node.dataplane import DataPlane
 from node.grpc import convert
 
@@ -25,7 +24,7 @@ log = logging.getLogger("node.grpc")
 T = TypeVar("T")
 
 
-def _mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+def mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     @functools.wraps(fn)
     async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> T:
         try:
@@ -61,20 +60,18 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dp = dataplane
 
-    @_mapped
+    @mapped
     async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictResponse:
         out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
         return _predict_response(out, request.request_id)
 
-    @_mapped
+    @mapped
     async def PredictMulti(
         self, request: pb.PredictMultiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictMultiResponse:
-        body: dict[str, Any] = {
-            "items": [{"features": convert.features_to_py(i.features)} for i in request.items]
-        }
+        body: dict[str, Any] = {"items": [{"features": convert.features_to_py(i.features)} for i in request.items]}
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch
@@ -86,70 +83,29 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         )
 
     async def PredictStream(
-        self, request_iterator: AsyncIterator[pb.PredictRequest], context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request_iterator: AsyncIterator[pb.PredictRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.PredictResponse]:
         # One at a time, in order: a client wanting more throughput opens several streams
         # or pipelines (the node batches across streams).
         async for request in request_iterator:
             try:
-                out = await self.dp.predict(
-                    request.service, request.endpoint, _predict_body(request)
-                )
+                out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
                 yield _predict_response(out, request.request_id)
             except errors.ApiNodeError as exc:
                 kind = errors.kind_of(exc)
                 yield pb.PredictResponse(
                     request_id=request.request_id,
-                    error=pb.Error(
-                        code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message
-                    ),
+                    error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message),
                 )
 
-    @_mapped
-    async def Run(
-        self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.RunResponse:
+    @mapped
+    async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         args = convert.struct_to_py(request.arguments)
         raw, meta = await self.dp.run(request.service, request.endpoint, args)
         return pb.RunResponse(
             response=convert.json_to_value(raw),
             timing=meta["timing"],
             api_context=convert.context_to_pb(meta["apiContext"]),
-        )
-
-
-class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, dataplane: DataPlane) -> None:
-        self.dp = dataplane
-
-    @_mapped
-    async def Status(
-        self, request: admin_pb2.StatusRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> admin_pb2.StatusResponse:
-        doc = self.dp.status()
-        eps = []
-        for sid, svc in doc["services"].items():
-            for version, endpoints in svc["generations"].items():
-                for eid, st in endpoints.items():
-                    eps.append(
-                        admin_pb2.EndpointStatus(
-                            service=sid,
-                            generation=version,
-                            endpoint=eid,
-                            type=st["type"],
-                            ready=st["ready"],
-                            not_ready_reason=st["notReadyReason"] or "",
-                            workers_busy=st["workers"]["busy"],
-                            workers_idle=st["workers"]["idle"],
-                            workers_starting=st["workers"]["starting"],
-                            queue_depth=st["queueDepth"],
-                            served=st["served"],
-                            rejected=st["rejected"],
-                            timed_out=st["timed_out"],
-                            crashed=st["crashed"],
-                            restarts=st["restarts"],
-                        )
-                    )
-        return admin_pb2.StatusResponse(
-            ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode()
         )

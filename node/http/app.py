@@ -26,7 +26,7 @@ _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     body = orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)
     return web.Response(body=body, status=status, content_type=_JSON, headers=headers)
 
@@ -36,7 +36,7 @@ def error_response(exc: errors.ApiNodeError) -> web.Response:
     headers = None
     if isinstance(exc, errors.Overloaded):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return _json(exc.to_json(), status=kind.http_status, headers=headers)
+    return json_response(exc.to_json(), status=kind.http_status, headers=headers)
 
 
 @web.middleware
@@ -45,9 +45,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except errors.ApiNodeError as exc:
         if errors.kind_of(exc).http_status >= 500:
-            log.warning(
-                "%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message
-            )
+            log.warning("%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message)
         return error_response(exc)
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -60,7 +58,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             "message": exc.reason,
             "detailedMessage": f"{request.method} {request.path}: {exc.reason}",
         }
-        return _json(body, status=exc.status)
+        return json_response(body, status=exc.status)
     except Exception as exc:  # a bug of ours: never a bare 500 page, never a dead node
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(errors.InternalError(f"internal error: {type(exc).__name__}"))
@@ -79,12 +77,12 @@ async def user_call(request: web.Request) -> web.Response:
     mi = request.match_info
     service, endpoint, verb = mi["service"], mi["endpoint"], mi["verb"]
     if verb == "predict":
-        return _json(await dp.predict(service, endpoint, await _body(request)))
+        return json_response(await dp.predict(service, endpoint, await _body(request)))
     if verb == "predict-multi":
-        return _json(await dp.predict_multi(service, endpoint, await _body(request)))
+        return json_response(await dp.predict_multi(service, endpoint, await _body(request)))
     if verb == "run":
         response, meta = await dp.run(service, endpoint, await _body(request))
-        return _json({"response": orjson.Fragment(response), **meta})
+        return json_response({"response": orjson.Fragment(response), **meta})
     raise errors.NotFound(f"unknown verb {verb!r} (known: predict, predict-multi, run)")
 
 
@@ -92,31 +90,23 @@ async def predict_simple(request: web.Request) -> web.Response:
     """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
     dp = request.app[DATAPLANE]
     features = dict(request.query)
-    return _json(
-        await dp.predict(
-            request.match_info["service"], request.match_info["endpoint"], {"features": features}
-        )
+    return json_response(
+        await dp.predict(request.match_info["service"], request.match_info["endpoint"], {"features": features})
     )
 
 
 async def is_alive(request: web.Request) -> web.Response:
     if (request.app[DATA_DIR] / "apinode-not-alive.txt").exists():
-        return _json({"alive": False, "reason": "apinode-not-alive.txt present"}, status=503)
-    return _json({"alive": True})
+        return json_response({"alive": False, "reason": "apinode-not-alive.txt present"}, status=503)
+    return json_response({"alive": True})
 
 
 async def ready(request: web.Request) -> web.Response:
     ok, reasons = request.app[DATAPLANE].readiness()
-    return _json({"ready": ok, "notReady": reasons}, status=200 if ok else 503)
+    return json_response({"ready": ok, "notReady": reasons}, status=200 if ok else 503)
 
 
-async def status(request: web.Request) -> web.Response:
-    return _json(request.app[DATAPLANE].status())
-
-
-def build_app(
-    dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32 * 1024 * 1024
-) -> web.Application:
+def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32 * 1024 * 1024) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=client_max_size)
     app[DATAPLANE] = dataplane
     app[DATA_DIR] = data_dir
@@ -127,5 +117,4 @@ def build_app(
     for path in ("/isAlive", "/isAlive/"):
         app.router.add_get(path, is_alive)
     app.router.add_get("/ready", ready)
-    app.router.add_get("/admin/status", status)
     return app

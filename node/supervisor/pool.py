@@ -106,7 +106,8 @@ class Pool:
     # ---- sizes -------------------------------------------------------------------------
     @property
     def size(self) -> int:
-        return len(self.workers)
+        """Workers alive or starting, not counting those retiring."""
+        return sum(1 for w in self.workers if not w.retiring)
 
     @property
     def busy(self) -> int:
@@ -130,9 +131,7 @@ class Pool:
     async def start(self) -> None:
         """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
         workers = [self._spawn(floor=True) for _ in range(self.settings.floor)]
-        results = await asyncio.gather(
-            *(self._start_worker(w) for w in workers), return_exceptions=True
-        )
+        results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.close(drain=False)
@@ -147,9 +146,7 @@ class Pool:
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
             except TimeoutError:
-                log.warning(
-                    "%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy
-                )
+                log.warning("%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy)
         while self.queue:
             pend = self.queue.popleft()
             self._leave_queue(pend)
@@ -263,11 +260,7 @@ class Pool:
             limit.cancel()
         exc = f.exception()
         if exc is not None:
-            if (
-                isinstance(exc, errors.WorkerCrashed)
-                and w.kill_reason
-                and "max_run_ms" in w.kill_reason
-            ):
+            if isinstance(exc, errors.WorkerCrashed) and w.kill_reason and "max_run_ms" in w.kill_reason:
                 exc = errors.RunTimeout(
                     f"{self.key} ran past its run time limit of {self.settings.max_run_ms} ms; the worker was replaced"
                 )
@@ -282,9 +275,7 @@ class Pool:
             if len(batch) == 1:
                 pend = batch[0]
                 if not pend.fut.done():
-                    pend.fut.set_result(
-                        Outcome(result, int((dispatched - pend.enqueued) * 1e6), compute_us, rows)
-                    )
+                    pend.fut.set_result(Outcome(result, int((dispatched - pend.enqueued) * 1e6), compute_us, rows))
             else:
                 start = 0
                 for pend in batch:
@@ -398,11 +389,7 @@ class Pool:
         self.stats.crashed += 1
         self.consecutive_crashes += 1
         self.last_error = reason
-        delay = (
-            0.0
-            if self.consecutive_crashes <= 1
-            else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
-        )
+        delay = 0.0 if self.consecutive_crashes <= 1 else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
         self.backoff_until = time.monotonic() + delay
         log.error(
             "%s: %s; replacing it in %.1f s (crash #%d in a row)",
@@ -413,6 +400,19 @@ class Pool:
         )
         if self._replenish_handle is None:
             self._replenish_handle = self._loop.call_later(delay, self._replenish)
+
+    def apply(self, settings: PoolSettings) -> None:
+        """New settings on a live pool (tuning): grows to the new floor now; idle workers over
+        the new ceil retire now, busy ones when they free up; cruise applies at the next tick."""
+        self.settings = settings
+        grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if self.batchable else 0)
+        self._grow_after = grow_ms / 1000
+        while self.size < settings.floor:
+            self._launch(self._spawn(floor=True))
+        for w in list(self.idle):
+            if self.size <= settings.ceil:
+                break
+            self._retire(w)
 
     def tick(self, now: float) -> None:
         """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""

@@ -68,9 +68,7 @@ def describe_exit(code: int | None) -> str:
 class WorkerProcess:
     """One worker process. Created by a pool; `start()` spawns it and loads its endpoint."""
 
-    def __init__(
-        self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None]
-    ) -> None:
+    def __init__(self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None]) -> None:
         self.id = next(_ids)
         self.label = f"{label} worker {self.id}"
         self.spec = spec
@@ -114,20 +112,14 @@ class WorkerProcess:
             data_child.close()
             ctl_child.close()
         self.pid = self.proc.pid
-        _, self._data = await loop.create_connection(
-            lambda: _FrameProtocol(self._on_data), sock=data_front
-        )
-        _, self._ctl = await loop.create_connection(
-            lambda: _FrameProtocol(self._on_ctl), sock=ctl_front
-        )
+        _, self._data = await loop.create_connection(lambda: _FrameProtocol(self._on_data), sock=data_front)
+        _, self._ctl = await loop.create_connection(lambda: _FrameProtocol(self._on_ctl), sock=ctl_front)
         asyncio.create_task(self._watch(), name=f"watch-{self.label}")  # noqa: RUF006 - ends with the process
         try:
             describe, _ = await asyncio.wait_for(self.request(p.OP_INIT, self.spec), timeout)
         except TimeoutError:
             self.kill("did not finish loading in time")
-            raise errors.NotReady(
-                f"worker {self.label} did not load within {timeout:.0f} s"
-            ) from None
+            raise errors.NotReady(f"worker {self.label} did not load within {timeout:.0f} s") from None
         self.state = "idle"
         self.idle_since = time.monotonic()
         return describe  # type: ignore[no-any-return]

@@ -50,9 +50,7 @@ def _check(values: dict[str, Any], origin: dict[str, str]) -> PoolSettings:
         if key == "grow_after_ms" and value is None:
             continue
         if key not in FIELDS:
-            raise PoolConfigError(
-                f"{where}: unknown pool setting {key!r} (known: {', '.join(sorted(FIELDS))})"
-            )
+            raise PoolConfigError(f"{where}: unknown pool setting {key!r} (known: {', '.join(sorted(FIELDS))})")
         if not isinstance(value, int) or isinstance(value, bool):
             raise PoolConfigError(f"{where}: pool.{key} must be an integer, got {value!r}")
         if value < 0:
@@ -87,9 +85,7 @@ def read_override(data_dir: Path, service: str, endpoint: str) -> dict[str, Any]
     return dict(doc.get("pool", {}))
 
 
-def resolve(
-    data_dir: Path | None, service: str, endpoint: str, package_pool: dict[str, Any]
-) -> PoolSettings:
+def resolve(data_dir: Path | None, service: str, endpoint: str, package_pool: dict[str, Any]) -> PoolSettings:
     """Merges file > package > defaults and validates the result."""
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}

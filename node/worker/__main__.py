@@ -87,9 +87,7 @@ def main() -> int:
     except Exception as exc:
         detail = traceback.format_exc()
         sys.stderr.write(detail)
-        data.sendall(
-            p.encode((mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", detail)))
-        )
+        data.sendall(p.encode((mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", detail))))
         return 3
     data.sendall(p.encode((mid, True, (runtime.describe(), 0))))
     _serve(data, runtime)

@@ -57,9 +57,7 @@ class PredictionRuntime:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeError_(
-                p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}"
-            ) from exc
+            raise RuntimeError_(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
         self.features = endpoint["features"]
         self.mode = model["input_mode"]
         self.input_name = model.get("input_name") or "input"
@@ -99,10 +97,7 @@ class PredictionRuntime:
         else:
             get = self.class_index.get
             idx = np.fromiter(
-                (
-                    get(v.item() if hasattr(v, "item") else v, -1)
-                    for v in np.asarray(labels).reshape(-1)
-                ),
+                (get(v.item() if hasattr(v, "item") else v, -1) for v in np.asarray(labels).reshape(-1)),
                 dtype=np.int64,
                 count=len(rows),
             )
@@ -161,9 +156,7 @@ class FunctionRuntime:
         try:
             self.signature.bind(**payload)
         except TypeError as exc:
-            raise RuntimeError_(
-                p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}"
-            ) from None
+            raise RuntimeError_(p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}") from None
         try:
             result = self.fn(**payload)
         except Exception as exc:

@@ -21,21 +21,15 @@ from tests.nodeproc import NodeProc, run_node
 from tests.packages import function_package
 
 
-def call(
-    node: NodeProc, endpoint: str, body: dict[str, Any] | None = None, timeout: float = 30
-) -> requests.Response:
+def call(node: NodeProc, endpoint: str, body: dict[str, Any] | None = None, timeout: float = 30) -> requests.Response:
     return requests.post(node.url("svc", endpoint, "run"), json=body or {}, timeout=timeout)
 
 
-def grpc_run(
-    node: NodeProc, endpoint: str, args: dict[str, Any], timeout: float | None = None
-) -> Any:
+def grpc_run(node: NodeProc, endpoint: str, args: dict[str, Any], timeout: float | None = None) -> Any:
     s = struct_pb2.Struct()
     s.update(args)
     with grpc.insecure_channel(node.grpc) as ch:
-        return pbg.ApiNodeStub(ch).Run(
-            pb.RunRequest(service="svc", endpoint=endpoint, arguments=s), timeout=timeout
-        )
+        return pbg.ApiNodeStub(ch).Run(pb.RunRequest(service="svc", endpoint=endpoint, arguments=s), timeout=timeout)
 
 
 def in_background(fn: Any, *args: Any) -> threading.Thread:
@@ -45,9 +39,7 @@ def in_background(fn: Any, *args: Any) -> threading.Thread:
 
 
 def test_floor_workers_start_before_traffic(tmp_path: Path) -> None:
-    pkg = function_package(
-        tmp_path, {"e": {"function": "pid", "pool": {"floor": 3, "cruise": 3, "ceil": 4}}}
-    )
+    pkg = function_package(tmp_path, {"e": {"function": "pid", "pool": {"floor": 3, "cruise": 3, "ceil": 4}}})
     with run_node(tmp_path / "data", pkg) as node:
         pool = node.pool("svc", "e")
         assert pool["workers"]["idle"] == 3 and pool["ready"] is True
@@ -64,9 +56,7 @@ def test_pool_grows_to_ceil_then_shrinks_to_cruise(tmp_path: Path) -> None:
         assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
         pids = {r.json()["response"]["pid"] for r in answers}
         assert len(pids) == 4, f"expected the pool to grow to ceil=4, saw workers {pids}"
-        node.wait_for(
-            lambda: node.pool("svc", "e")["workers"]["total"] == 2, what="shrink to cruise=2"
-        )
+        node.wait_for(lambda: node.pool("svc", "e")["workers"]["total"] == 2, what="shrink to cruise=2")
         time.sleep(1.0)  # and not below cruise
         assert node.pool("svc", "e")["workers"]["total"] == 2
 
@@ -75,9 +65,7 @@ def test_queue_overflow_is_rejected_at_once(tmp_path: Path) -> None:
     pool_cfg = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 2, "timeout": 10000}
     pkg = function_package(tmp_path, {"e": {"function": "sleep", "pool": pool_cfg}})
     with run_node(tmp_path / "data", pkg) as node:
-        threads = [
-            in_background(call, node, "e", {"s": 2.0}) for _ in range(3)
-        ]  # 1 running + 2 queued
+        threads = [in_background(call, node, "e", {"s": 2.0}) for _ in range(3)]  # 1 running + 2 queued
         node.wait_for(lambda: node.pool("svc", "e")["queueDepth"] == 2, what="a full queue")
         t0 = time.monotonic()
         r = call(node, "e", {"s": 0})
@@ -125,9 +113,7 @@ def test_grpc_deadline_and_http_disconnect_leave_the_queue(tmp_path: Path) -> No
         )
         with pytest.raises(requests.exceptions.ReadTimeout):
             call(node, "e", {"s": 0}, timeout=0.3)  # the client gives up and disconnects
-        node.wait_for(
-            lambda: node.pool("svc", "e")["cancelled"] == 2, what="the disconnect to cancel"
-        )
+        node.wait_for(lambda: node.pool("svc", "e")["cancelled"] == 2, what="the disconnect to cancel")
         assert node.pool("svc", "e")["queueDepth"] == 0
         # the one queue place is free again: a patient request is served after the busy one
         assert call(node, "e", {"s": 0, "tag": "after"}).json()["response"]["tag"] == "after"
@@ -179,11 +165,7 @@ def test_kill_9_of_a_busy_worker_fails_only_its_request(tmp_path: Path) -> None:
         assert failed[0].status_code == 500 and body["errorType"] == "WORKER_CRASHED"
         assert str(victim) in body["message"] and "SIGKILL" in body["message"]
         pool = node.pool("svc", "e")
-        assert (
-            pool["crashed"] == 1
-            and pool["workers"]["total"] == 3
-            and victim not in pool["workers"]["pids"]
-        )
+        assert pool["crashed"] == 1 and pool["workers"]["total"] == 3 and victim not in pool["workers"]["pids"]
 
 
 def test_crash_in_user_code_is_reported_and_replaced(tmp_path: Path) -> None:
@@ -202,15 +184,11 @@ def test_crash_in_user_code_is_reported_and_replaced(tmp_path: Path) -> None:
         assert r.json()["message"] == "ValueError: bad input 42"
         assert "Traceback" not in r.text
         assert node.pool("svc", "boom")["workers"]["pids"] == pids
-        node.wait_for(
-            lambda: "ValueError: bad input 42" in node.log(), what="the traceback in the log"
-        )
+        node.wait_for(lambda: "ValueError: bad input 42" in node.log(), what="the traceback in the log")
 
 
 def test_repeated_crashes_back_off_and_show_not_ready(tmp_path: Path) -> None:
-    pkg = function_package(
-        tmp_path, {"crash": {"function": "crash", "pool": {"queue": 0}}, "ok": {"function": "pid"}}
-    )
+    pkg = function_package(tmp_path, {"crash": {"function": "crash", "pool": {"queue": 0}}, "ok": {"function": "pid"}})
     with run_node(tmp_path / "data", pkg) as node:
         kinds = [call(node, "crash").json()["errorType"] for _ in range(4)]
         assert kinds[:2] == ["WORKER_CRASHED", "WORKER_CRASHED"]
@@ -220,9 +198,7 @@ def test_repeated_crashes_back_off_and_show_not_ready(tmp_path: Path) -> None:
         reasons = " ".join(ready.json()["notReady"])
         assert "svc/crash" in reasons and "exited with code 7" in reasons
         assert call(node, "ok").status_code == 200  # other endpoints are unaffected
-        node.wait_for(
-            lambda: requests.get(node.http + "/ready").status_code == 200, what="recovery"
-        )
+        node.wait_for(lambda: requests.get(node.http + "/ready").status_code == 200, what="recovery")
         assert node.pool("svc", "crash")["crashed"] == 2
 
 
@@ -264,12 +240,8 @@ def test_flood_on_one_endpoint_does_not_starve_another(tmp_path: Path) -> None:
             latencies.append(time.monotonic() - t0)
         assert max(latencies) < 1.0, latencies  # b's floor worker serves it, however long a's queue
         # b now floods too: the spare workers are shared, b is given its part back
-        b_threads = [
-            in_background(lambda: [call(node, "b", {"s": 0.2}) for _ in range(8)]) for _ in range(6)
-        ]
-        node.wait_for(
-            lambda: node.pool("svc", "b")["workers"]["total"] >= 2, what="b to get a worker back"
-        )
+        b_threads = [in_background(lambda: [call(node, "b", {"s": 0.2}) for _ in range(8)]) for _ in range(6)]
+        node.wait_for(lambda: node.pool("svc", "b")["workers"]["total"] >= 2, what="b to get a worker back")
         status = node.status()["supervisor"]
         assert status["workers"] <= 4
         for t in threads + b_threads:
@@ -288,9 +260,7 @@ def test_pool_config_file_errors_name_the_file_and_field(tmp_path: Path) -> None
     with pytest.raises(RuntimeError) as err:
         run_node(tmp_path / "data", pkg).__enter__()
     assert "pool.queue must be an integer" in str(err.value)
-    cfg.write_text(
-        '{"pool": {"floor": 2, "cruise": 2, "ceil": 3}}'
-    )  # a valid file overrides the package
+    cfg.write_text('{"pool": {"floor": 2, "cruise": 2, "ceil": 3}}')  # a valid file overrides the package
     with run_node(tmp_path / "data", pkg) as node:
         assert node.pool("svc", "e")["workers"]["total"] == 2
 

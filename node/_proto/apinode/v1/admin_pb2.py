@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61pinode/v1/admin.proto\x12\napinode.v1\"\x0f\n\rStatusRequest\"\\\n\x0eStatusResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12-\n\tendpoints\x18\x02 \x03(\x0b\x32\x1a.apinode.v1.EndpointStatus\x12\x0c\n\x04json\x18\x03 \x01(\t\"\xb1\x02\n\x0e\x45ndpointStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x18\n\x10not_ready_reason\x18\x06 \x01(\t\x12\x14\n\x0cworkers_busy\x18\x07 \x01(\x05\x12\x14\n\x0cworkers_idle\x18\x08 \x01(\x05\x12\x18\n\x10workers_starting\x18\t \x01(\x05\x12\x13\n\x0bqueue_depth\x18\n \x01(\x05\x12\x0e\n\x06served\x18\x0b \x01(\x03\x12\x10\n\x08rejected\x18\x0c \x01(\x03\x12\x11\n\ttimed_out\x18\r \x01(\x03\x12\x0f\n\x07\x63rashed\x18\x0e \x01(\x03\x12\x10\n\x08restarts\x18\x0f \x01(\x03\x32H\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.apinode.v1.StatusRequest\x1a\x1a.apinode.v1.StatusResponseBI\n\rio.apinode.v1P\x01Z6github.com/apinode/apinode/gen/go/apinode/v1;apinodev1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x61pinode/v1/admin.proto\x12\napinode.v1\"t\n\nPushHeader\x12\x0c\n\x04size\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tivate\x18\x04 \x01(\x08\x12$\n\x07mapping\x18\x05 \x01(\x0b\x32\x13.apinode.v1.Mapping\"M\n\tPushChunk\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x16.apinode.v1.PushHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x02 \x01(\x0cH\x00\x42\x06\n\x04part\"x\n\x0fTestQueryResult\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12\n\n\x02ok\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x12\n\nlatency_ms\x18\x05 \x01(\x01\x12\x15\n\rresponse_json\x18\x06 \x01(\t\"\xa6\x01\n\nPushResult\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\t\x12\x0b\n\x03new\x18\x03 \x01(\x08\x12\x11\n\tactivated\x18\x04 \x01(\x08\x12*\n\x05tests\x18\x05 \x03(\x0b\x32\x1b.apinode.v1.TestQueryResult\x12\'\n\x05state\x18\x06 \x01(\x0b\x32\x18.apinode.v1.ServiceState\"1\n\x0cMappingEntry\x12\x12\n\ngeneration\x18\x01 \x01(\t\x12\r\n\x05proba\x18\x02 \x01(\x01\"B\n\x07Mapping\x12\x0c\n\x04mode\x18\x01 \x01(\t\x12)\n\x07\x65ntries\x18\x02 \x03(\x0b\x32\x18.apinode.v1.MappingEntry\"\x89\x01\n\x0eGenerationInfo\x12\x12\n\ngeneration\x18\x01 \x01(\t\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\x12\x0e\n\x06\x61\x63tive\x18\x03 \x01(\x08\x12\r\n\x05share\x18\x04 \x01(\x01\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12\x11\n\tstored_at\x18\x06 \x01(\t\x12\x11\n\tendpoints\x18\x07 \x03(\t\"\x87\x01\n\x0cServiceState\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x0f\n\x07\x65nabled\x18\x02 \x01(\x08\x12$\n\x07mapping\x18\x03 \x01(\x0b\x32\x13.apinode.v1.Mapping\x12/\n\x0bgenerations\x18\x04 \x03(\x0b\x32\x1a.apinode.v1.GenerationInfo\"\x15\n\x13ListServicesRequest\"B\n\x14ListServicesResponse\x12*\n\x08services\x18\x01 \x03(\x0b\x32\x18.apinode.v1.ServiceState\"!\n\x0eServiceRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\"8\n\x11GenerationRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\t\"J\n\x11SetMappingRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12$\n\x07mapping\x18\x02 \x01(\x0b\x32\x13.apinode.v1.Mapping\"(\n\x15\x44\x65leteServiceResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\"2\n\rTuningRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\"\x98\x01\n\x10SetTuningRequest\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\x34\n\x04pool\x18\x03 \x03(\x0b\x32&.apinode.v1.SetTuningRequest.PoolEntry\x1a+\n\tPoolEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x94\x01\n\x06Tuning\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12*\n\x04pool\x18\x03 \x03(\x0b\x32\x1c.apinode.v1.Tuning.PoolEntry\x12\x0e\n\x06source\x18\x04 \x01(\t\x1a+\n\tPoolEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\x0f\n\rStatusRequest\"\\\n\x0eStatusResponse\x12\r\n\x05ready\x18\x01 \x01(\x08\x12-\n\tendpoints\x18\x02 \x03(\x0b\x32\x1a.apinode.v1.EndpointStatus\x12\x0c\n\x04json\x18\x03 \x01(\t\"\xb1\x02\n\x0e\x45ndpointStatus\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x12\n\ngeneration\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0c\n\x04type\x18\x04 \x01(\t\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x18\n\x10not_ready_reason\x18\x06 \x01(\t\x12\x14\n\x0cworkers_busy\x18\x07 \x01(\x05\x12\x14\n\x0cworkers_idle\x18\x08 \x01(\x05\x12\x18\n\x10workers_starting\x18\t \x01(\x05\x12\x13\n\x0bqueue_depth\x18\n \x01(\x05\x12\x0e\n\x06served\x18\x0b \x01(\x03\x12\x10\n\x08rejected\x18\x0c \x01(\x03\x12\x11\n\ttimed_out\x18\r \x01(\x03\x12\x0f\n\x07\x63rashed\x18\x0e \x01(\x03\x12\x10\n\x08restarts\x18\x0f \x01(\x03\x32\x8b\x07\n\x05\x41\x64min\x12>\n\x0bPushPackage\x12\x15.apinode.v1.PushChunk\x1a\x16.apinode.v1.PushResult(\x01\x12Q\n\x0cListServices\x12\x1f.apinode.v1.ListServicesRequest\x1a .apinode.v1.ListServicesResponse\x12G\n\x0fListGenerations\x12\x1a.apinode.v1.ServiceRequest\x1a\x18.apinode.v1.ServiceState\x12\x43\n\x08\x41\x63tivate\x12\x1d.apinode.v1.GenerationRequest\x1a\x18.apinode.v1.ServiceState\x12\x45\n\nSetMapping\x12\x1d.apinode.v1.SetMappingRequest\x1a\x18.apinode.v1.ServiceState\x12@\n\x08Rollback\x12\x1a.apinode.v1.ServiceRequest\x1a\x18.apinode.v1.ServiceState\x12>\n\x06\x45nable\x12\x1a.apinode.v1.ServiceRequest\x1a\x18.apinode.v1.ServiceState\x12?\n\x07\x44isable\x12\x1a.apinode.v1.ServiceRequest\x1a\x18.apinode.v1.ServiceState\x12K\n\x10\x44\x65leteGeneration\x12\x1d.apinode.v1.GenerationRequest\x1a\x18.apinode.v1.ServiceState\x12N\n\rDeleteService\x12\x1a.apinode.v1.ServiceRequest\x1a!.apinode.v1.DeleteServiceResponse\x12:\n\tGetTuning\x12\x19.apinode.v1.TuningRequest\x1a\x12.apinode.v1.Tuning\x12=\n\tSetTuning\x12\x1c.apinode.v1.SetTuningRequest\x1a\x12.apinode.v1.Tuning\x12?\n\x06Status\x12\x19.apinode.v1.StatusRequest\x1a\x1a.apinode.v1.StatusResponseBI\n\rio.apinode.v1P\x01Z6github.com/apinode/apinode/gen/go/apinode/v1;apinodev1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,12 +32,54 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'apinode.v1.admin_pb2', _glo
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rio.apinode.v1P\001Z6github.com/apinode/apinode/gen/go/apinode/v1;apinodev1'
-  _globals['_STATUSREQUEST']._serialized_start=38
-  _globals['_STATUSREQUEST']._serialized_end=53
-  _globals['_STATUSRESPONSE']._serialized_start=55
-  _globals['_STATUSRESPONSE']._serialized_end=147
-  _globals['_ENDPOINTSTATUS']._serialized_start=150
-  _globals['_ENDPOINTSTATUS']._serialized_end=455
-  _globals['_ADMIN']._serialized_start=457
-  _globals['_ADMIN']._serialized_end=529
+  _globals['_SETTUNINGREQUEST_POOLENTRY']._loaded_options = None
+  _globals['_SETTUNINGREQUEST_POOLENTRY']._serialized_options = b'8\001'
+  _globals['_TUNING_POOLENTRY']._loaded_options = None
+  _globals['_TUNING_POOLENTRY']._serialized_options = b'8\001'
+  _globals['_PUSHHEADER']._serialized_start=38
+  _globals['_PUSHHEADER']._serialized_end=154
+  _globals['_PUSHCHUNK']._serialized_start=156
+  _globals['_PUSHCHUNK']._serialized_end=233
+  _globals['_TESTQUERYRESULT']._serialized_start=235
+  _globals['_TESTQUERYRESULT']._serialized_end=355
+  _globals['_PUSHRESULT']._serialized_start=358
+  _globals['_PUSHRESULT']._serialized_end=524
+  _globals['_MAPPINGENTRY']._serialized_start=526
+  _globals['_MAPPINGENTRY']._serialized_end=575
+  _globals['_MAPPING']._serialized_start=577
+  _globals['_MAPPING']._serialized_end=643
+  _globals['_GENERATIONINFO']._serialized_start=646
+  _globals['_GENERATIONINFO']._serialized_end=783
+  _globals['_SERVICESTATE']._serialized_start=786
+  _globals['_SERVICESTATE']._serialized_end=921
+  _globals['_LISTSERVICESREQUEST']._serialized_start=923
+  _globals['_LISTSERVICESREQUEST']._serialized_end=944
+  _globals['_LISTSERVICESRESPONSE']._serialized_start=946
+  _globals['_LISTSERVICESRESPONSE']._serialized_end=1012
+  _globals['_SERVICEREQUEST']._serialized_start=1014
+  _globals['_SERVICEREQUEST']._serialized_end=1047
+  _globals['_GENERATIONREQUEST']._serialized_start=1049
+  _globals['_GENERATIONREQUEST']._serialized_end=1105
+  _globals['_SETMAPPINGREQUEST']._serialized_start=1107
+  _globals['_SETMAPPINGREQUEST']._serialized_end=1181
+  _globals['_DELETESERVICERESPONSE']._serialized_start=1183
+  _globals['_DELETESERVICERESPONSE']._serialized_end=1223
+  _globals['_TUNINGREQUEST']._serialized_start=1225
+  _globals['_TUNINGREQUEST']._serialized_end=1275
+  _globals['_SETTUNINGREQUEST']._serialized_start=1278
+  _globals['_SETTUNINGREQUEST']._serialized_end=1430
+  _globals['_SETTUNINGREQUEST_POOLENTRY']._serialized_start=1387
+  _globals['_SETTUNINGREQUEST_POOLENTRY']._serialized_end=1430
+  _globals['_TUNING']._serialized_start=1433
+  _globals['_TUNING']._serialized_end=1581
+  _globals['_TUNING_POOLENTRY']._serialized_start=1387
+  _globals['_TUNING_POOLENTRY']._serialized_end=1430
+  _globals['_STATUSREQUEST']._serialized_start=1583
+  _globals['_STATUSREQUEST']._serialized_end=1598
+  _globals['_STATUSRESPONSE']._serialized_start=1600
+  _globals['_STATUSRESPONSE']._serialized_end=1692
+  _globals['_ENDPOINTSTATUS']._serialized_start=1695
+  _globals['_ENDPOINTSTATUS']._serialized_end=2000
+  _globals['_ADMIN']._serialized_start=2003
+  _globals['_ADMIN']._serialized_end=2910
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,66 @@ class AdminStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.PushPackage = channel.stream_unary(
+                '/apinode.v1.Admin/PushPackage',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.PushChunk.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.PushResult.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/apinode.v1.Admin/ListServices',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ListServicesResponse.FromString,
+                _registered_method=True)
+        self.ListGenerations = channel.unary_unary(
+                '/apinode.v1.Admin/ListGenerations',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.Activate = channel.unary_unary(
+                '/apinode.v1.Admin/Activate',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.GenerationRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.SetMapping = channel.unary_unary(
+                '/apinode.v1.Admin/SetMapping',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.SetMappingRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/apinode.v1.Admin/Rollback',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.Enable = channel.unary_unary(
+                '/apinode.v1.Admin/Enable',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.Disable = channel.unary_unary(
+                '/apinode.v1.Admin/Disable',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.DeleteGeneration = channel.unary_unary(
+                '/apinode.v1.Admin/DeleteGeneration',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.GenerationRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+                _registered_method=True)
+        self.DeleteService = channel.unary_unary(
+                '/apinode.v1.Admin/DeleteService',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.DeleteServiceResponse.FromString,
+                _registered_method=True)
+        self.GetTuning = channel.unary_unary(
+                '/apinode.v1.Admin/GetTuning',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.TuningRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.Tuning.FromString,
+                _registered_method=True)
+        self.SetTuning = channel.unary_unary(
+                '/apinode.v1.Admin/SetTuning',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.SetTuningRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.Tuning.FromString,
+                _registered_method=True)
         self.Status = channel.unary_unary(
                 '/apinode.v1.Admin/Status',
                 request_serializer=apinode_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
@@ -43,6 +103,86 @@ class AdminStub:
 
 class AdminServicer:
     """Missing associated documentation comment in .proto file."""
+
+    def PushPackage(self, request_iterator, context):
+        """Uploads a package: first message `header`, then `data` chunks (any size up to 4 MiB).
+        The node checks size and sha256, verifies and stores the package atomically, loads it
+        and plays its test queries when it is to serve (activate or mapping), and answers the
+        generation it created. A refused package leaves the node serving what it served.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListGenerations(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Activate(self, request, context):
+        """Makes one generation serve all traffic (zero downtime: warmed and tested first).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetMapping(self, request, context):
+        """Splits traffic between generations (probabilities sum to 1).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Back to the mapping that served before the last Activate/SetMapping.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Enable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Disable(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteGeneration(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteService(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTuning(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetTuning(self, request, context):
+        """Changes the pool settings of an endpoint (persisted; applied to the live pools).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def Status(self, request, context):
         """The node's state: services, generations, and per endpoint its pool and counters.
@@ -54,6 +194,66 @@ class AdminServicer:
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'PushPackage': grpc.stream_unary_rpc_method_handler(
+                    servicer.PushPackage,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.PushChunk.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.PushResult.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ListServicesRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ListServicesResponse.SerializeToString,
+            ),
+            'ListGenerations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListGenerations,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'Activate': grpc.unary_unary_rpc_method_handler(
+                    servicer.Activate,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.GenerationRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'SetMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMapping,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.SetMappingRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'Enable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Enable,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'Disable': grpc.unary_unary_rpc_method_handler(
+                    servicer.Disable,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'DeleteGeneration': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteGeneration,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.GenerationRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.ServiceState.SerializeToString,
+            ),
+            'DeleteService': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteService,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ServiceRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.DeleteServiceResponse.SerializeToString,
+            ),
+            'GetTuning': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTuning,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.TuningRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.Tuning.SerializeToString,
+            ),
+            'SetTuning': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetTuning,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.SetTuningRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.Tuning.SerializeToString,
+            ),
             'Status': grpc.unary_unary_rpc_method_handler(
                     servicer.Status,
                     request_deserializer=apinode_dot_v1_dot_admin__pb2.StatusRequest.FromString,
@@ -69,6 +269,330 @@ def add_AdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Admin:
     """Missing associated documentation comment in .proto file."""
+
+    @staticmethod
+    def PushPackage(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/apinode.v1.Admin/PushPackage',
+            apinode_dot_v1_dot_admin__pb2.PushChunk.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.PushResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/ListServices',
+            apinode_dot_v1_dot_admin__pb2.ListServicesRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ListServicesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListGenerations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/ListGenerations',
+            apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Activate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/Activate',
+            apinode_dot_v1_dot_admin__pb2.GenerationRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/SetMapping',
+            apinode_dot_v1_dot_admin__pb2.SetMappingRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/Rollback',
+            apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Enable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/Enable',
+            apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Disable(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/Disable',
+            apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteGeneration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/DeleteGeneration',
+            apinode_dot_v1_dot_admin__pb2.GenerationRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.ServiceState.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/DeleteService',
+            apinode_dot_v1_dot_admin__pb2.ServiceRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.DeleteServiceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTuning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/GetTuning',
+            apinode_dot_v1_dot_admin__pb2.TuningRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.Tuning.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetTuning(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/SetTuning',
+            apinode_dot_v1_dot_admin__pb2.SetTuningRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.Tuning.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def Status(request,

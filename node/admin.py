@@ -1,0 +1,338 @@
+"""The admin plane: deploy operations in plain Python types, for both admin transports.
+
+Push: the package is verified and unpacked beside what serves, loaded (its workers warm),
+and its test queries played against it; only then is it committed to the data dir. A
+package that fails anywhere leaves nothing behind and the node serving what it served.
+
+Switching (activate, mapping, rollback) is zero-downtime: every generation of the new
+mapping is loaded and tested first, the mapping is swapped in one step (requests already
+resolved finish on the generation they resolved to), and generations left without traffic
+drain their queues and in-flight requests before their workers stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from node import errors
+from node.dataplane import DataPlane
+from node.package import PackageError
+from node.registry import Generation, Registry, Service
+from node.storage import Storage, StoredGeneration, write_atomic
+from node.supervisor import settings as pool_settings
+
+log = logging.getLogger("node.admin")
+
+
+class AdminPlane:
+    def __init__(self, registry: Registry, dataplane: DataPlane, storage: Storage) -> None:
+        self.registry = registry
+        self.dp = dataplane
+        self.storage = storage
+        self._retiring: set[asyncio.Task[None]] = set()
+
+    # ---- test queries ------------------------------------------------------------------
+    async def run_tests(self, gen: Generation) -> list[dict[str, Any]]:
+        results = []
+        for ep_id, ep in gen.endpoints.items():
+            if not ep.spec.test_queries:
+                continue
+            try:
+                queries = orjson.loads((gen.path / ep.spec.test_queries).read_bytes())
+            except (OSError, orjson.JSONDecodeError) as exc:
+                results.append(
+                    {
+                        "endpoint": ep_id,
+                        "index": 0,
+                        "ok": False,
+                        "error": f"unreadable test queries: {exc}",
+                    }
+                )
+                continue
+            for i, body in enumerate(queries if isinstance(queries, list) else []):
+                t0 = time.perf_counter()
+                try:
+                    if ep.spec.type == "prediction":
+                        out: Any = await self.dp.predict_on(gen, ep, body if isinstance(body, dict) else {})
+                    else:
+                        raw, _ = await self.dp.run_on(gen, ep, body if isinstance(body, dict) else {})
+                        out = {"response": orjson.loads(raw)}
+                    results.append(
+                        {
+                            "endpoint": ep_id,
+                            "index": i,
+                            "ok": True,
+                            "latency_ms": (time.perf_counter() - t0) * 1000,
+                            "response": out,
+                        }
+                    )
+                except errors.ApiNodeError as exc:
+                    kind = errors.kind_of(exc)
+                    results.append(
+                        {
+                            "endpoint": ep_id,
+                            "index": i,
+                            "ok": False,
+                            "error": f"{kind.error_type}: {exc.message}",
+                            "latency_ms": (time.perf_counter() - t0) * 1000,
+                        }
+                    )
+        return results
+
+    async def _load_tested(self, service: str, stored: StoredGeneration) -> tuple[Generation, list[dict[str, Any]]]:
+        """Loads a generation and plays its test queries; refuses it if one fails."""
+        version = stored.version
+        gen = await self.registry.load(service, stored)
+        tests = await self.run_tests(gen)
+        failed = [t for t in tests if not t["ok"]]
+        if failed:
+            await self.registry.unload(gen, drain=False)
+            f = failed[0]
+            raise errors.BadRequest(
+                f"generation {version} of {service} failed test query #{f['index']} of endpoint "
+                f"{f['endpoint']!r}: {f['error']} ({len(failed)} of {len(tests)} failed); not activated"
+            )
+        return gen, tests
+
+    # ---- switching ---------------------------------------------------------------------
+    def _check_mapping(self, svc: Service, mapping: dict[str, Any]) -> dict[str, Any]:
+        mode = mapping.get("mode") or "random"
+        if mode not in ("random", "hash"):
+            raise errors.BadRequest(f"mapping mode must be 'random' or 'hash', got {mode!r}")
+        entries = mapping.get("entries")
+        if not isinstance(entries, list) or not entries:
+            raise errors.BadRequest("a mapping needs at least one entry {generation, proba}")
+        clean = []
+        for e in entries:
+            gen, proba = e.get("generation"), e.get("proba")
+            if gen not in svc.state.generations:
+                raise errors.NotFound(f"service {svc.id!r} has no generation {gen!r}")
+            if not isinstance(proba, int | float) or isinstance(proba, bool) or not 0 <= proba <= 1:
+                raise errors.BadRequest(f"proba of {gen} must be a number in [0, 1], got {proba!r}")
+            clean.append({"generation": gen, "proba": float(proba)})
+        if len({e["generation"] for e in clean}) != len(clean):
+            raise errors.BadRequest("a generation appears twice in the mapping")
+        total = math.fsum(e["proba"] for e in clean)
+        if abs(total - 1.0) > 1e-6:
+            raise errors.BadRequest(f"mapping probabilities must sum to 1, they sum to {total:g}")
+        return {"mode": mode, "entries": clean}
+
+    async def _switch(self, svc: Service, mapping: dict[str, Any], *, remember: bool = True) -> list[dict[str, Any]]:
+        mapping = self._check_mapping(svc, mapping)
+        tests: list[dict[str, Any]] = []
+        fresh: list[Generation] = []
+        try:
+            for e in mapping["entries"]:
+                if e["generation"] not in svc.loaded:
+                    gen, t = await self._load_tested(svc.id, svc.state.generations[e["generation"]])
+                    fresh.append(gen)
+                    tests += t
+        except BaseException:
+            for gen in fresh:
+                await self.registry.unload(gen, drain=False)
+            raise
+        for gen in fresh:
+            svc.loaded[gen.version] = gen
+        if remember and svc.state.mapping and svc.state.mapping != mapping:
+            svc.state.history.append(svc.state.mapping)
+        self.registry.apply_mapping(svc, mapping)
+        self.storage.save_state(svc.id, svc.state)
+        keep = {e["generation"] for e in mapping["entries"]}
+        for version in [v for v in svc.loaded if v not in keep]:
+            self._retire(svc.loaded.pop(version))
+        log.info("%s now serves %s", svc.id, _describe(mapping))
+        return tests
+
+    def _retire(self, gen: Generation, *, remove: StoredGeneration | None = None) -> None:
+        """Drains and stops a generation that no longer takes traffic, in the background."""
+
+        async def retire() -> None:
+            await self.registry.unload(gen, drain=True)
+            if remove is not None:
+                await asyncio.to_thread(self.storage.remove_generation_files, gen.service, remove, package=False)
+
+        task = asyncio.create_task(retire(), name=f"retire {gen.service} {gen.version}")
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def wait_retired(self) -> None:
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
+
+    # ---- operations --------------------------------------------------------------------
+    async def push(
+        self, package: Path, *, activate: bool = False, mapping: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        try:
+            manifest, stored, _ = await asyncio.to_thread(self.storage.unpack, package)
+        except PackageError as exc:
+            raise errors.BadRequest(f"package refused: {exc}") from None
+        svc = self.registry.service(manifest.service, create=True)
+        async with svc.lock:
+            previous = svc.state.generations.get(stored.version)
+            new = previous is None or previous.sha256 != stored.sha256
+            tests: list[dict[str, Any]] = []
+            if new:
+                try:
+                    gen, tests = await self._load_tested(svc.id, stored)
+                except BaseException:
+                    if previous is None or previous.dirname != stored.dirname:
+                        self.storage.remove_generation_files(svc.id, stored, package=False)
+                    if not svc.state.generations and svc.id in self.registry.services and not svc.loaded:
+                        self.registry.services.pop(svc.id, None)
+                    raise
+                await asyncio.to_thread(self.storage.commit_package, package, svc.id, stored.version)
+                svc.state.generations[stored.version] = stored
+                old = svc.loaded.get(stored.version)
+                if old is not None:  # same version, new content, serving: swap it in
+                    svc.loaded[stored.version] = gen
+                    self._retire(old, remove=previous)
+                elif activate or mapping:
+                    svc.loaded[stored.version] = gen  # loaded and tested: the switch reuses it
+                else:
+                    await self.registry.unload(gen, drain=False)  # verified; serves when activated
+                    if previous is not None:
+                        self.storage.remove_generation_files(svc.id, previous, package=False)
+                self.storage.save_state(svc.id, svc.state)
+            if activate:
+                tests += await self._switch(
+                    svc,
+                    {"mode": "random", "entries": [{"generation": stored.version, "proba": 1.0}]},
+                )
+            elif mapping:
+                tests += await self._switch(svc, mapping)
+            return {
+                "service": svc.id,
+                "generation": stored.version,
+                "new": new,
+                "activated": stored.version in self.registry.serving(svc),
+                "tests": tests,
+                "state": self.service_state(svc.id),
+            }
+
+    async def activate(self, service: str, generation: str) -> dict[str, Any]:
+        return await self.set_mapping(
+            service, {"mode": "random", "entries": [{"generation": generation, "proba": 1.0}]}
+        )
+
+    async def set_mapping(self, service: str, mapping: dict[str, Any]) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        async with svc.lock:
+            await self._switch(svc, mapping)
+            return self.service_state(service)
+
+    async def rollback(self, service: str) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        async with svc.lock:
+            while svc.state.history:
+                previous = svc.state.history.pop()
+                if all(e["generation"] in svc.state.generations for e in previous.get("entries", [])):
+                    await self._switch(svc, previous, remember=False)
+                    return self.service_state(service)
+            raise errors.Conflict(f"service {service!r} has no earlier mapping to roll back to")
+
+    async def set_enabled(self, service: str, enabled: bool) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        async with svc.lock:
+            svc.state.enabled = enabled
+            self.storage.save_state(service, svc.state)
+            return self.service_state(service)
+
+    async def delete_generation(self, service: str, generation: str) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        async with svc.lock:
+            stored = svc.state.generations.get(generation)
+            if stored is None:
+                raise errors.NotFound(f"service {service!r} has no generation {generation!r}")
+            if generation in self.registry.serving(svc):
+                raise errors.Conflict(f"generation {generation} of {service} serves traffic: switch away from it first")
+            gen = svc.loaded.pop(generation, None)
+            if gen is not None:
+                await self.registry.unload(gen, drain=True)
+            del svc.state.generations[generation]
+            svc.state.history = [
+                m for m in svc.state.history if all(e["generation"] != generation for e in m["entries"])
+            ]
+            self.storage.save_state(service, svc.state)
+            await asyncio.to_thread(self.storage.remove_generation_files, service, stored, package=True)
+            return self.service_state(service)
+
+    async def delete_service(self, service: str) -> None:
+        svc = self.registry.service(service)
+        async with svc.lock:
+            svc.state.enabled = False
+            self.registry.services.pop(service, None)
+            await asyncio.gather(*(self.registry.unload(g, drain=True) for g in svc.loaded.values()))
+            await asyncio.to_thread(self.storage.remove_service, service)
+
+    def get_tuning(self, service: str, endpoint: str) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        spec = self._endpoint_spec(svc, endpoint)
+        settings = pool_settings.resolve(self.storage.root, service, endpoint, spec.pool)
+        return {
+            "pool": settings.to_json(),
+            "source": str(pool_settings.config_path(self.storage.root, service, endpoint)),
+        }
+
+    async def set_tuning(self, service: str, endpoint: str, values: dict[str, Any]) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        spec = self._endpoint_spec(svc, endpoint)
+        path = pool_settings.config_path(self.storage.root, service, endpoint)
+        merged = {**pool_settings.read_override(self.storage.root, service, endpoint), **values}
+        pool_settings.validate({**spec.pool, **merged}, f"tuning of {service}/{endpoint}")
+        write_atomic(path, orjson.dumps({"pool": merged}, option=orjson.OPT_INDENT_2))
+        settings = pool_settings.resolve(self.storage.root, service, endpoint, spec.pool)
+        for gen in svc.loaded.values():
+            ep = gen.endpoints.get(endpoint)
+            if ep is not None:
+                ep.pool.apply(settings)
+        return self.get_tuning(service, endpoint)
+
+    def _endpoint_spec(self, svc: Service, endpoint: str) -> Any:
+        for gen in svc.loaded.values():
+            if endpoint in gen.endpoints:
+                return gen.endpoints[endpoint].spec
+        for stored in svc.state.generations.values():
+            manifest = self.storage.manifest_of(svc.id, stored)
+            if endpoint in manifest.endpoints:
+                return manifest.endpoints[endpoint]
+        raise errors.NotFound(f"service {svc.id!r} has no endpoint {endpoint!r}")
+
+    # ---- views -------------------------------------------------------------------------
+    def service_state(self, service: str) -> dict[str, Any]:
+        svc = self.registry.service(service)
+        shares = {e["generation"]: e["proba"] for e in (svc.state.mapping or {}).get("entries", [])}
+        gens = []
+        for version, stored in sorted(svc.state.generations.items(), key=lambda kv: kv[1].stored_at):
+            loaded = svc.loaded.get(version)
+            gens.append(
+                {
+                    "generation": version,
+                    "loaded": loaded is not None,
+                    "active": shares.get(version, 0) > 0,
+                    "share": shares.get(version, 0.0),
+                    "sha256": stored.sha256,
+                    "stored_at": stored.stored_at,
+                    "endpoints": sorted(loaded.endpoints) if loaded else [],
+                }
+            )
+        return {
+            "service": service,
+            "enabled": svc.state.enabled,
+            "mapping": svc.state.mapping,
+            "generations": gens,
+        }
+
+    def list_services(self) -> list[dict[str, Any]]:
+        return [self.service_state(s) for s in sorted(self.registry.services)]
+
+
+def _describe(mapping: dict[str, Any]) -> str:
+    return ", ".join(f"{e['generation']}={e['proba']:g}" for e in mapping["entries"]) + f" ({mapping['mode']})"

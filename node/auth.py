@@ -1,0 +1,88 @@
+"""Admin keys: who may deploy.
+
+Keys come from `--admin-key` and from `DATA_DIR/admin-keys.txt` (one per line). They are
+kept only as sha256 digests and compared in constant time. A node with no admin key
+answers admin calls from loopback addresses only, so an unconfigured node listening on a
+public address cannot be deployed to by strangers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from node import errors
+
+audit = logging.getLogger("node.auth")
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def key_from_header(header: str | None) -> str | None:
+    """The key of `Authorization: Bearer KEY` or `Basic base64(KEY:)`."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            user, _, _ = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return user or None
+    return None
+
+
+def is_loopback(address: str | None) -> bool:
+    if not address:
+        return False
+    host = address
+    if host.startswith(("ipv4:", "ipv6:")):  # gRPC peer: "ipv4:127.0.0.1:5000", "ipv6:[::1]:5000"
+        host = host.split(":", 1)[1]
+        host = host[1 : host.index("]")] if host.startswith("[") else host.rsplit(":", 1)[0]
+    elif host.startswith("unix:"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class AdminAuth:
+    def __init__(self, keys: Iterable[str], data_dir: Path | None = None) -> None:
+        all_keys = [k for k in keys if k]
+        if data_dir is not None:
+            path = data_dir / "admin-keys.txt"
+            if path.exists():
+                all_keys += [
+                    line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")
+                ]
+        self._digests = [_digest(k) for k in all_keys]
+
+    @property
+    def configured(self) -> bool:
+        return bool(self._digests)
+
+    def check(self, header: str | None, peer: str | None) -> None:
+        """Raises Unauthorized unless the caller may use the admin API."""
+        if not self._digests:
+            if is_loopback(peer):
+                return
+            audit.warning("admin call refused from %s: no admin key configured, loopback only", peer)
+            raise errors.Forbidden("this node has no admin key: its admin API answers loopback callers only")
+        key = key_from_header(header)
+        if key is None:
+            audit.warning("admin call without a key from %s", peer)
+            raise errors.Unauthorized("the admin API needs an admin key (Authorization: Bearer KEY)")
+        d = _digest(key)
+        if not any(hmac.compare_digest(d, ok) for ok in self._digests):
+            audit.warning("admin call with a wrong key from %s", peer)
+            raise errors.Unauthorized("wrong admin key")

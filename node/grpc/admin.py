@@ -1,0 +1,224 @@
+"""The admin gRPC service (`apinode.v1.Admin`): deploy, switch, tune, status.
+
+Every call is authorised by :class:`~node.auth.AdminAuth` first. `PushPackage` streams the
+upload into the data dir's `tmp/`, checking the declared size as it goes and the sha256 at
+the end, before the admin plane sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+
+from node import errors
+from node._proto.apinode.v1 import admin_pb2 as apb
+from node._proto.apinode.v1 import admin_pb2_grpc
+from node.admin import AdminPlane
+from node.auth import AdminAuth
+from node.dataplane import DataPlane
+from node.grpc.servicer import mapped
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def _mapping_to_pb(m: dict[str, Any] | None) -> apb.Mapping:
+    if not m:
+        return apb.Mapping()
+    return apb.Mapping(
+        mode=m.get("mode", "random"),
+        entries=[apb.MappingEntry(generation=e["generation"], proba=e["proba"]) for e in m.get("entries", [])],
+    )
+
+
+def _mapping_from_pb(m: apb.Mapping) -> dict[str, Any]:
+    return {
+        "mode": m.mode or "random",
+        "entries": [{"generation": e.generation, "proba": e.proba} for e in m.entries],
+    }
+
+
+def _state_to_pb(s: dict[str, Any]) -> apb.ServiceState:
+    return apb.ServiceState(
+        service=s["service"],
+        enabled=s["enabled"],
+        mapping=_mapping_to_pb(s["mapping"]),
+        generations=[apb.GenerationInfo(**g) for g in s["generations"]],
+    )
+
+
+def _tests_to_pb(tests: list[dict[str, Any]]) -> list[apb.TestQueryResult]:
+    return [
+        apb.TestQueryResult(
+            endpoint=t["endpoint"],
+            index=t["index"],
+            ok=t["ok"],
+            error=t.get("error", ""),
+            latency_ms=t.get("latency_ms", 0.0),
+            response_json=orjson.dumps(t["response"]).decode() if "response" in t else "",
+        )
+        for t in tests
+    ]
+
+
+def _tuning_to_pb(service: str, endpoint: str, t: dict[str, Any]) -> apb.Tuning:
+    pool = {k: v for k, v in t["pool"].items() if v is not None}
+    return apb.Tuning(service=service, endpoint=endpoint, pool=pool, source=t["source"])
+
+
+class AdminServicer(admin_pb2_grpc.AdminServicer):
+    def __init__(self, admin: AdminPlane, dataplane: DataPlane, auth: AdminAuth, *, max_package_bytes: int) -> None:
+        self.admin = admin
+        self.dp = dataplane
+        self.auth = auth
+        self.max_package_bytes = max_package_bytes
+
+    def _authorise(self, context: Ctx) -> None:
+        header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+        self.auth.check(header if isinstance(header, str) else None, context.peer())
+
+    @mapped
+    async def PushPackage(self, request_iterator: AsyncIterator[apb.PushChunk], context: Ctx) -> apb.PushResult:
+        self._authorise(context)
+        header: apb.PushHeader | None = None
+        h = hashlib.sha256()
+        size = 0
+        fd, tmp = tempfile.mkstemp(prefix="upload-", suffix=".apz", dir=self.admin.storage.tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in request_iterator:
+                    part = chunk.WhichOneof("part")
+                    if part == "header":
+                        if header is not None:
+                            raise errors.BadRequest("PushPackage: a second header")
+                        header = chunk.header
+                        if header.size > self.max_package_bytes:
+                            raise errors.PayloadTooLarge(
+                                f"package of {header.size} bytes is over this node's limit of {self.max_package_bytes}"
+                            )
+                    elif part == "data":
+                        if header is None:
+                            raise errors.BadRequest("PushPackage: the first message must be the header")
+                        size += len(chunk.data)
+                        if size > header.size:
+                            raise errors.BadRequest(f"PushPackage: more data than the declared {header.size} bytes")
+                        h.update(chunk.data)
+                        out.write(chunk.data)
+            if header is None:
+                raise errors.BadRequest("PushPackage: no header received")
+            if size != header.size:
+                raise errors.BadRequest(f"PushPackage: upload cut short: {size} of {header.size} bytes received")
+            if header.sha256 and h.hexdigest() != header.sha256.lower():
+                raise errors.BadRequest(
+                    f"PushPackage: sha256 mismatch: received {h.hexdigest()}, declared {header.sha256}"
+                )
+            mapping = (
+                _mapping_from_pb(header.mapping) if header.HasField("mapping") and header.mapping.entries else None
+            )
+            result = await self.admin.push(Path(tmp), activate=header.activate, mapping=mapping)
+        finally:
+            os.unlink(tmp)
+        return apb.PushResult(
+            service=result["service"],
+            generation=result["generation"],
+            new=result["new"],
+            activated=result["activated"],
+            tests=_tests_to_pb(result["tests"]),
+            state=_state_to_pb(result["state"]),
+        )
+
+    @mapped
+    async def ListServices(self, request: apb.ListServicesRequest, context: Ctx) -> apb.ListServicesResponse:
+        self._authorise(context)
+        return apb.ListServicesResponse(services=[_state_to_pb(s) for s in self.admin.list_services()])
+
+    @mapped
+    async def ListGenerations(self, request: apb.ServiceRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(self.admin.service_state(request.service))
+
+    @mapped
+    async def Activate(self, request: apb.GenerationRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.activate(request.service, request.generation))
+
+    @mapped
+    async def SetMapping(self, request: apb.SetMappingRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.set_mapping(request.service, _mapping_from_pb(request.mapping)))
+
+    @mapped
+    async def Rollback(self, request: apb.ServiceRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.rollback(request.service))
+
+    @mapped
+    async def Enable(self, request: apb.ServiceRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.set_enabled(request.service, True))
+
+    @mapped
+    async def Disable(self, request: apb.ServiceRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.set_enabled(request.service, False))
+
+    @mapped
+    async def DeleteGeneration(self, request: apb.GenerationRequest, context: Ctx) -> apb.ServiceState:
+        self._authorise(context)
+        return _state_to_pb(await self.admin.delete_generation(request.service, request.generation))
+
+    @mapped
+    async def DeleteService(self, request: apb.ServiceRequest, context: Ctx) -> apb.DeleteServiceResponse:
+        self._authorise(context)
+        await self.admin.delete_service(request.service)
+        return apb.DeleteServiceResponse(service=request.service)
+
+    @mapped
+    async def GetTuning(self, request: apb.TuningRequest, context: Ctx) -> apb.Tuning:
+        self._authorise(context)
+        return _tuning_to_pb(
+            request.service,
+            request.endpoint,
+            self.admin.get_tuning(request.service, request.endpoint),
+        )
+
+    @mapped
+    async def SetTuning(self, request: apb.SetTuningRequest, context: Ctx) -> apb.Tuning:
+        self._authorise(context)
+        t = await self.admin.set_tuning(request.service, request.endpoint, dict(request.pool))
+        return _tuning_to_pb(request.service, request.endpoint, t)
+
+    @mapped
+    async def Status(self, request: apb.StatusRequest, context: Ctx) -> apb.StatusResponse:
+        self._authorise(context)
+        doc = self.dp.status()
+        eps = []
+        for sid, svc in doc["services"].items():
+            for version, endpoints in svc["generations"].items():
+                for eid, st in endpoints.items():
+                    eps.append(
+                        apb.EndpointStatus(
+                            service=sid,
+                            generation=version,
+                            endpoint=eid,
+                            type=st["type"],
+                            ready=st["ready"],
+                            not_ready_reason=st["notReadyReason"] or "",
+                            workers_busy=st["workers"]["busy"],
+                            workers_idle=st["workers"]["idle"],
+                            workers_starting=st["workers"]["starting"],
+                            queue_depth=st["queueDepth"],
+                            served=st["served"],
+                            rejected=st["rejected"],
+                            timed_out=st["timed_out"],
+                            crashed=st["crashed"],
+                            restarts=st["restarts"],
+                        )
+                    )
+        return apb.StatusResponse(ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode())

@@ -1,0 +1,139 @@
+"""Admin HTTP API: the subset of the Dataiku API node's `/admin/api/...` that fits, so
+`dataikuapi.APINodeAdminClient` can list services and generations, switch and set
+mappings; plus `GET /admin/status`. Every route is behind :class:`~node.auth.AdminAuth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from node import errors
+from node.admin import AdminPlane
+from node.auth import AdminAuth
+from node.dataplane import loads_body
+from node.http.app import DATAPLANE, json_response
+
+ADMIN = web.AppKey("admin", AdminPlane)
+AUTH = web.AppKey("auth", AdminAuth)
+
+
+def _authorise(request: web.Request) -> None:
+    request.app[AUTH].check(request.headers.get("Authorization"), request.remote)
+
+
+async def status(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(request.app[DATAPLANE].status())
+
+
+async def list_services(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(
+        [
+            {"id": s["service"], "serviceId": s["service"], "enabled": s["enabled"], **s}
+            for s in request.app[ADMIN].list_services()
+        ]
+    )
+
+
+async def create_service(request: web.Request) -> web.Response:
+    _authorise(request)
+    body = loads_body(await request.read())
+    sid = body.get("serviceId") or body.get("id")
+    if not isinstance(sid, str) or not sid:
+        raise errors.BadRequest("the body needs 'serviceId'")
+    admin = request.app[ADMIN]
+    svc = admin.registry.service(sid, create=True)
+    admin.storage.save_state(sid, svc.state)
+    return json_response(admin.service_state(sid))
+
+
+async def delete_service(request: web.Request) -> web.Response:
+    _authorise(request)
+    await request.app[ADMIN].delete_service(request.match_info["service"])
+    return json_response({"deleted": request.match_info["service"]})
+
+
+async def list_generations(request: web.Request) -> web.Response:
+    _authorise(request)
+    state = request.app[ADMIN].service_state(request.match_info["service"])
+    return json_response(
+        {
+            "generations": [g["generation"] for g in state["generations"]],
+            "details": state["generations"],
+        }
+    )
+
+
+async def import_archive(request: web.Request) -> web.Response:
+    _authorise(request)
+    path = request.query.get("filePath")
+    if not path or not await asyncio.to_thread(Path(path).is_file):
+        raise errors.BadRequest(f"filePath {path!r} is not a file on the node")
+    result = await request.app[ADMIN].push(Path(path))
+    return json_response({k: v for k, v in result.items() if k != "state"})
+
+
+async def preload(request: web.Request) -> web.Response:
+    _authorise(request)
+    state = request.app[ADMIN].service_state(request.match_info["service"])
+    if request.match_info["generation"] not in {g["generation"] for g in state["generations"]}:
+        raise errors.NotFound(f"no generation {request.match_info['generation']!r}")
+    return json_response({"ok": True})
+
+
+async def switch_to(request: web.Request) -> web.Response:
+    _authorise(request)
+    mi = request.match_info
+    return json_response(await request.app[ADMIN].activate(mi["service"], mi["generation"]))
+
+
+async def switch_to_newest(request: web.Request) -> web.Response:
+    _authorise(request)
+    admin = request.app[ADMIN]
+    gens = admin.service_state(request.match_info["service"])["generations"]
+    if not gens:
+        raise errors.NotFound("the service has no generation")
+    return json_response(await admin.activate(request.match_info["service"], gens[-1]["generation"]))
+
+
+async def set_mapping(request: web.Request) -> web.Response:
+    _authorise(request)
+    body = loads_body(await request.read())
+    mode = body.get("mode") or ("hash" if body.get("hashBased") else "random")
+    mapping: dict[str, Any] = {"mode": mode, "entries": body.get("entries")}
+    return json_response(await request.app[ADMIN].set_mapping(request.match_info["service"], mapping))
+
+
+async def enable(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(await request.app[ADMIN].set_enabled(request.match_info["service"], True))
+
+
+async def disable(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(await request.app[ADMIN].set_enabled(request.match_info["service"], False))
+
+
+def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth) -> None:
+    app[ADMIN] = admin
+    app[AUTH] = auth
+    r = app.router
+    r.add_get("/admin/status", status)
+    base = "/admin/api/services"
+    r.add_get(base, list_services)
+    r.add_post(base + "/", create_service)
+    r.add_post(base, create_service)
+    r.add_delete(base + "/{service}", delete_service)
+    r.add_get(base + "/{service}/generations", list_generations)
+    r.add_post(base + "/{service}/generations/actions/importFromArchive", import_archive)
+    r.add_post(base + "/{service}/generations/{generation}/preload", preload)
+    r.add_post(base + "/{service}/actions/switchTo/{generation}", switch_to)
+    r.add_post(base + "/{service}/actions/switchToNewest", switch_to_newest)
+    r.add_post(base + "/{service}/actions/setMapping", set_mapping)
+    r.add_post(base + "/{service}/actions/enable", enable)
+    r.add_post(base + "/{service}/actions/disable", disable)
