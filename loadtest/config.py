@@ -24,6 +24,10 @@ class ConfigError(ValueError):
     """A load configuration that cannot run, with a message that says why."""
 
 
+class LoadError(RuntimeError):
+    """A run that failed as a whole (a client process died or could not start)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where the requests go and how they are framed.

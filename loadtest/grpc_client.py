@@ -49,9 +49,7 @@ def status_key(code: grpc.StatusCode | None) -> str:
 class GrpcUnaryTransport:
     """Unary calls of ``target.verb`` over ``channels`` channels; implements Transport."""
 
-    def __init__(
-        self, target: Target, bodies: Sequence[Any], *, channels: int, timeout: float
-    ) -> None:
+    def __init__(self, target: Target, bodies: Sequence[Any], *, channels: int, timeout: float) -> None:
         self._bodies = encode_bodies(target, bodies)
         path = method_path(rpc_of(target.verb))
         self._channels = _channels(target.grpc, channels)
@@ -163,8 +161,7 @@ class GrpcStreamTransport:
         path = method_path("PredictStream")
         self._channels = _channels(target.grpc, channels)
         self._open = [
-            ch.stream_stream(path, response_deserializer=pb.PredictResponse.FromString)
-            for ch in self._channels
+            ch.stream_stream(path, response_deserializer=pb.PredictResponse.FromString) for ch in self._channels
         ]
         self._streams: list[_Stream | None] = [None] * streams
         self._metadata = _metadata(target.api_key)

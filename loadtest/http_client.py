@@ -25,9 +25,7 @@ from loadtest.transport import error_key
 class HttpTransport:
     """Sends pre-encoded JSON bodies to one URL; implements :class:`Transport`."""
 
-    def __init__(
-        self, target: Target, bodies: Sequence[Any], *, connections: int, timeout: float
-    ) -> None:
+    def __init__(self, target: Target, bodies: Sequence[Any], *, connections: int, timeout: float) -> None:
         self._url = URL(target.http_url())
         self._method = target.method.upper()
         self._bodies = [orjson.dumps(b) for b in bodies]
@@ -51,9 +49,7 @@ class HttpTransport:
 
     async def call(self, slot: int, index: int) -> str | None:
         try:
-            async with self._session.request(
-                self._method, self._url, data=self._bodies[index]
-            ) as resp:
+            async with self._session.request(self._method, self._url, data=self._bodies[index]) as resp:
                 await resp.read()
                 status = resp.status
         except TimeoutError:

@@ -45,9 +45,7 @@ async def _call(transport: Transport, slot: int, index: int) -> str | None:
         return error_key("client", exc)
 
 
-async def closed_loop(
-    transport: Transport, picker: Picker, rec: Recorder, *, clients: int, bounds: Bounds
-) -> None:
+async def closed_loop(transport: Transport, picker: Picker, rec: Recorder, *, clients: int, bounds: Bounds) -> None:
     """Runs ``clients`` clients until the bounds are reached and the last answers are in."""
     deadline = _clock() + bounds.duration if bounds.duration is not None else None
     budget = [bounds.requests]  # shared by the clients

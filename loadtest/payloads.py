@@ -97,9 +97,7 @@ def _read_manifest(p: Path) -> dict[str, Any]:
     return data
 
 
-def _endpoint_entry(
-    manifest: dict[str, Any], endpoint: str | None, p: Path
-) -> tuple[str, dict[str, Any]]:
+def _endpoint_entry(manifest: dict[str, Any], endpoint: str | None, p: Path) -> tuple[str, dict[str, Any]]:
     eps: dict[str, Any] = manifest["endpoints"]
     if endpoint is None:
         if len(eps) != 1:

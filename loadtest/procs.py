@@ -19,17 +19,13 @@ from collections.abc import Callable
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from loadtest.config import LoadConfig
+from loadtest.config import LoadConfig, LoadError
 from loadtest.result import LoadResult
 from loadtest.runner import Progress, ProgressFn, Shard, pinned, run_load
 
 _SLOTS = 5  # per process: phase (0 warmup, 1 measure), sent, ok, errors, dropped
 _READY_TIMEOUT = 120.0
 _POLL = 0.25
-
-
-class LoadError(RuntimeError):
-    """A client process failed; the message carries its error."""
 
 
 def _worker(

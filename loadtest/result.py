@@ -39,9 +39,7 @@ class LoadResult:
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_recorder(
-        cls, rec: Recorder, duration: float, cpu: float, config: dict[str, Any]
-    ) -> LoadResult:
+    def from_recorder(cls, rec: Recorder, duration: float, cpu: float, config: dict[str, Any]) -> LoadResult:
         return cls(
             sent=rec.sent,
             ok=rec.ok,
@@ -100,9 +98,7 @@ class LoadResult:
                 "generator's limit, not the server's; add --procs"
             )
         if self.dropped:
-            out.append(
-                f"{self.dropped} requests dropped by the generator (in-flight cap reached)"
-            )
+            out.append(f"{self.dropped} requests dropped by the generator (in-flight cap reached)")
         if self.late_max > 0.05:
             out.append(f"sends fell up to {self.late_max * 1000:.0f} ms behind schedule")
         return out

@@ -135,9 +135,7 @@ class _Driver:
         self._clients = clients
         self._rng = rng
 
-    async def __call__(
-        self, rec: Recorder, bounds: Bounds, phase: str, progress: ProgressFn | None
-    ) -> None:
+    async def __call__(self, rec: Recorder, bounds: Bounds, phase: str, progress: ProgressFn | None) -> None:
         t0 = time.perf_counter()
         reporter = None
         if progress is not None:

@@ -9,6 +9,7 @@ names the best passing step: the one that served the most answers per second.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -73,19 +74,20 @@ class SweepResult:
         best = self.best
         return {
             "knob": self.knob,
-            "slo": {"p99_ms": None if self.slo.p99 is None else self.slo.p99 * 1000.0,
-                    "max_error_ratio": self.slo.max_error_ratio},
+            "slo": {
+                "p99_ms": None if self.slo.p99 is None else self.slo.p99 * 1000.0,
+                "max_error_ratio": self.slo.max_error_ratio,
+            },
             "planned": self.planned,
             "stopped_early": self.stopped_early,
-            "best": None if best is None else {
+            "best": None
+            if best is None
+            else {
                 "value": best.value,
                 "ok_throughput_rps": best.result.ok_throughput,
                 "p99_ms": best.result.p99(),
             },
-            "steps": [
-                {"value": s.value, "passed": s.passed, "result": s.result.to_dict()}
-                for s in self.steps
-            ],
+            "steps": [{"value": s.value, "passed": s.passed, "result": s.result.to_dict()} for s in self.steps],
         }
 
 
@@ -96,21 +98,27 @@ def step_config(config: LoadConfig, value: float) -> LoadConfig:
     return replace(config, concurrency=max(1, int(value)))
 
 
+StepProgress = Callable[[float], AbstractContextManager[ProgressFn | None]]
+
+
 def run_sweep(
     config: LoadConfig,
     steps: Sequence[float],
     slo: Slo | None = None,
     *,
     on_step: Callable[[SweepStep], None] | None = None,
-    progress: ProgressFn | None = None,
+    step_progress: StepProgress | None = None,
 ) -> SweepResult:
-    """Runs each step in order; stops at the first step that breaks an active ``slo``."""
+    """Runs each step in order; stops at the first step that breaks an active ``slo``.
+
+    ``on_step`` sees each step as it ends (to print its row); ``step_progress(value)``, if
+    given, is entered around each step and yields that step's progress callback.
+    """
     slo = slo or Slo()
-    sweep = SweepResult(
-        knob="rate" if config.open_loop else "concurrency", slo=slo, planned=list(steps)
-    )
+    sweep = SweepResult(knob="rate" if config.open_loop else "concurrency", slo=slo, planned=list(steps))
     for value in steps:
-        result = run(step_config(config, value), progress=progress)
+        with step_progress(value) if step_progress else nullcontext() as progress:
+            result = run(step_config(config, value), progress=progress)
         step = SweepStep(value, result, slo.check(result) if slo.active else None)
         sweep.steps.append(step)
         if on_step is not None:

@@ -36,9 +36,7 @@ def connections_for(config: LoadConfig) -> int:
     return config.max_inflight if config.target.mode == "http" else config.channels
 
 
-async def open_transport(
-    config: LoadConfig, bodies: Sequence[Any], *, concurrency: int | None = None
-) -> Transport:
+async def open_transport(config: LoadConfig, bodies: Sequence[Any], *, concurrency: int | None = None) -> Transport:
     """Builds the transport of ``config.target.mode`` (in the running event loop).
 
     ``concurrency`` overrides the closed-loop client count, for a process running a share
@@ -56,14 +54,10 @@ async def open_transport(
     if mode == "grpc":
         from loadtest.grpc_client import GrpcUnaryTransport
 
-        return GrpcUnaryTransport(
-            config.target, bodies, channels=config.channels, timeout=config.timeout
-        )
+        return GrpcUnaryTransport(config.target, bodies, channels=config.channels, timeout=config.timeout)
     from loadtest.grpc_client import GrpcStreamTransport
 
-    return GrpcStreamTransport(
-        config.target, bodies, streams=pool, channels=config.channels, timeout=config.timeout
-    )
+    return GrpcStreamTransport(config.target, bodies, streams=pool, channels=config.channels, timeout=config.timeout)
 
 
 def error_key(kind: str, exc: BaseException) -> str:

@@ -62,3 +62,59 @@ def function_package(
     out = out_dir / f"{service}-{version}.apz"
     write_package(out, manifest, {"code/funcs.py": textwrap.dedent(code).encode()})
     return out
+
+
+def logistic_package(out_dir: Path, *, service: str = "fraud", version: str = "v1") -> tuple[Path, Any]:
+    """A LogisticRegression on three numeric features with string labels, as a package and
+    the fitted model (matrix input mode, double precision)."""
+    import json
+
+    import numpy as np
+    from skl2onnx import convert_sklearn
+    from skl2onnx.common.data_types import DoubleTensorType
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    y = np.where(x[:, 0] + 0.5 * x[:, 1] - x[:, 2] > 0, "FRAUD", "OK")
+    model = LogisticRegression().fit(x, y)
+    onx = convert_sklearn(
+        model,
+        initial_types=[("input", DoubleTensorType([None, 3]))],
+        options={id(model): {"zipmap": False}},
+        target_opset={"": 17, "ai.onnx.ml": 3},
+    )
+    features = [
+        {"name": "amount", "type": "float", "onnx_type": "double", "nullable": False},
+        {"name": "hour", "type": "int", "onnx_type": "double", "nullable": False},
+        {"name": "distance", "type": "float", "onnx_type": "double", "nullable": False},
+    ]
+    manifest = {
+        "service": service,
+        "version": version,
+        "endpoints": {
+            "score": {
+                "type": "prediction",
+                "task": "binary",
+                "features": features,
+                "classes": model.classes_.tolist(),
+                "model": {
+                    "path": "models/score.onnx",
+                    "input_mode": "matrix",
+                    "input_name": "input",
+                    "label_output": "label",
+                    "proba_output": "probabilities",
+                },
+                "test_queries": "tests/score.json",
+                "pool": {"floor": 1, "cruise": 1, "ceil": 2},
+            }
+        },
+    }
+    queries = [{"features": {"amount": 1.0, "hour": 3, "distance": 0.5}}]
+    out = out_dir / f"{service}-{version}.apz"
+    write_package(
+        out,
+        manifest,
+        {"models/score.onnx": onx.SerializeToString(), "tests/score.json": json.dumps(queries).encode()},
+    )
+    return out, model

@@ -1,0 +1,380 @@
+"""`service.yaml` -> :class:`ServiceSpec`: every key checked, every path resolved.
+
+The known keys live in the tables below, one per level, so that a new endpoint type or a
+new top-level section is one entry here plus its parser. Unknown keys are errors that name
+the key and list the known ones: a typo must never pass silently. Errors carry the YAML
+line of the offending key (the loader remembers where each key was).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from compiler.errors import CompileError
+from node.package import FEATURE_TYPES, ID_RE
+
+SERVICE_FILE = "service.yaml"
+DEFAULT_PARITY_TOLERANCE = 1e-4
+
+TOP_LEVEL_KEYS = ("service", "version", "datasets", "endpoints")
+ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
+    "prediction": (
+        "type",
+        "model",
+        "features",
+        "sample",
+        "test_queries",
+        "pool",
+        "parity_tolerance",
+    ),
+    "function": ("type", "file", "function", "test_queries", "pool"),
+}
+FEATURE_KEYS = ("type", "nullable")
+# The node's pool settings (node/supervisor/settings.py); the compiler only checks shapes
+# and the floor <= cruise <= ceil rule against the node's defaults.
+POOL_KEYS = (
+    "floor",
+    "ceil",
+    "cruise",
+    "queue",
+    "timeout",
+    "max_run_ms",
+    "max_batch",
+    "idle_grace_ms",
+    "start_timeout_ms",
+    "grow_after_ms",
+)
+POOL_DEFAULTS = {"floor": 1, "cruise": 2, "ceil": 8}
+DATASET_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureDecl:
+    name: str
+    type: str
+    nullable: bool | None  # None: let the compiler decide from the model
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionEndpoint:
+    id: str
+    model: Path
+    features: tuple[FeatureDecl, ...] | None
+    sample: Path | None
+    test_queries: list[dict[str, Any]] | None
+    pool: dict[str, int]
+    parity_tolerance: float
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionEndpoint:
+    id: str
+    file: Path
+    function: str
+    test_queries: list[dict[str, Any]] | None
+    pool: dict[str, int]
+
+
+Endpoint = PredictionEndpoint | FunctionEndpoint
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceSpec:
+    folder: Path
+    service: str
+    version: str
+    datasets: dict[str, Path] = field(default_factory=dict)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+
+
+class _Map(dict[Any, Any]):
+    """A YAML mapping that remembers the line of each key."""
+
+    line: int = 0
+    lines: dict[Any, int]
+
+
+class _Invalid(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line, self.message = line, message
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: _Loader, node: yaml.MappingNode) -> Iterator[_Map]:
+    data = _Map()
+    data.lines = {}
+    data.line = node.start_mark.line + 1
+    yield data
+    loader.flatten_mapping(node)
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if not isinstance(key, Hashable):
+            raise _Invalid(line, "a mapping key must be a plain value")
+        if key in data:
+            raise _Invalid(line, f"duplicate key {key!r}")
+        data[key] = loader.construct_object(value_node, deep=True)
+        data.lines[key] = line
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_map)
+
+
+def load_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CompileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise CompileError(f"{path} is not UTF-8 text") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except _Invalid as exc:
+        raise CompileError(f"{path}: line {exc.line}: {exc.message}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        what = exc.problem or exc.context or "invalid YAML"
+        raise CompileError(f"{path}: {where}YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise CompileError(f"{path}: YAML syntax error: {exc}") from None
+
+
+class _Reader:
+    """Validation helpers that know the file and the line of each key."""
+
+    def __init__(self, folder: Path, path: Path) -> None:
+        self.folder, self.path = folder, path
+
+    def fail(self, parent: Any, key: Any, where: str, message: str) -> CompileError:
+        line = parent.lines.get(key, parent.line) if isinstance(parent, _Map) else 0
+        at = f"line {line}: " if line else ""
+        return CompileError(f"{self.path}: {at}{where}: {message}")
+
+    def mapping(self, parent: Any, key: Any, where: str) -> _Map:
+        value = parent[key]
+        if not isinstance(value, _Map):
+            raise self.fail(parent, key, where, f"expected a mapping, got {_kind(value)}")
+        return value
+
+    def known(self, data: _Map, known: tuple[str, ...], where: str) -> None:
+        for key in data:
+            if key not in known:
+                raise self.fail(
+                    data, key, where, f"unknown key {key!r} (known keys: {', '.join(known)})"
+                )
+
+    def ident(self, parent: Any, key: Any, where: str) -> str:
+        value = parent[key]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str) or not ID_RE.match(value):
+            raise self.fail(parent, key, where, f"must match [A-Za-z0-9_-]+, got {value!r}")
+        return value
+
+    def file(self, parent: Any, key: Any, where: str) -> Path:
+        value = parent[key]
+        if not isinstance(value, str) or not value.strip():
+            raise self.fail(parent, key, where, f"expected a file path, got {_kind(value)}")
+        path = self.folder / value
+        if not path.is_file():
+            raise self.fail(parent, key, where, f"file not found: {path}")
+        return path
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def read_service(folder: Path) -> ServiceSpec:
+    if not folder.is_dir():
+        raise CompileError(f"no such service folder: {folder}")
+    path = folder / SERVICE_FILE
+    if not path.is_file():
+        raise CompileError(f"no {SERVICE_FILE} in {folder} (expected {path})")
+    doc = load_yaml(path)
+    r = _Reader(folder, path)
+    if not isinstance(doc, _Map):
+        raise CompileError(f"{path}: expected a mapping of service settings, got {_kind(doc)}")
+    r.known(doc, TOP_LEVEL_KEYS, "top level")
+    for key in ("service", "version", "endpoints"):
+        if key not in doc:
+            raise CompileError(f"{path}: the key {key!r} is required")
+    service, version = r.ident(doc, "service", "service"), r.ident(doc, "version", "version")
+    datasets: dict[str, Path] = {}
+    if doc.get("datasets") is not None:
+        ds = r.mapping(doc, "datasets", "datasets")
+        for name in ds:
+            where = f"datasets.{name}"
+            if not isinstance(name, str) or not ID_RE.match(name):
+                raise r.fail(ds, name, "datasets", f"bad dataset name {name!r}")
+            datasets[name] = r.file(ds, name, where)
+            if datasets[name].suffix.lower() not in DATASET_FORMATS:
+                raise r.fail(ds, name, where, "a dataset must be a .csv or .parquet file")
+    eps = r.mapping(doc, "endpoints", "endpoints")
+    if not eps:
+        raise r.fail(doc, "endpoints", "endpoints", "at least one endpoint is required")
+    endpoints: dict[str, Endpoint] = {}
+    for eid in eps:
+        if not isinstance(eid, str) or not ID_RE.match(eid):
+            raise r.fail(eps, eid, "endpoints", f"bad endpoint id {eid!r} ([A-Za-z0-9_-]+)")
+        endpoints[eid] = _endpoint(r, eps, eid)
+    return ServiceSpec(folder, service, version, datasets, endpoints)
+
+
+def _endpoint(r: _Reader, eps: _Map, eid: str) -> Endpoint:
+    where = f"endpoints.{eid}"
+    e = r.mapping(eps, eid, where)
+    etype = e.get("type")
+    if etype not in ENDPOINT_KEYS:
+        line_key = "type" if "type" in e else eid
+        parent = e if "type" in e else eps
+        raise r.fail(
+            parent,
+            line_key,
+            f"{where}.type",
+            f"must be one of {', '.join(ENDPOINT_KEYS)}, got {_kind(etype)}",
+        )
+    r.known(e, ENDPOINT_KEYS[etype], where)
+    return _PARSERS[etype](r, e, eid)
+
+
+def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
+    where = f"endpoints.{eid}"
+    if "model" not in e:
+        raise r.fail(e, "type", where, "a prediction endpoint needs 'model: <file>'")
+    tol = e.get("parity_tolerance", DEFAULT_PARITY_TOLERANCE)
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < 1:
+        raise r.fail(e, "parity_tolerance", f"{where}.parity_tolerance", "must be in (0, 1)")
+    return PredictionEndpoint(
+        id=eid,
+        model=r.file(e, "model", f"{where}.model"),
+        features=_features(r, e, where) if e.get("features") is not None else None,
+        sample=r.file(e, "sample", f"{where}.sample") if e.get("sample") is not None else None,
+        test_queries=_test_queries(r, e, where, prediction=True),
+        pool=_pool(r, e, where),
+        parity_tolerance=float(tol),
+    )
+
+
+def _function(r: _Reader, e: _Map, eid: str) -> FunctionEndpoint:
+    where = f"endpoints.{eid}"
+    for key in ("file", "function"):
+        if key not in e:
+            raise r.fail(e, "type", where, f"a function endpoint needs '{key}:'")
+    name = e["function"]
+    if not isinstance(name, str) or not name.isidentifier():
+        raise r.fail(e, "function", f"{where}.function", f"not a function name: {name!r}")
+    path = r.file(e, "file", f"{where}.file")
+    if path.suffix != ".py":
+        raise r.fail(e, "file", f"{where}.file", f"expected a .py file, got {path.name}")
+    return FunctionEndpoint(
+        id=eid,
+        file=path,
+        function=name,
+        test_queries=_test_queries(r, e, where, prediction=False),
+        pool=_pool(r, e, where),
+    )
+
+
+_PARSERS: dict[str, Callable[[_Reader, _Map, str], Endpoint]] = {
+    "prediction": _prediction,
+    "function": _function,
+}
+
+
+def _features(r: _Reader, e: _Map, where: str) -> tuple[FeatureDecl, ...]:
+    feats = r.mapping(e, "features", f"{where}.features")
+    if not feats:
+        raise r.fail(e, "features", f"{where}.features", "is empty")
+    out = []
+    types = ", ".join(FEATURE_TYPES)
+    for name, value in feats.items():
+        fwhere = f"{where}.features.{name}"
+        if not isinstance(name, str) or not name:
+            raise r.fail(feats, name, f"{where}.features", f"bad feature name {name!r}")
+        nullable: bool | None = None
+        ftype = value
+        if isinstance(value, _Map):
+            r.known(value, FEATURE_KEYS, fwhere)
+            ftype = value.get("type")
+            if "nullable" in value:
+                if not isinstance(value["nullable"], bool):
+                    raise r.fail(value, "nullable", f"{fwhere}.nullable", "must be true or false")
+                nullable = value["nullable"]
+        if ftype not in FEATURE_TYPES:
+            raise r.fail(feats, name, fwhere, f"type must be one of {types}, got {_kind(ftype)}")
+        out.append(FeatureDecl(name, ftype, nullable))
+    return tuple(out)
+
+
+def _test_queries(r: _Reader, e: _Map, where: str, *, prediction: bool) -> list[dict[str, Any]] | None:
+    if e.get("test_queries") is None:
+        return None
+    queries = e["test_queries"]
+    qwhere = f"{where}.test_queries"
+    if not isinstance(queries, list):
+        raise r.fail(e, "test_queries", qwhere, f"expected a list, got {_kind(queries)}")
+    for i, q in enumerate(queries):
+        if not isinstance(q, dict):
+            raise r.fail(e, "test_queries", f"{qwhere}[{i}]", f"expected a mapping, got {_kind(q)}")
+        if prediction and not isinstance(q.get("features"), dict):
+            raise r.fail(
+                e, "test_queries", f"{qwhere}[{i}]", "a prediction query is {features: {...}}"
+            )
+    return [_plain(q) for q in queries]
+
+
+def _plain(value: Any) -> Any:
+    """YAML data -> JSON-ready data (plain dicts, no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "isoformat"):  # YAML dates and timestamps
+        return value.isoformat()
+    return value
+
+
+def _pool(r: _Reader, e: _Map, where: str) -> dict[str, int]:
+    if e.get("pool") is None:
+        return {}
+    pool = r.mapping(e, "pool", f"{where}.pool")
+    r.known(pool, POOL_KEYS, f"{where}.pool")
+    for key, value in pool.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise r.fail(
+                pool, key, f"{where}.pool.{key}", f"must be a non-negative integer, got {value!r}"
+            )
+    for key in ("ceil", "max_batch"):
+        if pool.get(key) == 0:
+            raise r.fail(pool, key, f"{where}.pool.{key}", "must be at least 1")
+    s = {**POOL_DEFAULTS, **pool}
+    if not s["floor"] <= s["cruise"] <= s["ceil"]:
+        key = next((k for k in ("floor", "cruise", "ceil") if k in pool), "floor")
+        raise r.fail(
+            pool,
+            key,
+            f"{where}.pool",
+            f"need floor <= cruise <= ceil, got floor={s['floor']} cruise={s['cruise']} "
+            f"ceil={s['ceil']} (defaults: floor 1, cruise 2, ceil 8)",
+        )
+    return dict(pool)

@@ -1,0 +1,178 @@
+"""Plays a package's test queries against a node, over gRPC (user API) or JSON HTTP.
+
+What the callers will see: each query goes through the node's public API like any
+request (dispatch, pools, API key), and its result says whether it succeeded, how long it
+took, and which generation answered.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+
+from deployer.client import channel, wait_connected
+from deployer.errors import Unreachable
+from deployer.models import TestQueryResult
+from deployer.packagefile import TestQuery
+from node._proto.apinode.v1 import apinode_pb2 as pb
+from node._proto.apinode.v1 import apinode_pb2_grpc
+
+
+def _value(x: Any) -> pb.Value:
+    if x is None:
+        return pb.Value(null=struct_pb2.NULL_VALUE)
+    if isinstance(x, bool):
+        return pb.Value(flag=x)
+    if isinstance(x, int):
+        return pb.Value(integer=x)
+    if isinstance(x, float):
+        return pb.Value(number=x)
+    return pb.Value(text=x if isinstance(x, str) else json.dumps(x))
+
+
+def _py(v: pb.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    return None if kind in (None, "null") else getattr(v, kind)
+
+
+def _dispatch(body: dict[str, Any], forced: str | None) -> pb.Dispatch | None:
+    d = body.get("dispatch") if isinstance(body.get("dispatch"), dict) else {}
+    forced = forced or d.get("forcedGeneration") or ""
+    key = d.get("dispatchKey") or ""
+    if not forced and not key:
+        return None
+    return pb.Dispatch(forced_generation=str(forced), dispatch_key=str(key))
+
+
+def _struct(d: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    json_format.ParseDict(d, s)
+    return s
+
+
+def _grpc_call(
+    stub: apinode_pb2_grpc.ApiNodeStub,
+    service: str,
+    q: TestQuery,
+    forced: str | None,
+    metadata: tuple[tuple[str, str], ...],
+    timeout: float,
+) -> tuple[Any, str]:
+    body, dispatch = q.body, _dispatch(q.body, forced)
+    if q.type == "function":
+        run = pb.RunRequest(service=service, endpoint=q.endpoint, arguments=_struct(body), dispatch=dispatch)
+        reply = stub.Run(run, timeout=timeout, metadata=metadata)
+        response = json_format.MessageToDict(reply.response)
+        return {"response": response}, reply.api_context.service_generation
+    if "items" in body:
+        items = [
+            pb.PredictItem(features={k: _value(v) for k, v in (i.get("features") or {}).items()})
+            for i in body["items"]
+        ]
+        multi = pb.PredictMultiRequest(service=service, endpoint=q.endpoint, items=items, dispatch=dispatch)
+        mreply = stub.PredictMulti(multi, timeout=timeout, metadata=metadata)
+        results = [json_format.MessageToDict(r) for r in mreply.results]
+        return {"results": results}, mreply.api_context.service_generation
+    features = {k: _value(v) for k, v in (body.get("features") or {}).items()}
+    req = pb.PredictRequest(service=service, endpoint=q.endpoint, features=features, dispatch=dispatch)
+    if isinstance(body.get("context"), dict):
+        req.context.CopyFrom(_struct(body["context"]))
+    reply = stub.Predict(req, timeout=timeout, metadata=metadata)
+    result: dict[str, Any] = {"prediction": _py(reply.result.prediction), "ignored": reply.result.ignored}
+    if reply.result.probas:
+        result["probas"] = dict(reply.result.probas)
+    if reply.result.ignore_reason:
+        result["ignoreReason"] = reply.result.ignore_reason
+    return {"result": result}, reply.api_context.service_generation
+
+
+def play_grpc(
+    target: str,
+    service: str,
+    queries: Sequence[TestQuery],
+    *,
+    api_key: str | None = None,
+    forced_generation: str | None = None,
+    timeout: float = 30.0,
+) -> list[TestQueryResult]:
+    """Plays the queries through the node's gRPC user API (ApiNode.Predict / Run)."""
+    ch = channel(target)
+    try:
+        wait_connected(ch, target, min(timeout, 10.0))
+        stub = apinode_pb2_grpc.ApiNodeStub(ch)
+        metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
+        results = []
+        for q in queries:
+            t0 = time.perf_counter()
+            try:
+                out, gen = _grpc_call(stub, service, q, forced_generation, metadata, timeout)
+                ms = (time.perf_counter() - t0) * 1000
+                results.append(TestQueryResult(q.endpoint, q.index, True, "", ms, out, gen))
+            except grpc.RpcError as exc:
+                ms = (time.perf_counter() - t0) * 1000
+                code = exc.code().name if isinstance(exc, grpc.Call) else "UNKNOWN"
+                details = exc.details() if isinstance(exc, grpc.Call) else str(exc)
+                results.append(TestQueryResult(q.endpoint, q.index, False, f"{code}: {details}", ms))
+        return results
+    finally:
+        ch.close()
+
+
+def _verb(q: TestQuery) -> str:
+    if q.type == "function":
+        return "run"
+    return "predict-multi" if "items" in q.body else "predict"
+
+
+def play_http(
+    base_url: str,
+    service: str,
+    queries: Sequence[TestQuery],
+    *,
+    api_key: str | None = None,
+    forced_generation: str | None = None,
+    timeout: float = 30.0,
+) -> list[TestQueryResult]:
+    """Plays the queries through the node's JSON HTTP API (POST /public/api/v1/...)."""
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
+    results = []
+    for q in queries:
+        body = dict(q.body)
+        if forced_generation and q.type != "function":
+            body["dispatch"] = {**(body.get("dispatch") or {}), "forcedGeneration": forced_generation}
+        url = f"{base_url.rstrip('/')}/public/api/v1/{service}/{q.endpoint}/{_verb(q)}"
+        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        t0 = time.perf_counter()
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:
+                out = json.loads(resp.read() or b"null")
+            ms = (time.perf_counter() - t0) * 1000
+            gen = (out.get("apiContext") or {}).get("serviceGeneration", "") if isinstance(out, dict) else ""
+            if isinstance(out, dict):
+                out = {k: v for k, v in out.items() if k not in ("timing", "apiContext")}
+            results.append(TestQueryResult(q.endpoint, q.index, True, "", ms, out, gen))
+        except urllib.error.HTTPError as exc:
+            ms = (time.perf_counter() - t0) * 1000
+            results.append(TestQueryResult(q.endpoint, q.index, False, _http_error(exc), ms))
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unreachable(f"node {base_url} unreachable over HTTP: {reason}") from None
+    return results
+
+
+def _http_error(exc: urllib.error.HTTPError) -> str:
+    try:
+        doc = json.loads(exc.read())
+        return f"{doc.get('errorType', exc.code)}: {doc.get('detailedMessage') or doc.get('message')}"
+    except (ValueError, OSError, AttributeError):
+        return f"HTTP {exc.code}: {exc.reason}"

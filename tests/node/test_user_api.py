@@ -1,0 +1,172 @@
+"""The user API over JSON HTTP (with the official Dataiku client) and gRPC, on a real node."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dataikuapi
+import grpc
+import numpy as np
+import pytest
+import requests
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from node._proto.apinode.v1 import apinode_pb2 as pb
+from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
+from tests.nodeproc import NodeProc, run_node
+from tests.packages import logistic_package
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, Any]]:
+    tmp = tmp_path_factory.mktemp("userapi")
+    pkg, model = logistic_package(tmp)
+    with run_node(tmp / "data", pkg) as node:
+        yield node, model
+
+
+def rows(n: int, seed: int = 1) -> np.ndarray:
+    x = np.random.default_rng(seed).normal(size=(n, 3))
+    x[:, 1] = np.round(x[:, 1] * 3)  # `hour` is an int feature
+    return x
+
+
+def feats(r: np.ndarray) -> dict[str, Any]:
+    return {"amount": float(r[0]), "hour": int(r[1]), "distance": float(r[2])}
+
+
+def test_dataiku_client_predict_record_and_records(served: tuple[NodeProc, Any]) -> None:
+    node, model = served
+    client = dataikuapi.APINodeClient(node.http + "/", "fraud")  # trailing slash: the client sends //public
+    x = rows(50)
+    one = client.predict_record("score", feats(x[0]))
+    assert one["result"]["prediction"] == model.predict(x[:1])[0]
+    assert one["result"]["probas"]["FRAUD"] == pytest.approx(model.predict_proba(x[:1])[0][0], abs=1e-9)
+    assert one["apiContext"] == {"serviceId": "fraud", "endpointId": "score", "serviceGeneration": "v1"}
+    assert set(one["timing"]) >= {"preProcessing", "wait", "prediction", "postProcessing"}
+    many = client.predict_records("score", [{"features": feats(r)} for r in x])
+    assert [r["prediction"] for r in many["results"]] == model.predict(x).tolist()
+    got = np.array([[r["probas"]["FRAUD"], r["probas"]["OK"]] for r in many["results"]])
+    assert np.abs(got - model.predict_proba(x)).max() < 1e-9
+
+
+def test_grpc_predict_multi_and_stream(served: tuple[NodeProc, Any]) -> None:
+    node, model = served
+    x = rows(30, seed=2)
+
+    def values(r: np.ndarray) -> dict[str, pb.Value]:
+        return {"amount": pb.Value(number=r[0]), "hour": pb.Value(integer=int(r[1])), "distance": pb.Value(text=str(r[2]))}
+
+    with grpc.insecure_channel(node.grpc) as ch:
+        stub = pbg.ApiNodeStub(ch)
+        one = stub.Predict(pb.PredictRequest(service="fraud", endpoint="score", features=values(x[0])))
+        assert one.result.prediction.text == model.predict(x[:1])[0]
+        assert one.api_context.service_generation == "v1"
+        multi = stub.PredictMulti(
+            pb.PredictMultiRequest(
+                service="fraud", endpoint="score", items=[pb.PredictItem(features=values(r)) for r in x]
+            )
+        )
+        assert [r.prediction.text for r in multi.results] == model.predict(x).tolist()
+
+        def requests_() -> Iterator[pb.PredictRequest]:
+            for i, r in enumerate(x):
+                f = values(r) if i != 5 else {"amount": pb.Value(text="not a number")}
+                yield pb.PredictRequest(service="fraud", endpoint="score", features=f, request_id=f"r{i}")
+
+        answers = list(stub.PredictStream(requests_()))
+        assert [a.request_id for a in answers] == [f"r{i}" for i in range(len(x))]
+        assert answers[5].error.code == "INVALID_ARGUMENT" and "amount" in answers[5].error.message
+        expected = model.predict(x).tolist()
+        assert all(a.result.prediction.text == expected[i] for i, a in enumerate(answers) if i != 5)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Predict(pb.PredictRequest(service="fraud", endpoint="nope", features=values(x[0])))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        health = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=""))
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(ch)
+        listing = next(reflect.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])))
+        names = {s.name for s in listing.list_services_response.service}
+        assert "apinode.v1.ApiNode" in names
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        ({"features": {"amount": 1, "hour": 2}}, 400, "'distance' is missing"),
+        ({"features": {"amount": "abc", "hour": 2, "distance": 1}}, 400, "'amount' must be a number"),
+        ({"features": {"amount": None, "hour": 2, "distance": 1}}, 400, "'amount' is null"),
+        ({"features": {"amount": 1, "hour": 2.5, "distance": 1}}, 400, "'hour' must be an integer"),
+        ({"features": {"amount": [1], "hour": 2, "distance": 1}}, 400, "'amount' must be a number"),
+        ({"features": {"amount": True, "hour": 2, "distance": 1}}, 400, "got a boolean"),
+        ({"features": "x"}, 400, "'features' must be a JSON object"),
+        ({}, 400, "needs 'features'"),
+        ({"items": [{"features": {"amount": 1}}]}, 400, "needs 'features'"),
+    ],
+)
+def test_bad_input_gets_a_clear_400(served: tuple[NodeProc, Any], body: dict[str, Any], status: int, needle: str) -> None:
+    node, _ = served
+    r = requests.post(node.url("fraud", "score", "predict"), json=body)
+    assert r.status_code == status, r.text
+    assert r.json()["errorType"] == "BAD_REQUEST" and needle in r.json()["message"], r.text
+    assert r.headers["DSS-API-Version"] and r.headers["DSS-Version"]
+
+
+def test_lenient_input_and_protocol_details(served: tuple[NodeProc, Any]) -> None:
+    node, model = served
+    url = node.url("fraud", "score", "predict")
+    # numeric strings, integers for floats, extra features, no Content-Type header
+    body = b'{"features": {"amount": "1.5", "hour": 2, "distance": "-0.25", "extra": "ignored"}}'
+    r = requests.post(url, data=body, headers={"Content-Type": ""})
+    assert r.status_code == 200, r.text
+    assert r.json()["result"]["prediction"] == model.predict([[1.5, 2, -0.25]])[0]
+    # an empty body is an empty object; invalid JSON and non-objects are 400
+    assert requests.post(url, data=b"").json()["message"].startswith("the body needs 'features'")
+    assert requests.post(url, data=b"{nope").json()["errorType"] == "BAD_REQUEST"
+    assert "JSON object" in requests.post(url, data=b"[1, 2]").json()["message"]
+    r = requests.post(node.url("fraud", "score", "predict-multi"), json={"items": []})
+    assert r.status_code == 200 and r.json()["results"] == []
+    r = requests.post(node.url("nope", "score", "predict"), json={"features": {}})
+    assert r.status_code == 404 and r.json()["errorType"] == "NOT_FOUND"
+    r = requests.post(node.url("fraud", "score", "explode"), json={})
+    assert r.status_code == 404 and "unknown verb" in r.json()["message"]
+    r = requests.get(node.http + "/public/api/v1/fraud/score/predict-simple?amount=1&hour=2&distance=0")
+    assert r.status_code == 200 and r.json()["result"]["prediction"] in ("FRAUD", "OK")
+    assert requests.get(node.http + "/nothing/here").json()["errorType"] == "NOT_FOUND"
+
+
+def test_is_alive_follows_the_not_alive_file(served: tuple[NodeProc, Any]) -> None:
+    node, _ = served
+    assert requests.get(node.http + "/isAlive/").status_code == 200
+    marker = node.data_dir / "apinode-not-alive.txt"
+    marker.write_text("draining")
+    try:
+        assert requests.get(node.http + "/isAlive/").status_code == 503
+    finally:
+        marker.unlink()
+    assert requests.get(node.http + "/isAlive").status_code == 200
+
+
+def test_a_restarted_node_serves_the_same_services(tmp_path: Path) -> None:
+    pkg, model = logistic_package(tmp_path)
+    x = rows(5, seed=3)
+    with run_node(tmp_path / "data", pkg) as node:
+        first = requests.post(node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]})
+    with run_node(tmp_path / "data") as node:  # no package on the command line this time
+        again = requests.post(node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]})
+    assert again.status_code == 200
+    assert again.json()["results"] == first.json()["results"]
+
+
+def test_node_refuses_a_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(RuntimeError) as err:
+            run_node(tmp_path / "data", args=["--http-port", str(port)]).__enter__()
+    assert "address already in use" in str(err.value).lower() or "errno 98" in str(err.value).lower()
