@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.table import Table
 
 from deployer.models import NodeStatus, ServiceState, TestQueryResult, Tuning, to_json
+from deployer.rollout import NodeOutcome
 
 PROG = "apinode deploy"
 
@@ -151,6 +152,26 @@ def tuning_table(tuning: Tuning) -> Table:
         t.add_row(escape(k), str(v))
     if tuning.source:
         t.caption = f"overrides in {tuning.source}"
+    return t
+
+
+def rollout_table(outcomes: Sequence[NodeOutcome], title: str) -> Table:
+    colors = {"ok": "green", "failed": "red", "not restored": "red", "rolled back": "yellow"}
+    t = Table(title=title, title_justify="left")
+    for col in ("node", "grpc", "result", "step", "generation", "tests", "detail"):
+        t.add_column(col)
+    for o in outcomes:
+        color = colors.get(o.status, "dim")
+        tests = f"{o.tests_passed}/{o.tests_total}" if o.tests_total else ""
+        t.add_row(
+            escape(o.node),
+            o.target,
+            f"[{color}]{o.status}[/]",
+            o.step,
+            escape(o.generation),
+            tests,
+            escape(o.message),
+        )
     return t
 
 

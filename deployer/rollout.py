@@ -24,7 +24,7 @@ from typing import Any, ContextManager
 import yaml
 
 from deployer.client import AdminClient
-from deployer.errors import DeployError, UsageError
+from deployer.errors import DeployError, Unreachable, UsageError
 from deployer.models import Mapping, ServiceState
 from deployer.packagefile import LocalPackage
 from deployer.testplay import play_grpc, play_http
@@ -188,6 +188,9 @@ class Rollout:
                 raise DeployError(f"health check says {health} after {self.health_timeout:g} s")
             step = "tests"
             self._check_tests(node, pushed.generation, outcome)
+        except Unreachable as exc:
+            outcome.status, outcome.step, outcome.message = "failed", "connect", exc.message
+            return
         except DeployError as exc:
             outcome.status, outcome.step, outcome.message = "failed", step, exc.message
             return

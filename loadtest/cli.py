@@ -16,10 +16,13 @@ import sys
 from typing import Any
 
 from loadtest.config import (
+    DEFAULT_GRPC,
+    DEFAULT_URL,
     MODES,
     VERBS,
     ConfigError,
     LoadConfig,
+    Mode,
     Target,
     parse_cpus,
     parse_duration,
@@ -40,7 +43,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_arguments(p)
     p.set_defaults(func=main)
-    return p
+    parser: argparse.ArgumentParser = p
+    return parser
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -101,11 +105,11 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         service = service or info.service
         endpoint = endpoint or info.endpoint
         verb = verb or info.verb
-    mode = args.mode or ("grpc" if args.grpc and not args.url else "http")
+    mode: Mode = args.mode or ("grpc" if args.grpc and not args.url else "http")
     target = Target(
         mode=mode,
-        url=args.url or Target.url,
-        grpc=args.grpc or Target.grpc,
+        url=args.url or DEFAULT_URL,
+        grpc=args.grpc or DEFAULT_GRPC,
         service=service,
         endpoint=endpoint,
         verb=verb or "predict",

@@ -15,6 +15,8 @@ from typing import Literal
 Mode = Literal["http", "grpc", "grpc-stream"]
 MODES: tuple[Mode, ...] = ("http", "grpc", "grpc-stream")
 VERBS = ("predict", "predict-multi", "run", "lookup")
+DEFAULT_URL = "http://127.0.0.1:12000"
+DEFAULT_GRPC = "127.0.0.1:12001"
 
 _UNITS = {"us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _QUANTITY = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zµ]*)\s*$")
@@ -38,8 +40,8 @@ class Target:
     """
 
     mode: Mode = "http"
-    url: str = "http://127.0.0.1:12000"
-    grpc: str = "127.0.0.1:12001"
+    url: str = DEFAULT_URL
+    grpc: str = DEFAULT_GRPC
     service: str | None = None
     endpoint: str | None = None
     verb: str = "predict"

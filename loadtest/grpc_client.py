@@ -34,6 +34,9 @@ _OPTIONS = [
 ]
 
 
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
+
+
 def _channels(address: str, n: int) -> list[grpc.aio.Channel]:
     return [grpc.aio.insecure_channel(address, options=_OPTIONS) for _ in range(n)]
 
@@ -54,7 +57,9 @@ class GrpcUnaryTransport:
         path = method_path(rpc_of(target.verb))
         self._channels = _channels(target.grpc, channels)
         # No serializers: the requests are bytes already, and the answer's bytes go unread.
-        self._calls = [ch.unary_unary(path) for ch in self._channels]
+        self._calls = [
+            ch.unary_unary(path, request_serializer=None, response_deserializer=None) for ch in self._channels
+        ]
         self._metadata = _metadata(target.api_key)
         self._timeout = timeout
 
@@ -69,7 +74,7 @@ class GrpcUnaryTransport:
 
     async def aclose(self) -> None:
         for ch in self._channels:
-            await ch.close()
+            await ch.close(grace=None)
 
 
 class _Stream:
@@ -106,7 +111,7 @@ class _Stream:
     async def _read(self) -> None:
         key = "grpc stream closed"
         try:
-            while (resp := await self._call.read()) is not grpc.aio.EOF:
+            while (resp := await self._call.read()) is not _EOF:
                 if not self._pending:
                     key = "grpc stream unmatched response"
                     break
@@ -161,7 +166,12 @@ class GrpcStreamTransport:
         path = method_path("PredictStream")
         self._channels = _channels(target.grpc, channels)
         self._open = [
-            ch.stream_stream(path, response_deserializer=pb.PredictResponse.FromString) for ch in self._channels
+            ch.stream_stream(
+                path,
+                request_serializer=None,
+                response_deserializer=pb.PredictResponse.FromString,
+            )
+            for ch in self._channels
         ]
         self._streams: list[_Stream | None] = [None] * streams
         self._metadata = _metadata(target.api_key)
@@ -179,4 +189,4 @@ class GrpcStreamTransport:
             if stream is not None:
                 await stream.close()
         for ch in self._channels:
-            await ch.close()
+            await ch.close(grace=None)

@@ -11,7 +11,6 @@ result, histograms encoded, over a queue, and the parent merges them.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import queue as queue_mod
 import time
@@ -68,7 +67,7 @@ def run_processes(config: LoadConfig, n: int, progress: ProgressFn | None) -> Lo
     ctx = mp.get_context("spawn")
     results: mp.Queue[tuple[str, int, Any]] = ctx.Queue()
     go = ctx.Event()
-    counters: SynchronizedArray[int] = ctx.Array("q", n * _SLOTS, lock=False)  # type: ignore[assignment]
+    counters: SynchronizedArray[int] = ctx.Array("q", n * _SLOTS, lock=False)
     workers = [
         ctx.Process(
             target=_worker,

@@ -106,7 +106,7 @@ def logistic_package(out_dir: Path, *, service: str = "fraud", version: str = "v
                     "proba_output": "probabilities",
                 },
                 "test_queries": "tests/score.json",
-                "pool": {"floor": 1, "cruise": 1, "ceil": 2},
+                "pool": {"floor": 1, "cruise": 1, "ceil": 2, "queue": 256},
             }
         },
     }

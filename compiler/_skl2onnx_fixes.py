@@ -1,0 +1,164 @@
+"""Converters that wrap skl2onnx's own to get exact, loadable graphs from today's versions.
+
+They are passed to each `convert_sklearn` call as `custom_conversion_functions`, so nothing
+global in skl2onnx changes. Each wraps the registered converter and only touches the nodes
+it adds, through :class:`_Container`:
+
+* Tree ensembles (`TreeEnsembleClassifier`/`Regressor`). skl2onnx 1.20 hands onnx 1.23 a
+  Python bool in an int list (`nodes_missing_value_tracks_true` of HistGradientBoosting),
+  which `onnx.helper.make_node` now refuses ("Unable to create node 'TreeEnsemble...'"): we
+  cast those lists to ints. With double inputs, skl2onnx also declares double scores while
+  ai.onnx.ml TreeEnsemble* always emit float, and stores thresholds as float32, so a double
+  input near a split can go the wrong way: we ask the converter for double attributes
+  (`op_version=3`), store them as ai.onnx.ml v3 `*_as_tensor` doubles (exact splits, double
+  sums in onnxruntime) and cast the float scores to the double the graph declares.
+* SimpleImputer. onnxruntime has no double `Imputer` kernel: for double inputs we impute
+  with `Where(IsNaN(x), statistics, x)`. For strings skl2onnx needs a string
+  `missing_values`; the node sends "" for a null string, so "" is what we impute.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from onnx import TensorProto, numpy_helper
+from skl2onnx._supported_operators import sklearn_operator_name_map
+from skl2onnx.common._registration import get_converter
+from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+from skl2onnx.operator_converters.common import concatenate_variables
+
+Converter = Callable[[Any, Any, Any], None]
+
+_TREES = (
+    "DecisionTreeClassifier",
+    "DecisionTreeRegressor",
+    "RandomForestClassifier",
+    "RandomForestRegressor",
+    "ExtraTreesClassifier",
+    "ExtraTreesRegressor",
+    "GradientBoostingClassifier",
+    "GradientBoostingRegressor",
+    "HistGradientBoostingClassifier",
+    "HistGradientBoostingRegressor",
+)
+# ai.onnx.ml v3 attributes that may hold doubles as `<name>_as_tensor`.
+_AS_TENSOR = ("nodes_values", "nodes_hitrates", "class_weights", "target_weights", "base_values")
+
+
+class _Container:
+    """Delegates to skl2onnx's container; repairs the tree-ensemble nodes on their way in."""
+
+    def __init__(self, inner: Any, double: bool) -> None:
+        self._inner = inner
+        self._double = double
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def add_node(self, op_type: str, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
+        for key, value in attrs.items():
+            if isinstance(value, list | tuple) and any(
+                isinstance(v, bool | np.bool_) for v in value
+            ):
+                attrs[key] = [int(v) for v in value]
+        if not (self._double and op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")):
+            return self._inner.add_node(op_type, inputs, outputs, *args, **attrs)
+        for key in _AS_TENSOR:
+            if key in attrs:
+                values = np.asarray(attrs.pop(key), dtype=np.float64).ravel()
+                attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values)
+        attrs["op_version"] = 3
+        outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+        score = 1 if op_type == "TreeEnsembleClassifier" else 0
+        declared = outputs[score]
+        outputs[score] = f"{declared}_float"
+        self._inner.add_node(op_type, inputs, outputs, *args, **attrs)
+        self._inner.add_node(
+            "Cast",
+            [outputs[score]],
+            [declared],
+            name=f"{declared}_to_double",
+            to=TensorProto.DOUBLE,
+        )
+
+
+def _is_double(operator: Any) -> bool:
+    return isinstance(operator.inputs[0].type, DoubleTensorType)
+
+
+def _tree_converter(alias: str) -> Converter:
+    registered = get_converter(alias)
+    original = getattr(registered, "_fct", registered)
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        double = _is_double(operator)
+        proxy = _Container(container, double)
+        if double:
+            original(scope, operator, proxy, op_version=3)
+        else:
+            original(scope, operator, proxy)
+
+    return convert
+
+
+def _imputer_converter() -> Converter:
+    registered = get_converter("SklearnSimpleImputer")
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        op = operator.raw_operator
+        missing = op.missing_values
+        nan_missing = missing is None or (isinstance(missing, float) and math.isnan(missing))
+        in_type = operator.inputs[0].type
+        if nan_missing and isinstance(in_type, StringTensorType):
+            patched = copy.copy(op)
+            patched.missing_values = ""
+            operator.raw_operator = patched
+            try:
+                registered(scope, operator, container)
+            finally:
+                operator.raw_operator = op
+            return
+        if not (nan_missing and isinstance(in_type, DoubleTensorType)):
+            registered(scope, operator, container)
+            return
+        if all(isinstance(v.type, DoubleTensorType) for v in operator.inputs):
+            names = [v.full_name for v in operator.inputs]
+            if len(names) == 1:
+                x = names[0]
+            else:
+                x = scope.get_unique_variable_name("imputer_in")
+                container.add_node(
+                    "Concat", names, [x], name=scope.get_unique_operator_name("Concat"), axis=1
+                )
+        else:
+            x = concatenate_variables(scope, operator.inputs, container)
+        fill = scope.get_unique_variable_name("imputer_fill")
+        stats = np.asarray(op.statistics_, dtype=np.float64)
+        container.add_initializer(fill, TensorProto.DOUBLE, [1, stats.size], stats.tolist())
+        isnan = scope.get_unique_variable_name("imputer_isnan")
+        container.add_node("IsNaN", [x], [isnan], name=scope.get_unique_operator_name("IsNaN"))
+        container.add_node(
+            "Where",
+            [isnan, fill, x],
+            [operator.outputs[0].full_name],
+            name=scope.get_unique_operator_name("Where"),
+        )
+
+    return convert
+
+
+def custom_converters() -> dict[type, Converter]:
+    """Estimator class -> converter, for `convert_sklearn(custom_conversion_functions=...)`."""
+    out: dict[type, Converter] = {}
+    for cls, alias in sklearn_operator_name_map.items():
+        if not isinstance(cls, type):
+            continue
+        if cls.__name__ in _TREES and cls.__module__.startswith("sklearn."):
+            out[cls] = _tree_converter(alias)
+        elif cls.__name__ == "SimpleImputer" and cls.__module__.startswith("sklearn."):
+            out[cls] = _imputer_converter()
+    return out
