@@ -11,7 +11,7 @@ it adds, through :class:`_Container`:
   ai.onnx.ml TreeEnsemble* always emit float, and stores thresholds as float32, so a double
   input near a split can go the wrong way: we ask the converter for double attributes
   (`op_version=3`), store them as ai.onnx.ml v3 `*_as_tensor` doubles (exact splits, double
-  sums in onnxruntime) and cast the float scores to the double the graph declares.
+  sums in onnxruntime) and cast the float scores to double where the graph declares double.
 * SimpleImputer. onnxruntime has no double `Imputer` kernel: for double inputs we impute
   with `Where(IsNaN(x), statistics, x)`. For strings skl2onnx needs a string
   `missing_values`; the node sends "" for a null string, so "" is what we impute.
@@ -28,7 +28,7 @@ import numpy as np
 from onnx import TensorProto, numpy_helper
 from skl2onnx._supported_operators import sklearn_operator_name_map
 from skl2onnx.common._registration import get_converter
-from skl2onnx.common.data_types import DoubleTensorType, StringTensorType
+from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 from skl2onnx.operator_converters.common import concatenate_variables
 
 Converter = Callable[[Any, Any, Any], None]
@@ -52,9 +52,10 @@ _AS_TENSOR = ("nodes_values", "nodes_hitrates", "class_weights", "target_weights
 class _Container:
     """Delegates to skl2onnx's container; repairs the tree-ensemble nodes on their way in."""
 
-    def __init__(self, inner: Any, double: bool) -> None:
+    def __init__(self, inner: Any, double: bool, float_outputs: set[str]) -> None:
         self._inner = inner
         self._double = double
+        self._float_outputs = float_outputs  # the operator's outputs declared float
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -75,6 +76,8 @@ class _Container:
         outputs = [outputs] if isinstance(outputs, str) else list(outputs)
         score = 1 if op_type == "TreeEnsembleClassifier" else 0
         declared = outputs[score]
+        if declared in self._float_outputs:
+            return self._inner.add_node(op_type, inputs, outputs, *args, **attrs)
         outputs[score] = f"{declared}_float"
         self._inner.add_node(op_type, inputs, outputs, *args, **attrs)
         self._inner.add_node(
@@ -96,7 +99,8 @@ def _tree_converter(alias: str) -> Converter:
 
     def convert(scope: Any, operator: Any, container: Any) -> None:
         double = _is_double(operator)
-        proxy = _Container(container, double)
+        floats = {v.full_name for v in operator.outputs if type(v.type) is FloatTensorType}
+        proxy = _Container(container, double, floats)
         if double:
             original(scope, operator, proxy, op_version=3)
         else:

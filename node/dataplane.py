@@ -89,9 +89,12 @@ class DataPlane:
             "apiContext": _context(gen, endpoint),
         }
 
-    async def run(self, service: str, endpoint: str, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
-        """Calls a function endpoint. Returns the JSON of its return value and the context."""
-        gen, ep = self.registry.resolve(service, endpoint)
+    async def run(
+        self, service: str, endpoint: str, arguments: dict[str, Any], dispatch: dict[str, Any] | None = None
+    ) -> tuple[bytes, dict[str, Any]]:
+        """Calls a function endpoint. Returns the JSON of its return value and the context.
+        (The body is the arguments themselves, so dispatch comes from headers/metadata.)"""
+        gen, ep = self.registry.resolve(service, endpoint, dispatch)
         return await self.run_on(gen, ep, arguments)
 
     async def run_on(self, gen: Generation, ep: Endpoint, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:

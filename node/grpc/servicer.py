@@ -103,7 +103,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     @mapped
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         args = convert.struct_to_py(request.arguments)
-        raw, meta = await self.dp.run(request.service, request.endpoint, args)
+        raw, meta = await self.dp.run(request.service, request.endpoint, args, convert.dispatch_to_py(request))
         return pb.RunResponse(
             response=convert.json_to_value(raw),
             timing=meta["timing"],

@@ -81,7 +81,15 @@ async def user_call(request: web.Request) -> web.Response:
     if verb == "predict-multi":
         return json_response(await dp.predict_multi(service, endpoint, await _body(request)))
     if verb == "run":
-        response, meta = await dp.run(service, endpoint, await _body(request))
+        dispatch = {
+            k: v
+            for k, v in (
+                ("forcedGeneration", request.headers.get("X-Dispatch-Forced-Generation")),
+                ("dispatchKey", request.headers.get("X-Dispatch-Key")),
+            )
+            if v
+        }
+        response, meta = await dp.run(service, endpoint, await _body(request), dispatch or None)
         return json_response({"response": orjson.Fragment(response), **meta})
     raise errors.NotFound(f"unknown verb {verb!r} (known: predict, predict-multi, run)")
 

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from loadtest import LoadConfig, Target, run, run_load
+from loadtest import LoadConfig, LoadResult, Target, run, run_load
 from tests.loadtest.servers import Behaviour, http_server
 
 BODY = {"features": {"amount": 12.5, "country": "FR"}}
 
 
-def _config(url: str, **kw: object) -> LoadConfig:
-    target = Target(url=url, service="svc", endpoint="ep", api_key=kw.pop("api_key", None))  # type: ignore[arg-type]
-    return LoadConfig(target=target, bodies=(BODY,), **kw)  # type: ignore[arg-type]
+def _config(url: str, api_key: str | None = None, **kw: Any) -> LoadConfig:
+    target = Target(url=url, service="svc", endpoint="ep", api_key=api_key)
+    return LoadConfig(target=target, bodies=(BODY,), **kw)
 
 
-def _adds_up(r: object) -> None:
-    from loadtest import LoadResult
-
-    assert isinstance(r, LoadResult)
+def _adds_up(r: LoadResult) -> None:
     assert r.sent == r.ok + r.error_count
     assert r.ok_latency.count == r.ok
     assert r.error_latency.count == r.error_count
@@ -75,11 +73,8 @@ async def test_connection_errors_are_counted() -> None:
 
 async def test_any_path_and_warmup() -> None:
     b = Behaviour()
-    target = Target(url="", path="/echo")
     async with http_server(b) as url:
-        config = LoadConfig(
-            target=Target(url=url, path=target.path), requests=20, duration=None, warmup=0.2
-        )
+        config = LoadConfig(target=Target(url=url, path="/echo"), requests=20, duration=None, warmup=0.2)
         r = await run_load(config)
     assert r.ok == 20
     assert b.seen > 20  # the warmup's requests were sent, not counted
