@@ -17,7 +17,7 @@ from typing import Any
 
 from deployer import commands
 from deployer.client import DEFAULT_TARGET
-from deployer.errors import EXIT_USAGE, DeployError
+from deployer.errors import DeployError
 from deployer.output import PROG, Output
 
 Handler = Callable[[argparse.Namespace, Output], int]

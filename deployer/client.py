@@ -10,6 +10,7 @@ own details included) and the exit code it deserves; nothing here prints.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +28,11 @@ T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
 DEFAULT_TARGET = "127.0.0.1:12001"
 _MAX_MESSAGE = 64 * 1024 * 1024
+_SETTLED = (
+    grpc.ChannelConnectivity.READY,
+    grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+    grpc.ChannelConnectivity.SHUTDOWN,
+)
 
 
 def channel(target: str) -> grpc.Channel:
@@ -39,11 +45,29 @@ def channel(target: str) -> grpc.Channel:
 
 
 def wait_connected(ch: grpc.Channel, target: str, timeout: float) -> None:
-    """Raises Unreachable unless the channel connects within `timeout` seconds."""
+    """Raises Unreachable unless the channel connects within `timeout` seconds.
+
+    A refused connection fails at once (TRANSIENT_FAILURE), not after the timeout.
+    """
+    done = threading.Event()
+    states: list[grpc.ChannelConnectivity] = []
+
+    def watch(state: grpc.ChannelConnectivity) -> None:
+        states.append(state)
+        if state in _SETTLED:
+            done.set()
+
+    ch.subscribe(watch, try_to_connect=True)
     try:
-        grpc.channel_ready_future(ch).result(timeout=timeout)
-    except grpc.FutureTimeoutError:
-        raise Unreachable(f"node {target} unreachable: no connection in {timeout:g} s") from None
+        done.wait(timeout)
+    finally:
+        ch.unsubscribe(watch)
+    last = states[-1] if states else None
+    if last == grpc.ChannelConnectivity.READY:
+        return
+    if last == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+        raise Unreachable(f"node {target} unreachable: cannot connect (refused or no route)")
+    raise Unreachable(f"node {target} unreachable: no connection in {timeout:g} s")
 
 
 class AdminClient:
@@ -62,9 +86,7 @@ class AdminClient:
         self.connect_timeout = min(connect_timeout, timeout)
         self._channel = channel(target)
         self._stub = admin_pb2_grpc.AdminStub(self._channel)
-        self._metadata: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {admin_key}"),) if admin_key else ()
-        )
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {admin_key}"),) if admin_key else ()
         self._connected = False
 
     def close(self) -> None:

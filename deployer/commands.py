@@ -173,6 +173,8 @@ def cmd_tune(args: argparse.Namespace, out: Output) -> int:
         out.json(tuning)
     else:
         out.show(tuning_table(tuning))
+        if tuning.source:
+            out.note(f"[dim]overrides live in {tuning.source}[/]")
     return EXIT_OK
 
 

@@ -61,9 +61,7 @@ def snapshot(folder: Path, ignore: list[Path]) -> dict[str, tuple[int, int]]:
     for root, dirs, files in os.walk(folder):
         rootp = Path(root)
         dirs[:] = [
-            d
-            for d in dirs
-            if d not in _IGNORED_DIRS and not d.startswith(".") and (rootp / d).resolve() not in skip
+            d for d in dirs if d not in _IGNORED_DIRS and not d.startswith(".") and (rootp / d).resolve() not in skip
         ]
         for name in files:
             if name.startswith((".", "#")) or name.endswith(_IGNORED_SUFFIXES):
@@ -81,7 +79,7 @@ def restamp(package: Path, version: str) -> None:
     """Rewrites a package under another version (a distinct generation on the node)."""
     with zipfile.ZipFile(package) as z:
         manifest = json.loads(z.read(MANIFEST))
-        files = {n: z.read(n) for n in z.namelist() if n != MANIFEST and not n.endswith("/")}
+        files: dict[str, bytes | Path] = {n: z.read(n) for n in z.namelist() if n != MANIFEST and not n.endswith("/")}
     manifest["version"] = version
     manifest.pop("files", None)
     write_package(package, manifest, files)
@@ -94,7 +92,7 @@ class _NodeProcess:
         cmd = [*apinode_command(), "serve", "--data-dir", str(data_dir)]
         cmd += ["--http-port", str(args.http_port), "--grpc-port", str(args.grpc_port)]
         cmd += ["--ports-file", str(ports_file)]
-        self.log: IO[bytes] | None = open(args.node_log, "ab") if args.node_log else None  # noqa: SIM115
+        self.log: IO[bytes] | None = open(args.node_log, "ab") if args.node_log else None
         self.ports_file = ports_file
         ports_file.unlink(missing_ok=True)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -138,7 +136,7 @@ class DevLoop:
         self.good: str | None = None  # the generation serving, from the last good build
 
     def _ignored(self) -> list[Path]:
-        return [self.package, self.data_dir, self.package.parent, self.ports_file]
+        return [self.package, self.data_dir, self.ports_file]
 
     def start(self) -> None:
         ports = self.node.wait_ports()

@@ -115,22 +115,22 @@ def _short(value: Any, limit: int = 70) -> str:
 
 
 def tests_table(results: Sequence[TestQueryResult], title: str) -> Table:
+    with_generation = any(r.generation for r in results)
     t = Table(title=title, title_justify="left")
     t.add_column("endpoint")
     t.add_column("#", justify="right")
     t.add_column("result")
     t.add_column("ms", justify="right")
-    t.add_column("generation")
+    if with_generation:
+        t.add_column("generation")
     t.add_column("response / error")
     for r in results:
-        t.add_row(
-            escape(r.endpoint),
-            str(r.index),
-            "[green]ok[/]" if r.ok else "[red]FAILED[/]",
-            f"{r.latency_ms:.1f}",
-            escape(r.generation),
-            escape(_short(r.response) if r.ok else r.error),
-        )
+        cells = [escape(r.endpoint), str(r.index), "[green]ok[/]" if r.ok else "[red]FAILED[/]"]
+        cells.append(f"{r.latency_ms:.1f}")
+        if with_generation:
+            cells.append(escape(r.generation))
+        cells.append(escape(_short(r.response) if r.ok else r.error))
+        t.add_row(*cells)
     return t
 
 
@@ -150,8 +150,6 @@ def tuning_table(tuning: Tuning) -> Table:
     t.add_column("value", justify="right")
     for k, v in tuning.pool.items():
         t.add_row(escape(k), str(v))
-    if tuning.source:
-        t.caption = f"overrides in {tuning.source}"
     return t
 
 

@@ -63,14 +63,10 @@ class LocalPackage:
                             f"{self.path}: test queries {ep.test_queries} of {eid} unreadable: {exc}"
                         ) from None
                     if not isinstance(queries, list):
-                        raise UsageError(
-                            f"{self.path}: {ep.test_queries} must be a JSON list of request bodies"
-                        )
+                        raise UsageError(f"{self.path}: {ep.test_queries} must be a JSON list of request bodies")
                     for i, body in enumerate(queries):
                         if not isinstance(body, dict):
-                            raise UsageError(
-                                f"{self.path}: {ep.test_queries}[{i}] is not a JSON object"
-                            )
+                            raise UsageError(f"{self.path}: {ep.test_queries}[{i}] is not a JSON object")
                         out.append(TestQuery(eid, ep.type, i, body))
         except (zipfile.BadZipFile, OSError) as exc:
             raise UsageError(f"{self.path}: cannot read the package: {exc}") from None

@@ -17,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ContextManager
+from typing import Any
 
 import yaml
 
@@ -29,7 +30,7 @@ from deployer.models import Mapping, ServiceState
 from deployer.packagefile import LocalPackage
 from deployer.testplay import play_grpc, play_http
 
-ProgressFactory = Callable[[str], ContextManager[Callable[[int, int], None]]]
+ProgressFactory = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 Notify = Callable[[str], None]
 
 
@@ -201,17 +202,20 @@ class Rollout:
         # With a mapping, pin the queries to the new generation: it is the one to check.
         forced = generation if self.mapping is not None else None
         if node.http:
-            results = play_http(node.http, self.package.service, queries, forced_generation=forced, timeout=self.timeout)
+            results = play_http(
+                node.http, self.package.service, queries, forced_generation=forced, timeout=self.timeout
+            )
         else:
-            results = play_grpc(node.grpc, self.package.service, queries, forced_generation=forced, timeout=self.timeout)
+            results = play_grpc(
+                node.grpc, self.package.service, queries, forced_generation=forced, timeout=self.timeout
+            )
         outcome.tests_total = len(results)
         outcome.tests_passed = sum(r.ok for r in results)
         failed = [r for r in results if not r.ok]
         if failed:
             f = failed[0]
             raise DeployError(
-                f"test query #{f.index} of {f.endpoint} failed: {f.error} "
-                f"({len(failed)} of {len(results)} failed)"
+                f"test query #{f.index} of {f.endpoint} failed: {f.error} ({len(failed)} of {len(results)} failed)"
             )
         if self.mapping is None:
             wrong = [r for r in results if r.generation and r.generation != generation]

@@ -44,12 +44,24 @@ def _py(v: pb.Value) -> Any:
 
 
 def _dispatch(body: dict[str, Any], forced: str | None) -> pb.Dispatch | None:
-    d = body.get("dispatch") if isinstance(body.get("dispatch"), dict) else {}
+    raw = body.get("dispatch")
+    d: dict[str, Any] = raw if isinstance(raw, dict) else {}
     forced = forced or d.get("forcedGeneration") or ""
     key = d.get("dispatchKey") or ""
     if not forced and not key:
         return None
     return pb.Dispatch(forced_generation=str(forced), dispatch_key=str(key))
+
+
+def _ints(x: Any) -> Any:
+    """Struct numbers are doubles: show 3, not 3.0, as the JSON API would."""
+    if isinstance(x, float) and x.is_integer() and abs(x) < 2**53:
+        return int(x)
+    if isinstance(x, dict):
+        return {k: _ints(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_ints(v) for v in x]
+    return x
 
 
 def _struct(d: dict[str, Any]) -> struct_pb2.Struct:
@@ -66,16 +78,16 @@ def _grpc_call(
     metadata: tuple[tuple[str, str], ...],
     timeout: float,
 ) -> tuple[Any, str]:
-    body, dispatch = q.body, _dispatch(q.body, forced)
+    body = q.body
+    dispatch = _dispatch({} if q.type == "function" else body, forced)
     if q.type == "function":
         run = pb.RunRequest(service=service, endpoint=q.endpoint, arguments=_struct(body), dispatch=dispatch)
         reply = stub.Run(run, timeout=timeout, metadata=metadata)
-        response = json_format.MessageToDict(reply.response)
+        response = _ints(json_format.MessageToDict(reply.response))
         return {"response": response}, reply.api_context.service_generation
     if "items" in body:
         items = [
-            pb.PredictItem(features={k: _value(v) for k, v in (i.get("features") or {}).items()})
-            for i in body["items"]
+            pb.PredictItem(features={k: _value(v) for k, v in (i.get("features") or {}).items()}) for i in body["items"]
         ]
         multi = pb.PredictMultiRequest(service=service, endpoint=q.endpoint, items=items, dispatch=dispatch)
         mreply = stub.PredictMulti(multi, timeout=timeout, metadata=metadata)
@@ -147,11 +159,13 @@ def play_http(
         headers["Authorization"] = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
     results = []
     for q in queries:
-        body = dict(q.body)
-        if forced_generation and q.type != "function":
+        body, call_headers = dict(q.body), dict(headers)
+        if forced_generation and q.type == "function":  # run bodies are the arguments
+            call_headers["X-Dispatch-Forced-Generation"] = forced_generation
+        elif forced_generation:
             body["dispatch"] = {**(body.get("dispatch") or {}), "forcedGeneration": forced_generation}
         url = f"{base_url.rstrip('/')}/public/api/v1/{service}/{q.endpoint}/{_verb(q)}"
-        req = urllib.request.Request(url, json.dumps(body).encode(), headers, method="POST")
+        req = urllib.request.Request(url, json.dumps(body).encode(), call_headers, method="POST")
         t0 = time.perf_counter()
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -78,9 +78,9 @@ def _message(
 
 
 def _fill_item(msg: pb.PredictRequest | pb.PredictItem, body: dict[str, Any]) -> None:
-    features = body.get("features")
+    features = body.get("features", {})
     if not isinstance(features, dict):
-        raise ValueError("a prediction body needs a 'features' object")
+        raise ValueError("'features' must be an object")
     for name, value in features.items():
         msg.features[str(name)].CopyFrom(to_value(value))
     context = body.get("context")

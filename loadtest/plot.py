@@ -46,6 +46,8 @@ def plot_sweep(sweep: SweepResult, path: str | Path, title: str | None = None) -
         ax.set_yscale("log")
         if len(xs) > 1 and max(xs) / min(xs) >= 8:
             ax.set_xscale("log", base=2 if sweep.knob == "concurrency" else 10)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        _plain_numbers(ax.yaxis)
         ax.grid(True, which="both", alpha=0.3)
         tput = ax.twinx()
         tput.plot(
@@ -70,6 +72,20 @@ def plot_sweep(sweep: SweepResult, path: str | Path, title: str | None = None) -
         plt.close(fig)
 
 
+def _plain_numbers(axis: Any) -> None:
+    """Log axes label 3 and 20 ms as such, not as 3e0 and 2e1.
+
+    Minor ticks get labels only when the axis spans less than two decades (else they crowd).
+    """
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    fmt = FuncFormatter(lambda v, _pos: f"{v:g}")
+    axis.set_major_formatter(fmt)
+    lo, hi = axis.get_view_interval()
+    few = lo > 0 and hi / lo < 100
+    axis.set_minor_formatter(fmt if few else NullFormatter())
+
+
 def _nines(p: float) -> float:
     return -math.log10(max(1.0 - p / 100.0, 1e-6))
 
@@ -85,6 +101,7 @@ def plot_result(result: LoadResult, path: str | Path, title: str | None = None) 
         ax.set_xlabel("percentile")
         ax.set_ylabel("latency (ms)")
         ax.set_yscale("log")
+        _plain_numbers(ax.yaxis)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(loc="upper left")
         ax.set_title(

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from multiprocessing.sharedctypes import SynchronizedArray
 from typing import Any
 
-from loadtest.config import LoadConfig, LoadError
+from loadtest.config import ConfigError, LoadConfig, LoadError
 from loadtest.result import LoadResult
 from loadtest.runner import Progress, ProgressFn, Shard, pinned, run_load
 
@@ -58,6 +58,8 @@ def _worker(
         with pinned(config.cpus):
             result = uvloop.run(run_load(config, shard=shard, progress=progress, ready=ready))
         results.put(("result", shard.index, result.to_dict()))
+    except ConfigError as exc:
+        results.put(("config", shard.index, str(exc)))
     except BaseException as exc:
         results.put(("error", shard.index, f"{type(exc).__name__}: {exc}"))
 
@@ -128,6 +130,8 @@ def _gather(
             except queue_mod.Empty:
                 code = workers[dead[0]].exitcode
                 raise LoadError(f"client process {dead[0]} died (exit code {code})") from None
+        if what == "config":
+            raise ConfigError(data)
         if what == "error":
             raise LoadError(f"client process {index}: {data}")
         if what == kind:

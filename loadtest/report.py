@@ -26,22 +26,30 @@ from loadtest.runner import Progress
 from loadtest.sweep import SweepResult, SweepStep
 
 _COLUMNS = [
-    ("load", 9),
-    ("sent", 9),
-    ("ok", 9),
-    ("errors", 8),
+    ("load", 10),
+    ("sent", 8),
+    ("ok", 8),
+    ("errors", 6),
     ("dropped", 7),
-    ("req/s", 9),
-    ("ok/s", 9),
-    ("p50 ms", 8),
-    ("p90 ms", 8),
-    ("p99 ms", 8),
+    ("ok/s", 8),
+    ("p50 ms", 7),
+    ("p90 ms", 7),
+    ("p99 ms", 7),
     ("p99.9 ms", 8),
-    ("max ms", 8),
-    ("err p99", 8),
-    ("cpu", 5),
+    ("max ms", 7),
+    ("err p99", 7),
+    ("cpu", 4),
     ("slo", 4),
 ]
+_PIPE_WIDTH = 160  # not a terminal: no reason to squeeze the table into 80 columns
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console for the tables: the terminal's width, or a wide one when piped."""
+    console = Console(stderr=stderr, highlight=False)
+    if not console.is_terminal:
+        console = Console(stderr=stderr, highlight=False, width=_PIPE_WIDTH)
+    return console
 
 
 def fmt_ms(v: float | None) -> str:
@@ -72,7 +80,6 @@ def _cells(result: LoadResult, passed: bool | None) -> list[str]:
         str(result.ok),
         f"[red]{result.error_count}[/]" if result.error_count else "0",
         f"[yellow]{result.dropped}[/]" if result.dropped else "0",
-        f"{result.throughput:,.0f}",
         f"{result.ok_throughput:,.0f}",
         *(fmt_ms(v) for v in percentile_row(result.ok_latency)),
         fmt_ms(result.error_latency.p99()),
@@ -84,7 +91,7 @@ def _cells(result: LoadResult, passed: bool | None) -> list[str]:
 def _table(show_header: bool) -> Table:
     table = Table(show_header=show_header, box=None, pad_edge=False, header_style="bold")
     for name, width in _COLUMNS:
-        table.add_column(name, justify="right", width=width, no_wrap=True)
+        table.add_column(name, justify="right", min_width=width, no_wrap=True)
     return table
 
 
@@ -109,7 +116,8 @@ def print_result(console: Console, result: LoadResult, title: str | None = None)
         console.print(f"[bold]{title}[/]")
     print_row(console, result, header=True)
     console.print(
-        f"  {result.completed} answers in {result.duration:.2f}s  (error p50 {fmt_ms(result.error_latency.p50())} ms)"
+        f"  {result.completed} answers in {result.duration:.2f}s:"
+        f" {result.throughput:,.0f} req/s, {result.ok_throughput:,.0f} ok/s"
     )
     print_details(console, result)
 

@@ -13,8 +13,9 @@ from contextlib import AbstractContextManager
 
 from rich.console import Console
 
-from loadtest.config import LoadConfig, LoadError
+from loadtest.config import ConfigError, LoadConfig, LoadError
 from loadtest.report import (
+    make_console,
     print_result,
     print_step,
     print_sweep_summary,
@@ -24,17 +25,20 @@ from loadtest.report import (
 from loadtest.runner import ProgressFn, run
 from loadtest.sweep import Slo, SweepStep, run_sweep
 
-EXIT_OK, EXIT_FAILED, EXIT_SLO = 0, 1, 3
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SLO = 0, 1, 2, 3
 
 
 def run_session(config: LoadConfig, args: argparse.Namespace) -> int:
-    console = Console(stderr=args.json == "-", highlight=False)
+    console = make_console(stderr=args.json == "-")
     slo = Slo(p99=args.slo_p99, max_error_ratio=args.max_errors)
     console.print(f"[dim]{_headline(config, args)}[/]")
     try:
         if args.sweep:
             return _sweep(console, config, args, slo)
         return _single(console, config, args, slo)
+    except ConfigError as exc:  # found late, e.g. a body gRPC cannot encode
+        print(f"apinode loadtest: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except LoadError as exc:
         print(f"apinode loadtest: {exc}", file=sys.stderr)
         return EXIT_FAILED

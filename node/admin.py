@@ -62,8 +62,8 @@ class AdminPlane:
                     if ep.spec.type == "prediction":
                         out: Any = await self.dp.predict_on(gen, ep, body if isinstance(body, dict) else {})
                     else:
-                        raw, _ = await self.dp.run_on(gen, ep, body if isinstance(body, dict) else {})
-                        out = {"response": orjson.loads(raw)}
+                        ran = await self.dp.run_on(gen, ep, body if isinstance(body, dict) else {})
+                        out = {"response": orjson.loads(ran["response"])}
                     results.append(
                         {
                             "endpoint": ep_id,

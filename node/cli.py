@@ -38,7 +38,9 @@ def _serve_parser(sub: Any) -> None:
         default=20.0,
         help="seconds in-flight requests get on SIGTERM",
     )
-    p.add_argument("--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt")
+    p.add_argument(
+        "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
+    )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
     p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")

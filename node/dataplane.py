@@ -1,9 +1,10 @@
 """The data plane: every user operation, in plain Python types, for both transports.
 
-The aiohttp handlers and the gRPC servicers only decode, call a method here, and encode.
-Request and response shapes follow the Dataiku API node (see the README): `predict`
-answers `{"result", "timing", "apiContext"}`, `predict-multi` `{"results", ...}`, `run`
-`{"response"}`.
+The aiohttp handlers and the gRPC servicers only decode, call :meth:`DataPlane.call`, and
+encode. `call` resolves the generation (dispatch), runs the verb, and records the outcome
+and latency once, whatever the transport. Request and response shapes follow the Dataiku
+API node (see the README): `predict` answers `{"result", "timing", "apiContext"}`,
+`predict-multi` `{"results", ...}`, `run` the function's JSON and its context.
 """
 
 from __future__ import annotations
@@ -15,7 +16,10 @@ from typing import Any
 import orjson
 
 from node import errors
+from node.metrics import Metrics
 from node.registry import Endpoint, Generation, Registry
+
+VERBS = ("predict", "predict-multi", "run")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,44 +32,72 @@ def _context(gen: Generation, endpoint: str) -> dict[str, str]:
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, limits: Limits | None = None) -> None:
+    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None) -> None:
         self.registry = registry
         self.limits = limits or Limits()
+        self.metrics = metrics or Metrics(registry.sup)
 
-    def _prediction_endpoint(self, service: str, endpoint: str, dispatch: Any) -> tuple[Generation, Endpoint]:
-        gen, ep = self.registry.resolve(service, endpoint, dispatch)
-        if ep.codec is None:
-            raise errors.BadRequest(f"endpoint {service}/{endpoint} is a {ep.spec.type} endpoint, not a prediction")
-        return gen, ep
-
-    async def predict(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
-        gen, ep = self.registry.resolve(service, endpoint, body.get("dispatch"))
-        return await self.predict_on(gen, ep, body)
+    async def call(
+        self,
+        verb: str,
+        service: str,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        protocol: str,
+        dispatch: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Runs one user operation. For `run`, `body` is the function's arguments and the
+        answer's `response` holds the JSON bytes of its return value."""
+        t0 = time.perf_counter()
+        generation = ""
+        try:
+            if verb not in VERBS:
+                raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
+            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
+            generation = gen.version
+            if verb == "predict":
+                out = await self.predict_on(gen, ep, body)
+            elif verb == "predict-multi":
+                out = await self.predict_multi_on(gen, ep, body)
+            else:
+                out = await self.run_on(gen, ep, body)
+        except errors.ApiNodeError as exc:
+            outcome = errors.kind_of(exc).error_type
+            self.metrics.observe(service, endpoint, generation, protocol, outcome, time.perf_counter() - t0)
+            raise
+        timing = out["timing"]
+        self.metrics.observe(
+            service,
+            endpoint,
+            generation,
+            protocol,
+            "ok",
+            time.perf_counter() - t0,
+            timing["wait"],
+            timing["prediction"],
+        )
+        return out
 
     async def predict_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
-        if ep.codec is None:
-            raise errors.BadRequest(
-                f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction"
-            )
+        codec = _codec(gen, ep)
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
-        row = ep.codec.row(body["features"])
+        row = codec.row(body["features"])
         t1 = time.perf_counter_ns()
         out = await ep.pool.submit([row], 1)
         t2 = time.perf_counter_ns()
-        result = ep.codec.results(out.result)[0]
-        t3 = time.perf_counter_ns()
+        result = codec.results(out.result)[0]
         return {
             "result": result,
-            "timing": _timing(t0, t1, t2, t3, out.wait_us, out.compute_us),
+            "timing": _timing(t0, t1, t2, time.perf_counter_ns(), out.wait_us, out.compute_us),
             "apiContext": _context(gen, ep.spec.id),
         }
 
-    async def predict_multi(self, service: str, endpoint: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def predict_multi_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
-        gen, ep = self._prediction_endpoint(service, endpoint, body.get("dispatch"))
-        assert ep.codec is not None
+        codec = _codec(gen, ep)
         items = body.get("items")
         if not isinstance(items, list):
             raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
@@ -75,34 +107,27 @@ class DataPlane:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.BadRequest(f"items[{i}] must be an object with 'features'")
-            rows.append(ep.codec.row(item.get("features"), where=f"items[{i}]: "))
+            rows.append(codec.row(item.get("features"), where=f"items[{i}]: "))
         t1 = time.perf_counter_ns()
         if rows:
             out = await ep.pool.submit(rows, len(rows))
-            results, wait, compute = ep.codec.results(out.result), out.wait_us, out.compute_us
+            results, wait, compute = codec.results(out.result), out.wait_us, out.compute_us
         else:
             results, wait, compute = [], 0, 0
         t2 = time.perf_counter_ns()
         return {
             "results": results,
             "timing": _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute),
-            "apiContext": _context(gen, endpoint),
+            "apiContext": _context(gen, ep.spec.id),
         }
 
-    async def run(
-        self, service: str, endpoint: str, arguments: dict[str, Any], dispatch: dict[str, Any] | None = None
-    ) -> tuple[bytes, dict[str, Any]]:
-        """Calls a function endpoint. Returns the JSON of its return value and the context.
-        (The body is the arguments themselves, so dispatch comes from headers/metadata.)"""
-        gen, ep = self.registry.resolve(service, endpoint, dispatch)
-        return await self.run_on(gen, ep, arguments)
-
-    async def run_on(self, gen: Generation, ep: Endpoint, arguments: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    async def run_on(self, gen: Generation, ep: Endpoint, arguments: dict[str, Any]) -> dict[str, Any]:
         if ep.spec.type != "function":
             raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a function")
         out = await ep.pool.submit(arguments)
-        return out.result, {
-            "timing": {"wait": out.wait_us, "execution": out.compute_us},
+        return {
+            "response": out.result,  # JSON bytes, serialised by the worker
+            "timing": {"wait": out.wait_us, "prediction": out.compute_us},
             "apiContext": _context(gen, ep.spec.id),
         }
 
@@ -117,6 +142,12 @@ class DataPlane:
 
     def readiness(self) -> tuple[bool, list[str]]:
         return self.registry.readiness()
+
+
+def _codec(gen: Generation, ep: Endpoint) -> Any:
+    if ep.codec is None:
+        raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction")
+    return ep.codec
 
 
 def _timing(t0: int, t1: int, t2: int, t3: int, wait_us: int, compute_us: int) -> dict[str, float]:

@@ -64,7 +64,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictResponse:
-        out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
+        out = await self.dp.call("predict", request.service, request.endpoint, _predict_body(request), protocol="grpc")
         return _predict_response(out, request.request_id)
 
     @mapped
@@ -75,7 +75,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch
-        out = await self.dp.predict_multi(request.service, request.endpoint, body)
+        out = await self.dp.call("predict-multi", request.service, request.endpoint, body, protocol="grpc")
         return pb.PredictMultiResponse(
             results=[convert.prediction_to_pb(r) for r in out["results"]],
             timing=out["timing"],
@@ -91,7 +91,9 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         # or pipelines (the node batches across streams).
         async for request in request_iterator:
             try:
-                out = await self.dp.predict(request.service, request.endpoint, _predict_body(request))
+                out = await self.dp.call(
+                    "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream"
+                )
                 yield _predict_response(out, request.request_id)
             except errors.ApiNodeError as exc:
                 kind = errors.kind_of(exc)
@@ -103,9 +105,11 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     @mapped
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         args = convert.struct_to_py(request.arguments)
-        raw, meta = await self.dp.run(request.service, request.endpoint, args, convert.dispatch_to_py(request))
+        out = await self.dp.call(
+            "run", request.service, request.endpoint, args, protocol="grpc", dispatch=convert.dispatch_to_py(request)
+        )
         return pb.RunResponse(
-            response=convert.json_to_value(raw),
-            timing=meta["timing"],
-            api_context=convert.context_to_pb(meta["apiContext"]),
+            response=convert.json_to_value(out["response"]),
+            timing={"wait": out["timing"]["wait"], "execution": out["timing"]["prediction"]},
+            api_context=convert.context_to_pb(out["apiContext"]),
         )

@@ -68,19 +68,11 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     response.headers.update(DSS_HEADERS)
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
-    return loads_body(await request.read())
-
-
 async def user_call(request: web.Request) -> web.Response:
-    dp = request.app[DATAPLANE]
     mi = request.match_info
-    service, endpoint, verb = mi["service"], mi["endpoint"], mi["verb"]
-    if verb == "predict":
-        return json_response(await dp.predict(service, endpoint, await _body(request)))
-    if verb == "predict-multi":
-        return json_response(await dp.predict_multi(service, endpoint, await _body(request)))
-    if verb == "run":
+    body = loads_body(await request.read())
+    dispatch = None
+    if mi["verb"] == "run":  # the body is the arguments: dispatch travels in headers
         dispatch = {
             k: v
             for k, v in (
@@ -88,19 +80,26 @@ async def user_call(request: web.Request) -> web.Response:
                 ("dispatchKey", request.headers.get("X-Dispatch-Key")),
             )
             if v
-        }
-        response, meta = await dp.run(service, endpoint, await _body(request), dispatch or None)
-        return json_response({"response": orjson.Fragment(response), **meta})
-    raise errors.NotFound(f"unknown verb {verb!r} (known: predict, predict-multi, run)")
+        } or None
+    out = await request.app[DATAPLANE].call(
+        mi["verb"], mi["service"], mi["endpoint"], body, protocol="http", dispatch=dispatch
+    )
+    if mi["verb"] == "run":
+        out = {**out, "response": orjson.Fragment(out["response"])}
+    return json_response(out)
 
 
 async def predict_simple(request: web.Request) -> web.Response:
     """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
-    dp = request.app[DATAPLANE]
-    features = dict(request.query)
+    mi = request.match_info
+    body = {"features": dict(request.query)}
     return json_response(
-        await dp.predict(request.match_info["service"], request.match_info["endpoint"], {"features": features})
+        await request.app[DATAPLANE].call("predict", mi["service"], mi["endpoint"], body, protocol="http")
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[DATAPLANE].metrics.render(), content_type="text/plain", charset="utf-8")
 
 
 async def is_alive(request: web.Request) -> web.Response:
@@ -125,4 +124,5 @@ def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32
     for path in ("/isAlive", "/isAlive/"):
         app.router.add_get(path, is_alive)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics)
     return app

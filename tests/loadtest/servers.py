@@ -116,9 +116,7 @@ class _Servicer(pbg.ApiNodeServicer):  # type: ignore[misc]
             self.b.bodies.append(request)
         if not await self.b.serve():
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full")
-        return pb.PredictResponse(
-            result=pb.Prediction(prediction=pb.Value(integer=1)), request_id=request.request_id
-        )
+        return pb.PredictResponse(result=pb.Prediction(prediction=pb.Value(integer=1)), request_id=request.request_id)
 
     async def PredictStream(
         self, request_iterator: Any, context: grpc.aio.ServicerContext[Any, Any]

@@ -100,9 +100,7 @@ async def test_unreachable_server_counts_unavailable() -> None:
 
 def test_bodies_encode_to_typed_messages() -> None:
     target = Target(mode="grpc", service="s", endpoint="e", verb="predict")
-    raw = encode_bodies(
-        target, [{"features": {"x": 1}, "dispatch": {"forcedGeneration": "v2"}, "context": {"a": 1}}]
-    )
+    raw = encode_bodies(target, [{"features": {"x": 1}, "dispatch": {"forcedGeneration": "v2"}, "context": {"a": 1}}])
     msg = pb.PredictRequest.FromString(raw[0])
     assert msg.dispatch.forced_generation == "v2"
     assert msg.context["a"] == 1

@@ -24,10 +24,7 @@ def make_package(path: Path, endpoints: dict[str, str] | None = None) -> Path:
         "service": "fraud",
         "version": "v1",
         "files": {},
-        "endpoints": {
-            eid: {"type": etype, "test_queries": f"tests/{eid}.json"}
-            for eid, etype in endpoints.items()
-        },
+        "endpoints": {eid: {"type": etype, "test_queries": f"tests/{eid}.json"} for eid, etype in endpoints.items()},
     }
     with zipfile.ZipFile(path, "w") as z:
         z.writestr("manifest.json", json.dumps(manifest))
@@ -72,7 +69,7 @@ def test_csv_rows_become_features_with_numbers(tmp_path: Path) -> None:
 
 
 def test_unknown_or_missing_payload(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="expected a .apz"):
+    with pytest.raises(ConfigError, match=r"expected a \.apz"):
         load_bodies(tmp_path / "q.txt")
     with pytest.raises(ConfigError, match="cannot read payload"):
         load_bodies(tmp_path / "missing.jsonl")
@@ -116,6 +113,4 @@ def test_config_validation() -> None:
     with pytest.raises(ConfigError, match="no lookup"):
         LoadConfig(target=Target(mode="grpc", service="s", endpoint="e", verb="lookup")).validate()
     with pytest.raises(ConfigError, match="only streams predictions"):
-        LoadConfig(
-            target=Target(mode="grpc-stream", service="s", endpoint="e", verb="run")
-        ).validate()
+        LoadConfig(target=Target(mode="grpc-stream", service="s", endpoint="e", verb="run")).validate()

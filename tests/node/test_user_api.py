@@ -59,7 +59,11 @@ def test_grpc_predict_multi_and_stream(served: tuple[NodeProc, Any]) -> None:
     x = rows(30, seed=2)
 
     def values(r: np.ndarray) -> dict[str, pb.Value]:
-        return {"amount": pb.Value(number=r[0]), "hour": pb.Value(integer=int(r[1])), "distance": pb.Value(text=str(r[2]))}
+        return {
+            "amount": pb.Value(number=r[0]),
+            "hour": pb.Value(integer=int(r[1])),
+            "distance": pb.Value(text=str(r[2])),
+        }
 
     with grpc.insecure_channel(node.grpc) as ch:
         stub = pbg.ApiNodeStub(ch)
@@ -108,7 +112,9 @@ def test_grpc_predict_multi_and_stream(served: tuple[NodeProc, Any]) -> None:
         ({"items": [{"features": {"amount": 1}}]}, 400, "needs 'features'"),
     ],
 )
-def test_bad_input_gets_a_clear_400(served: tuple[NodeProc, Any], body: dict[str, Any], status: int, needle: str) -> None:
+def test_bad_input_gets_a_clear_400(
+    served: tuple[NodeProc, Any], body: dict[str, Any], status: int, needle: str
+) -> None:
     node, _ = served
     r = requests.post(node.url("fraud", "score", "predict"), json=body)
     assert r.status_code == status, r.text
@@ -152,12 +158,16 @@ def test_is_alive_follows_the_not_alive_file(served: tuple[NodeProc, Any]) -> No
 
 
 def test_a_restarted_node_serves_the_same_services(tmp_path: Path) -> None:
-    pkg, model = logistic_package(tmp_path)
+    pkg, _ = logistic_package(tmp_path)
     x = rows(5, seed=3)
     with run_node(tmp_path / "data", pkg) as node:
-        first = requests.post(node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]})
+        first = requests.post(
+            node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]}
+        )
     with run_node(tmp_path / "data") as node:  # no package on the command line this time
-        again = requests.post(node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]})
+        again = requests.post(
+            node.url("fraud", "score", "predict-multi"), json={"items": [{"features": feats(r)} for r in x]}
+        )
     assert again.status_code == 200
     assert again.json()["results"] == first.json()["results"]
 
@@ -170,3 +180,27 @@ def test_node_refuses_a_port_in_use(tmp_path: Path) -> None:
         with pytest.raises(RuntimeError) as err:
             run_node(tmp_path / "data", args=["--http-port", str(port)]).__enter__()
     assert "address already in use" in str(err.value).lower() or "errno 98" in str(err.value).lower()
+
+
+def test_metrics_count_outcomes_with_histograms(served: tuple[NodeProc, Any]) -> None:
+    node, _ = served
+    requests.post(node.url("fraud", "score", "predict"), json={"features": feats(rows(1)[0])})
+    requests.post(node.url("fraud", "score", "predict"), json={"features": {}})
+    with grpc.insecure_channel(node.grpc) as ch:
+        pbg.ApiNodeStub(ch).Predict(
+            pb.PredictRequest(
+                service="fraud",
+                endpoint="score",
+                features={"amount": pb.Value(number=1), "hour": pb.Value(integer=1), "distance": pb.Value(number=1)},
+            )
+        )
+    text = requests.get(node.http + "/metrics").text
+    ok = 'apinode_requests_total{endpoint="score",generation="v1",outcome="ok",protocol="http",service="fraud"}'
+    bad = (
+        'apinode_requests_total{endpoint="score",generation="v1",outcome="BAD_REQUEST",protocol="http",service="fraud"}'
+    )
+    assert ok in text and bad in text
+    assert 'protocol="grpc"' in text
+    assert "apinode_request_duration_seconds_bucket" in text and "apinode_queue_wait_seconds_bucket" in text
+    assert 'apinode_workers{endpoint="score",generation="v1",service="fraud",state="idle"}' in text
+    assert 'apinode_queue_depth{endpoint="score",generation="v1",service="fraud"} 0.0' in text
