@@ -62,9 +62,7 @@ class _Container:
 
     def add_node(self, op_type: str, inputs: Any, outputs: Any, *args: Any, **attrs: Any) -> Any:
         for key, value in attrs.items():
-            if isinstance(value, list | tuple) and any(
-                isinstance(v, bool | np.bool_) for v in value
-            ):
+            if isinstance(value, list | tuple) and any(isinstance(v, bool | np.bool_) for v in value):
                 attrs[key] = [int(v) for v in value]
         if not (self._double and op_type in ("TreeEnsembleClassifier", "TreeEnsembleRegressor")):
             return self._inner.add_node(op_type, inputs, outputs, *args, **attrs)
@@ -135,9 +133,7 @@ def _imputer_converter() -> Converter:
                 x = names[0]
             else:
                 x = scope.get_unique_variable_name("imputer_in")
-                container.add_node(
-                    "Concat", names, [x], name=scope.get_unique_operator_name("Concat"), axis=1
-                )
+                container.add_node("Concat", names, [x], name=scope.get_unique_operator_name("Concat"), axis=1)
         else:
             x = concatenate_variables(scope, operator.inputs, container)
         fill = scope.get_unique_variable_name("imputer_fill")

@@ -23,8 +23,7 @@ def register_boosters(final: Any) -> None:
         from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
     except ImportError:
         raise CompileError(
-            f"{cls.__name__} models are converted by onnxmltools, which is not installed: "
-            f"{BOOSTERS_HINT}"
+            f"{cls.__name__} models are converted by onnxmltools, which is not installed: {BOOSTERS_HINT}"
         ) from None
     from skl2onnx import update_registered_converter
     from skl2onnx.common.shape_calculator import (

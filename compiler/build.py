@@ -117,9 +117,7 @@ def _listing(files: dict[str, bytes | Path]) -> dict[str, dict[str, Any]]:
     return listing
 
 
-def _datasets(
-    spec: ServiceSpec, files: dict[str, bytes | Path], rep: Reporter
-) -> dict[str, dict[str, Any]]:
+def _datasets(spec: ServiceSpec, files: dict[str, bytes | Path], rep: Reporter) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, path in spec.datasets.items():
         rep.step(f"reading dataset {name}: {path.relative_to(spec.folder)}")

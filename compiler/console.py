@@ -63,6 +63,5 @@ class Reporter:
     def done(self, out: Path, size: int, sha256: str) -> None:
         if self.console:
             self.console.print(
-                f"[bold green]✓[/] wrote {escape(str(out))} ({size / 1024:.1f} KiB, "
-                f"sha256 {sha256[:16]}…)"
+                f"[bold green]✓[/] wrote {escape(str(out))} ({size / 1024:.1f} KiB, sha256 {sha256[:16]}…)"
             )

@@ -36,8 +36,7 @@ def check_function(ep: FunctionEndpoint, folder: Path) -> FunctionCode:
         raise CompileError(f"{where}: {ep.file} is outside the service folder {folder}") from None
     if len(rel.parts) < 2:
         raise CompileError(
-            f"{where}: put function code in a folder of the service (e.g. code/{rel.name}); "
-            "that folder is packed whole"
+            f"{where}: put function code in a folder of the service (e.g. code/{rel.name}); that folder is packed whole"
         )
     try:
         source = ep.file.read_text(encoding="utf-8")
@@ -55,15 +54,12 @@ def check_function(ep: FunctionEndpoint, folder: Path) -> FunctionCode:
         )
     if isinstance(fn, ast.AsyncFunctionDef):
         raise CompileError(
-            f"endpoints.{ep.id}.function: {ep.function!r} in {ep.file} is async; "
-            "endpoints call plain functions"
+            f"endpoints.{ep.id}.function: {ep.function!r} in {ep.file} is async; endpoints call plain functions"
         )
     for i, query in enumerate(ep.test_queries or []):
         problem = _binding_problem(fn, query)
         if problem:
-            raise CompileError(
-                f"endpoints.{ep.id}.test_queries[{i}]: {problem} for {ep.function}()"
-            )
+            raise CompileError(f"endpoints.{ep.id}.test_queries[{i}]: {problem} for {ep.function}()")
     return FunctionCode(
         root=folder / rel.parts[0],
         path="/".join((CODE_DIR, *rel.parts[1:])),

@@ -30,13 +30,9 @@ def load_model(path: Path, where: str) -> tuple[Any, list[str]]:
             hint = ""
             if exc.name and exc.name.split(".")[0] in ("xgboost", "lightgbm"):
                 hint = f" (XGBoost and LightGBM models need the boosters extra: {BOOSTERS_HINT})"
-            raise CompileError(
-                f"{where}: cannot load {path}: it needs the module {exc.name!r}{hint}"
-            ) from None
+            raise CompileError(f"{where}: cannot load {path}: it needs the module {exc.name!r}{hint}") from None
         except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError) as exc:
-            raise CompileError(
-                f"{where}: cannot load {path}: not a joblib or pickle file ({exc})"
-            ) from None
+            raise CompileError(f"{where}: cannot load {path}: not a joblib or pickle file ({exc})") from None
         except (AttributeError, ImportError, TypeError) as exc:
             raise CompileError(
                 f"{where}: cannot load {path}: {type(exc).__name__}: {exc} "
@@ -58,7 +54,7 @@ def read_table(path: Path, where: str, string_columns: tuple[str, ...] = ()) -> 
             return pd.read_parquet(path)
         header = pd.read_csv(path, nrows=0)
         dtypes = {c: object for c in string_columns if c in header.columns}
-        return pd.read_csv(path, dtype=dtypes, keep_default_na=True)  # type: ignore[arg-type]
+        return pd.read_csv(path, dtype=dtypes, keep_default_na=True)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CompileError(f"{where}: cannot read {path}: {first}") from None

@@ -51,10 +51,7 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
 
     number = DoubleTensorType if precision == "double" else FloatTensorType
     if info.input_mode == "columns":
-        initial = [
-            (f.name, StringTensorType([None, 1]) if f.type == "string" else number([None, 1]))
-            for f in features
-        ]
+        initial = [(f.name, StringTensorType([None, 1]) if f.type == "string" else number([None, 1])) for f in features]
     else:
         initial = [(INPUT_NAME, number([None, len(features)]))]
     options = None

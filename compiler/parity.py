@@ -142,9 +142,7 @@ def _classifier(
     proba = np.asarray(out_proba, dtype=np.float64)
     if proba.shape != (n, k):
         return _replace(base, failure=f"the ONNX probabilities have shape {proba.shape}, expected {(n, k)}")
-    onnx_idx = np.array(
-        [index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64
-    )
+    onnx_idx = np.array([index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64)
     diff = np.abs(sk_proba - proba).max(axis=1)
     diff = np.where(np.isnan(diff), np.inf, diff)
     mismatch = sk_idx != onnx_idx
@@ -158,11 +156,7 @@ def _classifier(
     def name(i: int) -> str:
         return repr(classes[i]) if 0 <= i < k else "an unknown class"
 
-    why = (
-        "the classes differ"
-        if not identical
-        else f"|Δproba| {diff[worst]:.3g} > {base.tolerance:g}"
-    )
+    why = "the classes differ" if not identical else f"|Δproba| {diff[worst]:.3g} > {base.tolerance:g}"
     return _replace(
         result,
         failure=(

@@ -75,10 +75,7 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
             {"features": {f.name: v for f, v in zip(features, row, strict=True)}}
             for row in data.rows[:GENERATED_QUERIES]
         ]
-    rep.step(
-        f"converting {ep.id}: {info.description} ({len(features)} features, "
-        f"{info.input_mode} input, {info.task})"
-    )
+    rep.step(f"converting {ep.id}: {info.description} ({len(features)} features, {info.input_mode} input, {info.task})")
     conv, parity = _convert_checked(ep, info, features, data, rep, where)
     return PredictionBuild(
         entry=_entry(ep, info, features, conv, parity),
@@ -107,16 +104,12 @@ def _query_rows(ep: PredictionEndpoint, features: list[Feature], where: str) -> 
     return out
 
 
-def _sample_rows(
-    ep: PredictionEndpoint, features: list[Feature], sample: Any, folder: Path, where: str
-) -> _Rows:
+def _sample_rows(ep: PredictionEndpoint, features: list[Feature], sample: Any, folder: Path, where: str) -> _Rows:
     assert ep.sample is not None
     name = _rel(ep.sample, folder)
     missing = [f.name for f in features if f.name not in sample.columns]
     if missing:
-        raise CompileError(
-            f"{where}.sample: {name} lacks the feature column(s) {', '.join(map(repr, missing))}"
-        )
+        raise CompileError(f"{where}.sample: {name} lacks the feature column(s) {', '.join(map(repr, missing))}")
     out = _Rows([], [], "sample")
     records = sample[[f.name for f in features]].head(MAX_PARITY_ROWS).to_dict("records")
     for i, values in enumerate(records):
@@ -148,10 +141,7 @@ def _convert_checked(
             refused.append(f"{precision} inputs: {exc}")
             continue
         if data.rows:
-            rep.step(
-                f"parity check {ep.id}: {len(data.rows)} rows from {data.source}, "
-                f"{precision} inputs"
-            )
+            rep.step(f"parity check {ep.id}: {len(data.rows)} rows from {data.source}, {precision} inputs")
         result = check(
             ep.id,
             info,
@@ -172,12 +162,8 @@ def _convert_checked(
         failed.append(result)
     if failed:
         worst = failed[0]
-        raise CompileError(
-            f"{where}: parity check failed ({worst.precision} inputs): {worst.failure}"
-        )
-    raise CompileError(
-        f"{where}: cannot convert {info.description} to ONNX: {'; '.join(refused)}"
-    )
+        raise CompileError(f"{where}: parity check failed ({worst.precision} inputs): {worst.failure}")
+    raise CompileError(f"{where}: cannot convert {info.description} to ONNX: {'; '.join(refused)}")
 
 
 def _entry(

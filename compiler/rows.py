@@ -52,9 +52,7 @@ def _number(name: str, value: Any, want: str) -> float:
         try:
             v = float(value.strip())
         except ValueError:
-            raise BadValue(
-                f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}"
-            ) from None
+            raise BadValue(f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}") from None
     else:
         raise BadValue(f"feature {name!r} must be a number ({want}), got {type(value).__name__}")
     if not math.isfinite(v):
@@ -113,8 +111,7 @@ def onnx_feed(
 ) -> dict[str, np.ndarray]:
     types = [NP_TYPES["string" if f.type == "string" else precision] for f in features]
     node_rows = [
-        [("" if v is None else v) if f.type == "string" else v for f, v in zip(features, r, strict=True)]
-        for r in rows
+        [("" if v is None else v) if f.type == "string" else v for f, v in zip(features, r, strict=True)] for r in rows
     ]
     if mode == "matrix":
         return {input_name: np.array(node_rows, dtype=types[0])}
@@ -139,13 +136,9 @@ def sklearn_input(info: ModelInfo, features: list[Feature], rows: list[list[Any]
         values = [r[j] for r in rows]
         has_null = any(v is None for v in values)
         if f.type == "string":
-            columns[f.name] = pd.Series(
-                [np.nan if v is None else v for v in values], dtype=object
-            )
+            columns[f.name] = pd.Series([np.nan if v is None else v for v in values], dtype=object)
         elif f.type == "float" or has_null:
-            columns[f.name] = pd.Series(
-                [np.nan if v is None else float(v) for v in values], dtype=np.float64
-            )
+            columns[f.name] = pd.Series([np.nan if v is None else float(v) for v in values], dtype=np.float64)
         else:
             columns[f.name] = pd.Series(values, dtype=np.int64 if f.type == "int" else bool)
     n = len(rows)

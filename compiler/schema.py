@@ -130,8 +130,7 @@ def _fitted_transformers(ct: Any) -> list[tuple[str, Any, list[Any]]]:
 
 def _unsupported(est: Any, where: str) -> CompileError:
     return CompileError(
-        f"{where}: unsupported estimator {_name(est)} "
-        f"({type(est).__module__}); supported: {SUPPORTED_TEXT}"
+        f"{where}: unsupported estimator {_name(est)} ({type(est).__module__}); supported: {SUPPORTED_TEXT}"
     )
 
 
@@ -180,9 +179,7 @@ def analyze(model: Any, where: str) -> ModelInfo:
         task=task,
         classes=classes,
         input_mode="matrix",
-        model_columns=[str(c) for c in model.feature_names_in_]
-        if hasattr(model, "feature_names_in_")
-        else None,
+        model_columns=[str(c) for c in model.feature_names_in_] if hasattr(model, "feature_names_in_") else None,
         n_features=int(model.n_features_in_),
         booster=is_booster(final),
     )
@@ -228,9 +225,7 @@ def _is_nan_marker(value: Any) -> bool:
 
 
 def _imputes(steps: list[Any]) -> bool:
-    return any(
-        _is_sklearn(s, ("SimpleImputer",)) and _is_nan_marker(s.missing_values) for s in steps
-    )
+    return any(_is_sklearn(s, ("SimpleImputer",)) and _is_nan_marker(s.missing_values) for s in steps)
 
 
 def _nan_flows(steps: list[Any], final: Any) -> bool:
@@ -257,7 +252,7 @@ def _analyze_columns(info: ModelInfo, ct: Any, after: list[Any]) -> None:
                 consumer = _name(step)
                 if _is_sklearn(step, ("SimpleImputer",)):
                     imputed = imputed or _is_nan_marker(step.missing_values)
-                    if getattr(step.statistics_, "dtype", None) == object:
+                    if getattr(getattr(step.statistics_, "dtype", None), "kind", "") in ("O", "U", "S"):
                         kind = "string"
                 elif _is_sklearn(step, ("OneHotEncoder",)):
                     cats = step.categories_[j] if j < len(step.categories_) else None
@@ -293,8 +288,7 @@ def resolve_features(
         unknown = [n for n in decl if n not in model_cols]
         if unknown:
             raise CompileError(
-                f"{fw}: {_names(unknown)} not a feature of the model "
-                f"(it was fitted on: {', '.join(model_cols)})"
+                f"{fw}: {_names(unknown)} not a feature of the model (it was fitted on: {', '.join(model_cols)})"
             )
         if declared is not None:
             missing = [c for c in info.used if c not in decl]
@@ -319,8 +313,7 @@ def resolve_features(
             via = info.consumers.get(name, "the estimator")
             if info.input_mode == "matrix":
                 raise CompileError(
-                    f"{fw}.{name}: declared {ftype}, but a model fitted on a numeric "
-                    "matrix reads numbers only"
+                    f"{fw}.{name}: declared {ftype}, but a model fitted on a numeric matrix reads numbers only"
                 )
             raise CompileError(f"{fw}.{name}: declared {ftype}, but the model reads {how} ({via})")
         nullable = d.nullable if d and d.nullable is not None else name in info.nullable

@@ -138,7 +138,7 @@ def load_yaml(path: Path) -> Any:
     except UnicodeDecodeError:
         raise CompileError(f"{path} is not UTF-8 text") from None
     try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except _Invalid as exc:
         raise CompileError(f"{path}: line {exc.line}: {exc.message}") from None
     except yaml.MarkedYAMLError as exc:
@@ -170,9 +170,7 @@ class _Reader:
     def known(self, data: _Map, known: tuple[str, ...], where: str) -> None:
         for key in data:
             if key not in known:
-                raise self.fail(
-                    data, key, where, f"unknown key {key!r} (known keys: {', '.join(known)})"
-                )
+                raise self.fail(data, key, where, f"unknown key {key!r} (known keys: {', '.join(known)})")
 
     def ident(self, parent: Any, key: Any, where: str) -> str:
         value = parent[key]
@@ -335,9 +333,7 @@ def _test_queries(r: _Reader, e: _Map, where: str, *, prediction: bool) -> list[
         if not isinstance(q, dict):
             raise r.fail(e, "test_queries", f"{qwhere}[{i}]", f"expected a mapping, got {_kind(q)}")
         if prediction and not isinstance(q.get("features"), dict):
-            raise r.fail(
-                e, "test_queries", f"{qwhere}[{i}]", "a prediction query is {features: {...}}"
-            )
+            raise r.fail(e, "test_queries", f"{qwhere}[{i}]", "a prediction query is {features: {...}}")
     return [_plain(q) for q in queries]
 
 
@@ -361,9 +357,7 @@ def _pool(r: _Reader, e: _Map, where: str) -> dict[str, int]:
     r.known(pool, POOL_KEYS, f"{where}.pool")
     for key, value in pool.items():
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise r.fail(
-                pool, key, f"{where}.pool.{key}", f"must be a non-negative integer, got {value!r}"
-            )
+            raise r.fail(pool, key, f"{where}.pool.{key}", f"must be a non-negative integer, got {value!r}")
     for key in ("ceil", "max_batch"):
         if pool.get(key) == 0:
             raise r.fail(pool, key, f"{where}.pool.{key}", "must be at least 1")

@@ -162,21 +162,16 @@ def _first_test_query(path: Path, tq: str | None) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
+    from compiler.cli import register as register_compile
+    from deployer.cli import register as register_deployer
+    from loadtest.cli import register as register_loadtest
 
     parser = argparse.ArgumentParser(prog="apinode", description="Real-time model serving node")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for mod in ("compiler.cli",):  # TEMP while being written
-        try:
-            importlib.import_module(mod).register(sub)
-        except ImportError:
-            pass
+    register_compile(sub)
     _serve_parser(sub)
-    for mod in ("loadtest.cli",):
-        try:
-            importlib.import_module(mod).register(sub)
-        except ImportError:
-            pass
+    register_deployer(sub)  # deploy ..., dev
+    register_loadtest(sub)
     return parser
 
 

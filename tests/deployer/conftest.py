@@ -1,4 +1,9 @@
-"""Fixtures for deployer tests: versioned function packages, real nodes, the real CLI."""
+"""Fixtures for deployer tests: versioned packages, real nodes, the real CLI in subprocesses.
+
+Function packages answer their own version (`{"version": "v2", ...}`) so a test can check
+that an answer's `apiContext.serviceGeneration` and its content agree; prediction packages
+(a one-feature ONNX model computing `x + offset`) cover dispatch in the JSON body.
+"""
 
 from __future__ import annotations
 
@@ -16,14 +21,22 @@ import pytest
 from node.package import write_package
 from tests.nodeproc import NodeProc, run_node
 
-# `version` answers the version string of its package; `fail` lets a test query break.
 VERSION_CODE = """
 import os
+from pathlib import Path
 
 VERSION = {version!r}
+BROKEN = {broken!r}
+FAIL_IF_MARKER = {fail_if_marker!r}
+
+
+def _marked():
+    # A file FAIL_DEPLOY_TESTS in the node's data dir (an ancestor of this file) breaks us.
+    return any((p / "FAIL_DEPLOY_TESTS").exists() for p in Path(__file__).resolve().parents)
+
 
 def version(fail=False, **kwargs):
-    if fail or {broken!r}:
+    if fail or BROKEN or (FAIL_IF_MARKER and _marked()):
         raise ValueError("broken on purpose in " + VERSION)
     return {{"version": VERSION, "pid": os.getpid(), "args": kwargs}}
 """
@@ -35,14 +48,16 @@ def make_package(
     *,
     service: str = "svc",
     broken: bool = False,
+    fail_if_marker: bool = False,
     tests: list[dict[str, Any]] | None = None,
     pool: dict[str, Any] | None = None,
 ) -> Path:
-    """A function package whose endpoint `ver` returns {"version": version, ...}.
+    """A function package: endpoint `ver` returns {"version": version, "pid", "args"}.
 
-    `broken`: the function raises, so the package's test queries fail.
+    `broken`: the function always raises, so the package's test queries fail.
+    `fail_if_marker`: it raises on nodes whose data dir holds FAIL_DEPLOY_TESTS.
     """
-    code = textwrap.dedent(VERSION_CODE.format(version=version, broken=broken)).encode()
+    code = VERSION_CODE.format(version=version, broken=broken, fail_if_marker=fail_if_marker)
     queries = tests if tests is not None else [{"x": 1}, {"x": 2, "tag": "b"}]
     manifest = {
         "service": service,
@@ -56,26 +71,80 @@ def make_package(
             }
         },
     }
-    files: dict[str, bytes | Path] = {"code/funcs.py": code, "tests/ver.json": json.dumps(queries).encode()}
-    out = out_dir / f"{service}-{version}{'-broken' if broken else ''}.apz"
+    files: dict[str, bytes | Path] = {
+        "code/funcs.py": textwrap.dedent(code).encode(),
+        "tests/ver.json": json.dumps(queries).encode(),
+    }
+    suffix = "-broken" if broken else "-marker" if fail_if_marker else ""
+    out = out_dir / f"{service}-{version}{suffix}.apz"
     write_package(out, manifest, files)
     return out
 
 
-def deploy(
-    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m deployer deploy ARGS` (the real CLI, in a subprocess)."""
+def _offset_model(offset: float) -> bytes:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
+    y = helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])
+    k = helper.make_tensor("k", TensorProto.FLOAT, [1], [offset])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "k"], ["value"])], "offset", [x], [y], [k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()  # type: ignore[no-any-return]
+
+
+def prediction_package(out_dir: Path, version: str, offset: float, *, service: str = "pred") -> Path:
+    """A regression package whose prediction is `x + offset` (the offset names the version)."""
+    manifest = {
+        "service": service,
+        "version": version,
+        "endpoints": {
+            "score": {
+                "type": "prediction",
+                "task": "regression",
+                "features": [{"name": "x", "type": "float", "onnx_type": "float"}],
+                "model": {"path": "models/score.onnx", "input_mode": "columns", "value_output": "value"},
+                "pool": {"floor": 1, "ceil": 2},
+                "test_queries": "tests/score.json",
+            }
+        },
+    }
+    files: dict[str, bytes | Path] = {
+        "models/score.onnx": _offset_model(offset),
+        "tests/score.json": json.dumps([{"features": {"x": 1.0}}]).encode(),
+    }
+    out = out_dir / f"{service}-{version}.apz"
+    write_package(out, manifest, files)
+    return out
+
+
+def deploy(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """Runs `python -m deployer deploy ARGS`: the real CLI, in a subprocess."""
     cmd = [sys.executable, "-m", "deployer", "deploy", *map(str, args)]
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("APINODE_ADMIN_KEY", None) if env is None or "APINODE_ADMIN_KEY" not in env else None
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env, check=False)
+    base = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
+    return subprocess.run(
+        cmd, capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})}, check=False
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    assert result.returncode == 0, f"exit {result.returncode}\nstdout: {result.stdout}\nstderr: {result.stderr}"
+    return result
 
 
 def deploy_json(*args: str | Path) -> Any:
-    r = deploy(*args, "--json")
-    assert r.returncode == 0, f"exit {r.returncode}\nstdout: {r.stdout}\nstderr: {r.stderr}"
-    return json.loads(r.stdout)
+    return json.loads(ok(deploy(*args, "--json")).stdout)
+
+
+def served_version(node: NodeProc, service: str = "svc", **headers: str) -> tuple[str, str]:
+    """(apiContext.serviceGeneration, the version the function says) of one HTTP run."""
+    import requests
+
+    r = requests.post(node.url(service, "ver", "run"), json={}, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    return body["apiContext"]["serviceGeneration"], body["response"]["version"]
 
 
 @pytest.fixture
