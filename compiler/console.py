@@ -38,26 +38,23 @@ class Reporter:
         if not self.console or not results:
             return
         table = Table(title="parity: ONNX vs scikit-learn", title_justify="left")
-        for column in ("endpoint", "rows", "inputs", "classes identical", "max |Δproba| / rel. error"):
-            table.add_column(column, justify="right" if column == "rows" else "left")
+        table.add_column("endpoint")
+        table.add_column("rows", justify="right")
+        table.add_column("inputs")
+        table.add_column("same classes")
+        table.add_column("max |Δproba| / rel. err", justify="right")
+        table.add_column("result")
         for r in results:
             if r.rows == 0:
-                table.add_row(r.endpoint, "0", r.precision, "-", "[bold yellow]not checked[/]")
+                table.add_row(r.endpoint, "0", r.precision, "-", "-", "[bold yellow]NOT CHECKED[/]")
                 continue
             if r.task == "regression":
-                identical = "-"
-                err = f"{r.max_rel_error:.2e} relative"
+                identical, err = "-", f"{r.max_rel_error:.2e} rel"
             else:
                 identical = "[green]yes[/]" if r.classes_identical else "[red]no[/]"
                 err = f"{r.max_abs_proba_diff:.2e}"
-            status = "[green]ok[/]" if r.passed else "[red]FAILED[/]"
-            table.add_row(
-                r.endpoint,
-                f"{r.rows} ({r.source})",
-                r.precision,
-                identical,
-                f"{err} (tolerance {r.tolerance:g}) {status}",
-            )
+            result = f"[green]ok[/] ≤ {r.tolerance:.0e}" if r.passed else "[red]FAILED[/]"
+            table.add_row(r.endpoint, f"{r.rows} {r.source}", r.precision, identical, err, result)
         self.console.print(table)
 
     def done(self, out: Path, size: int, sha256: str) -> None:

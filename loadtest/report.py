@@ -73,7 +73,8 @@ def _load_label(result: LoadResult) -> str:
 
 def _cells(result: LoadResult, passed: bool | None) -> list[str]:
     slo = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: ""}[passed]
-    cpu = f"[red]{max(result.cpu):.0%}[/]" if result.saturated else f"{max(result.cpu or [0]):.0%}"
+    busiest = max(result.cpu + result.cpu_peak, default=0.0)
+    cpu = f"[red]{busiest:.0%}[/]" if result.saturated else f"{busiest:.0%}"
     return [
         _load_label(result),
         str(result.sent),

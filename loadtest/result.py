@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loadtest.selfcheck import CpuUse
 from loadtest.stats import PERCENTILES, Latency, Recorder
 
 SATURATED = 0.9  # a client event loop busier than this may be what limits the run
@@ -24,7 +25,8 @@ class LoadResult:
 
     ``sent == ok + sum(errors.values())``; ``dropped`` were scheduled but never sent.
     ``duration`` runs from the first send to the last answer. ``cpu`` holds, per client
-    process, the busy fraction of its event-loop thread over that time.
+    process, the busy fraction of its event-loop thread over that time, and ``cpu_peak``
+    its busiest one-second window (see :mod:`loadtest.selfcheck`).
     """
 
     sent: int
@@ -35,11 +37,12 @@ class LoadResult:
     ok_latency: Latency = field(default_factory=Latency)
     error_latency: Latency = field(default_factory=Latency)
     cpu: list[float] = field(default_factory=list)
+    cpu_peak: list[float] = field(default_factory=list)
     late_max: float = 0.0
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_recorder(cls, rec: Recorder, duration: float, cpu: float, config: dict[str, Any]) -> LoadResult:
+    def from_recorder(cls, rec: Recorder, duration: float, cpu: CpuUse, config: dict[str, Any]) -> LoadResult:
         return cls(
             sent=rec.sent,
             ok=rec.ok,
@@ -48,7 +51,8 @@ class LoadResult:
             duration=duration,
             ok_latency=rec.ok_latency,
             error_latency=rec.error_latency,
-            cpu=[cpu],
+            cpu=[cpu.mean],
+            cpu_peak=[cpu.peak],
             late_max=rec.late_max,
             config=config,
         )
@@ -80,7 +84,7 @@ class LoadResult:
     @property
     def saturated(self) -> bool:
         """True when a client process was CPU-bound: its figures are the generator's."""
-        return any(c >= SATURATED for c in self.cpu)
+        return any(c >= SATURATED for c in self.cpu + self.cpu_peak)
 
     def percentile(self, p: float) -> float | None:
         """Latency of served answers at percentile ``p``, in ms (None if none served)."""
@@ -92,10 +96,10 @@ class LoadResult:
     def warnings(self) -> list[str]:
         out = []
         if self.saturated:
-            busiest = max(self.cpu)
+            busiest = max(self.cpu + self.cpu_peak)
             out.append(
-                f"load generator CPU-bound ({busiest:.0%} busy): figures may show the "
-                "generator's limit, not the server's; add --procs"
+                f"load generator CPU-bound (a client process {busiest:.0%} busy): figures"
+                " may show the generator's limit, not the server's; add --procs"
             )
         if self.dropped:
             out.append(f"{self.dropped} requests dropped by the generator (in-flight cap reached)")
@@ -118,6 +122,7 @@ class LoadResult:
             "error_latency_ms": self.error_latency.summary(),
             "generator": {
                 "cpu": self.cpu,
+                "cpu_peak": self.cpu_peak,
                 "saturated": self.saturated,
                 "late_max_ms": self.late_max * 1000.0,
             },
@@ -141,6 +146,7 @@ class LoadResult:
             ok_latency=Latency.decode(hist.get("ok", "")),
             error_latency=Latency.decode(hist.get("error", "")),
             cpu=[float(c) for c in gen.get("cpu", [])],
+            cpu_peak=[float(c) for c in gen.get("cpu_peak", [])],
             late_max=float(gen.get("late_max_ms", 0.0)) / 1000.0,
             config=dict(d.get("config") or {}),
         )
@@ -159,6 +165,7 @@ class LoadResult:
             merged.ok_latency.add(r.ok_latency)
             merged.error_latency.add(r.error_latency)
             merged.cpu.extend(r.cpu)
+            merged.cpu_peak.extend(r.cpu_peak)
             merged.late_max = max(merged.late_max, r.late_max)
         merged.errors = dict(errors)
         return merged

@@ -25,6 +25,7 @@ from loadtest.config import LoadConfig
 from loadtest.loops import Bounds, closed_loop, open_loop
 from loadtest.payloads import Picker, load_bodies
 from loadtest.result import LoadResult
+from loadtest.selfcheck import CpuMeter
 from loadtest.stats import Recorder
 from loadtest.transport import Transport, open_transport
 
@@ -107,13 +108,15 @@ async def run_load(
             await drive(Recorder(), Bounds(duration=config.warmup), "warmup", progress)
         rec = Recorder()
         requests = None if config.requests is None else shard.share(config.requests)
-        cpu0, t0 = time.thread_time(), time.perf_counter()
+        meter = CpuMeter()
+        meter.start()
+        t0 = time.perf_counter()
         await drive(rec, Bounds(config.duration, requests), "measure", progress)
         wall = time.perf_counter() - t0
-        busy = (time.thread_time() - cpu0) / wall if wall > 0 else 0.0
+        cpu = await meter.stop()
     finally:
         await transport.aclose()
-    return LoadResult.from_recorder(rec, wall, busy, config.summary())
+    return LoadResult.from_recorder(rec, wall, cpu, config.summary())
 
 
 class _Driver:

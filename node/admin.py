@@ -269,6 +269,7 @@ class AdminPlane:
         async with svc.lock:
             svc.state.enabled = False
             self.registry.services.pop(service, None)
+            self.registry.keys.drop_service(service)
             await asyncio.gather(*(self.registry.unload(g, drain=True) for g in svc.loaded.values()))
             await asyncio.to_thread(self.storage.remove_service, service)
 

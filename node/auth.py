@@ -86,3 +86,60 @@ class AdminAuth:
         if not any(hmac.compare_digest(d, ok) for ok in self._digests):
             audit.warning("admin call with a wrong key from %s", peer)
             raise errors.Unauthorized("wrong admin key")
+
+
+class ApiKeys:
+    """Service API keys: `api_keys` in the package's manifest (`[{"id", "sha256"}]`), or
+    `DATA_DIR/config/services/<SERVICE>/api_keys.json` (`{"api_keys": [{"id", "key" or
+    "sha256"}]}`), which overrides the package's. A service without keys is public."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self._by_service: dict[str, dict[bytes, str]] = {}  # service -> digest -> key id
+
+    def _override(self, service: str) -> list[dict[str, str]] | None:
+        path = self.data_dir / "config" / "services" / service / "api_keys.json"
+        if not path.exists():
+            return None
+        import orjson
+
+        doc = orjson.loads(path.read_bytes())
+        keys = doc.get("api_keys") if isinstance(doc, dict) else None
+        if not isinstance(keys, list):
+            raise errors.BadRequest(f'{path}: expected {{"api_keys": [{{"id", "key"}}, ...]}}')
+        return keys
+
+    def set_service(self, service: str, manifest_keys: list[dict[str, str]] | None) -> None:
+        keys = self._override(service)
+        if keys is None:
+            keys = manifest_keys or []
+        table: dict[bytes, str] = {}
+        for i, k in enumerate(keys):
+            kid = str(k.get("id") or f"key-{i}")
+            if k.get("sha256"):
+                table[bytes.fromhex(k["sha256"])] = kid
+            elif k.get("key"):
+                table[_digest(k["key"])] = kid
+        self._by_service[service] = table
+
+    def drop_service(self, service: str) -> None:
+        self._by_service.pop(service, None)
+
+    def check(self, service: str, key: str | None, peer: str | None) -> str | None:
+        """Returns the id of the caller's key (None for a public service), or raises."""
+        table = self._by_service.get(service)
+        if not table:
+            return None
+        if key is None:
+            audit.warning("no API key for service %s from %s", service, peer or "?")
+            raise errors.Unauthorized(f"service {service!r} requires an API key")
+        d = _digest(key)
+        for digest, kid in table.items():
+            if hmac.compare_digest(d, digest):
+                return kid
+        for other, other_table in self._by_service.items():
+            if other != service and any(hmac.compare_digest(d, x) for x in other_table):
+                audit.warning("key of service %s used for service %s from %s", other, service, peer or "?")
+                raise errors.Forbidden(f"this API key does not give access to service {service!r}")
+        audit.warning("wrong API key for service %s from %s", service, peer or "?")
+        raise errors.Unauthorized(f"wrong API key for service {service!r}")

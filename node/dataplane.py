@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from node import errors
+from node.auth import ApiKeys
 from node.metrics import Metrics
 from node.registry import Endpoint, Generation, Registry
 
@@ -32,10 +33,17 @@ def _context(gen: Generation, endpoint: str) -> dict[str, str]:
 
 
 class DataPlane:
-    def __init__(self, registry: Registry, limits: Limits | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        limits: Limits | None = None,
+        metrics: Metrics | None = None,
+        keys: ApiKeys | None = None,
+    ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.sup)
+        self.keys = keys or registry.keys
 
     async def call(
         self,
@@ -46,12 +54,15 @@ class DataPlane:
         *,
         protocol: str,
         dispatch: dict[str, Any] | None = None,
+        api_key: str | None = None,
+        peer: str | None = None,
     ) -> dict[str, Any]:
         """Runs one user operation. For `run`, `body` is the function's arguments and the
         answer's `response` holds the JSON bytes of its return value."""
         t0 = time.perf_counter()
         generation = ""
         try:
+            self.keys.check(service, api_key, peer)
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
             gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
@@ -67,15 +78,9 @@ class DataPlane:
             self.metrics.observe(service, endpoint, generation, protocol, outcome, time.perf_counter() - t0)
             raise
         timing = out["timing"]
+        compute = timing["prediction"] if "prediction" in timing else timing["execution"]
         self.metrics.observe(
-            service,
-            endpoint,
-            generation,
-            protocol,
-            "ok",
-            time.perf_counter() - t0,
-            timing["wait"],
-            timing["prediction"],
+            service, endpoint, generation, protocol, "ok", time.perf_counter() - t0, timing["wait"], compute
         )
         return out
 
@@ -127,7 +132,7 @@ class DataPlane:
         out = await ep.pool.submit(arguments)
         return {
             "response": out.result,  # JSON bytes, serialised by the worker
-            "timing": {"wait": out.wait_us, "prediction": out.compute_us},
+            "timing": {"wait": out.wait_us, "execution": out.compute_us},
             "apiContext": _context(gen, ep.spec.id),
         }
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from node import errors
+from node.auth import ApiKeys
 from node.features import FeatureCodec
 from node.package import EndpointSpec, Manifest
 from node.storage import ServiceState, Storage, StoredGeneration
@@ -90,6 +91,7 @@ class Service:
 
 class Registry:
     def __init__(self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
+        self.keys = ApiKeys(storage.root)
         self.storage = storage
         self.data_dir = storage.root
         self.sup = supervisor
@@ -156,6 +158,7 @@ class Registry:
                 except errors.ApiNodeError as exc:
                     log.error("%s", exc.message)
             svc.route()
+            self._refresh_keys(svc)
 
     async def close(self) -> None:
         for svc in self.services.values():
@@ -165,6 +168,13 @@ class Registry:
     def apply_mapping(self, svc: Service, mapping: dict[str, Any] | None) -> None:
         svc.state.mapping = mapping
         svc.route()
+        self._refresh_keys(svc)
+
+    def _refresh_keys(self, svc: Service) -> None:
+        """The service's API keys are those of the newest serving generation's package."""
+        serving = [svc.loaded[v] for v in self.serving(svc) if v in svc.loaded]
+        newest = max(serving, key=lambda g: g.stored.stored_at, default=None)
+        self.keys.set_service(svc.id, newest.manifest.raw.get("api_keys") if newest else None)
 
     def resolve(self, service: str, endpoint: str, dispatch: Any = None) -> tuple[Generation, Endpoint]:
         svc = self.services.get(service)

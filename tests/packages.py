@@ -50,9 +50,16 @@ def function_package(
     service: str = "svc",
     version: str = "v1",
     code: str = FAULTS_CODE,
+    api_keys: list[str] | None = None,
 ) -> Path:
     """`endpoints`: id -> {"function": name, "pool": {...}} over `code` (code/funcs.py)."""
+    import hashlib
+
     manifest: dict[str, Any] = {"service": service, "version": version, "endpoints": {}}
+    if api_keys:
+        manifest["api_keys"] = [
+            {"id": f"key{i}", "sha256": hashlib.sha256(k.encode()).hexdigest()} for i, k in enumerate(api_keys)
+        ]
     for eid, e in endpoints.items():
         manifest["endpoints"][eid] = {
             "type": "function",

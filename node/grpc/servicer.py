@@ -17,6 +17,7 @@ import grpc
 from node import errors
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
+from node.auth import key_from_header
 from node.dataplane import DataPlane
 from node.grpc import convert
 
@@ -56,6 +57,12 @@ def _predict_response(out: dict[str, Any], request_id: str = "") -> pb.PredictRe
     )
 
 
+def caller(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
+    """The API key (`authorization: Bearer KEY` metadata) and address of a gRPC caller."""
+    header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
+    return {"api_key": key_from_header(header if isinstance(header, str) else None), "peer": context.peer()}
+
+
 class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     def __init__(self, dataplane: DataPlane) -> None:
         self.dp = dataplane
@@ -64,7 +71,9 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictResponse:
-        out = await self.dp.call("predict", request.service, request.endpoint, _predict_body(request), protocol="grpc")
+        out = await self.dp.call(
+            "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc", **caller(context)
+        )
         return _predict_response(out, request.request_id)
 
     @mapped
@@ -75,7 +84,9 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch
-        out = await self.dp.call("predict-multi", request.service, request.endpoint, body, protocol="grpc")
+        out = await self.dp.call(
+            "predict-multi", request.service, request.endpoint, body, protocol="grpc", **caller(context)
+        )
         return pb.PredictMultiResponse(
             results=[convert.prediction_to_pb(r) for r in out["results"]],
             timing=out["timing"],
@@ -89,10 +100,11 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     ) -> AsyncIterator[pb.PredictResponse]:
         # One at a time, in order: a client wanting more throughput opens several streams
         # or pipelines (the node batches across streams).
+        who = caller(context)
         async for request in request_iterator:
             try:
                 out = await self.dp.call(
-                    "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream"
+                    "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream", **who
                 )
                 yield _predict_response(out, request.request_id)
             except errors.ApiNodeError as exc:
@@ -106,10 +118,16 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
         args = convert.struct_to_py(request.arguments)
         out = await self.dp.call(
-            "run", request.service, request.endpoint, args, protocol="grpc", dispatch=convert.dispatch_to_py(request)
+            "run",
+            request.service,
+            request.endpoint,
+            args,
+            protocol="grpc",
+            dispatch=convert.dispatch_to_py(request),
+            **caller(context),
         )
         return pb.RunResponse(
             response=convert.json_to_value(out["response"]),
-            timing={"wait": out["timing"]["wait"], "execution": out["timing"]["prediction"]},
+            timing=out["timing"],
             api_context=convert.context_to_pb(out["apiContext"]),
         )

@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from node import errors
+from node.auth import key_from_header
 from node.dataplane import DataPlane, loads_body
 
 log = logging.getLogger("node.http")
@@ -82,7 +83,14 @@ async def user_call(request: web.Request) -> web.Response:
             if v
         } or None
     out = await request.app[DATAPLANE].call(
-        mi["verb"], mi["service"], mi["endpoint"], body, protocol="http", dispatch=dispatch
+        mi["verb"],
+        mi["service"],
+        mi["endpoint"],
+        body,
+        protocol="http",
+        dispatch=dispatch,
+        api_key=key_from_header(request.headers.get("Authorization")),
+        peer=request.remote,
     )
     if mi["verb"] == "run":
         out = {**out, "response": orjson.Fragment(out["response"])}

@@ -30,6 +30,7 @@ class Behaviour:
     fail_every: int = 0  # every n-th request fails (503 / RESOURCE_EXHAUSTED)
     stall: float = 0.0  # from the first request, everything waits this long
     delay_per_inflight: float = 0.0  # extra delay per request in flight
+    burn: float = 0.0  # seconds of CPU spent on the event loop per request
     api_key: str | None = None
     seen: int = 0
     inflight: int = 0
@@ -41,6 +42,9 @@ class Behaviour:
         self.seen += 1
         n = self.seen
         now = time.monotonic()
+        cpu = time.thread_time()
+        while self.burn and time.thread_time() - cpu < self.burn:
+            pass
         if self.stall and self._stall_until is None:
             self._stall_until = now + self.stall
         self.inflight += 1

@@ -125,3 +125,14 @@ async def test_sync_run_in_a_thread_uses_uvloop() -> None:
         r = await asyncio.to_thread(run, _config(url, concurrency=2, requests=40, duration=None))
     assert r.ok == 40
     assert len(r.cpu) == 1 and 0.0 <= r.cpu[0] <= 1.5
+
+
+async def test_self_check_flags_a_busy_generator() -> None:
+    """Server and generator share this event loop here: a CPU-heavy server starves it."""
+    async with http_server(Behaviour(burn=0.005)) as url:
+        r = await run_load(_config(url, rate=300.0, duration=0.6))
+    _adds_up(r)
+    assert r.saturated
+    assert r.late_max > 0.05
+    warnings = " ".join(r.warnings())
+    assert "CPU-bound" in warnings and "behind schedule" in warnings

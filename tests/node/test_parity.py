@@ -59,7 +59,9 @@ def binary_lr(x: pd.DataFrame, rng: np.random.Generator) -> tuple[Any, Any]:
 
 def rf_regression(x: pd.DataFrame, rng: np.random.Generator) -> tuple[Any, Any]:
     y = x["amount"] * 0.3 + x["hour"] * 2 + rng.normal(0, 1, len(x))
-    model = Pipeline([("prep", preprocessing()), ("rf", RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0))])
+    model = Pipeline(
+        [("prep", preprocessing()), ("rf", RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0))]
+    )
     return model.fit(x, y), y
 
 
@@ -98,11 +100,14 @@ def test_node_answers_equal_scikit_learn(tmp_path: Path, case: str) -> None:
     report = compile_service(folder, tmp_path / "parity.apz", progress=False)
     records = held_out.to_dict(orient="records")
     with run_node(tmp_path / "data", report.out) as node:
-        r = requests.post(node.url("parity", "score", "predict-multi"), json={"items": [{"features": f} for f in records]})
+        r = requests.post(
+            node.url("parity", "score", "predict-multi"), json={"items": [{"features": f} for f in records]}
+        )
         assert r.status_code == 200, r.text
         results = r.json()["results"]
         singles = [
-            requests.post(node.url("parity", "score", "predict"), json={"features": f}).json()["result"] for f in records[:20]
+            requests.post(node.url("parity", "score", "predict"), json={"features": f}).json()["result"]
+            for f in records[:20]
         ]
     assert len(results) == len(held_out) >= 200
     assert singles == results[:20]

@@ -1,0 +1,79 @@
+"""The generator's self-check: was this client process's event loop busy all the time?
+
+Python sends from one thread, so a client process is saturated when its event-loop
+thread always has work: requests then leave late and answers are read late, and the
+figures describe the generator rather than the server. The meter reads how long the loop
+thread *wanted* the CPU (gRPC's own C threads work in parallel and are not the limit):
+on Linux, its time on a CPU plus its time waiting for one in the run queue
+(``/proc/self/task/<tid>/schedstat``), so that a generator starved by other processes on
+the machine counts as saturated too; elsewhere, its CPU time (``time.thread_time``).
+This is taken against wall time over the whole phase and over one-second windows, so
+that a saturated stretch (a connection storm, an overload) is not averaged away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+WINDOW = 1.0
+
+
+def _demand_clock() -> Callable[[], float]:
+    """Seconds the calling thread has run or waited to run (CPU time where unknown)."""
+    path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+
+    def schedstat() -> float:
+        with open(path, "rb") as f:
+            on_cpu, waiting = f.read().split()[:2]
+        return (int(on_cpu) + int(waiting)) / 1e9
+
+    try:
+        schedstat()
+    except (OSError, ValueError):
+        return time.thread_time
+    return schedstat
+
+
+@dataclass(frozen=True, slots=True)
+class CpuUse:
+    mean: float  # busy (running or runnable) fraction of the loop thread over the phase
+    peak: float  # the busiest one-second window (the mean if the phase was shorter)
+
+
+class CpuMeter:
+    """Measures the running loop thread's busy fraction between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self._cpu0 = 0.0
+        self._t0 = 0.0
+        self._peak = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._clock: Callable[[], float] = time.thread_time
+
+    def start(self) -> None:
+        """Starts measuring the thread that calls it (the running loop's)."""
+        self._clock = _demand_clock()
+        self._cpu0, self._t0 = self._clock(), time.perf_counter()
+        self._task = asyncio.get_running_loop().create_task(self._windows())
+
+    async def _windows(self) -> None:
+        cpu, t = self._cpu0, self._t0
+        while True:
+            await asyncio.sleep(WINDOW)
+            cpu1, t1 = self._clock(), time.perf_counter()
+            self._peak = max(self._peak, (cpu1 - cpu) / (t1 - t))
+            cpu, t = cpu1, t1
+
+    async def stop(self) -> CpuUse:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        wall = time.perf_counter() - self._t0
+        mean = (self._clock() - self._cpu0) / wall if wall > 0 else 0.0
+        return CpuUse(mean=mean, peak=max(self._peak, mean))
