@@ -42,6 +42,8 @@ def _serve_parser(sub: Any) -> None:
         "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
+    p.add_argument("--query-log", type=Path, help="directory of the query log (queries.jsonl); off when absent")
+    p.add_argument("--query-log-max-mb", type=float, default=64, help="size at which the query log rotates")
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
     p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
     p.add_argument("--log-level", default="INFO")
@@ -68,6 +70,8 @@ def _serve(args: argparse.Namespace) -> int:
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
         max_package_bytes=int(args.max_package_mb * 1024 * 1024),
+        query_log_dir=args.query_log,
+        query_log_max_mb=args.query_log_max_mb,
     )
     for pkg in settings.packages:
         if not pkg.is_file():

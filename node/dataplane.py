@@ -18,6 +18,7 @@ import orjson
 from node import errors
 from node.auth import ApiKeys
 from node.metrics import Metrics
+from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
 
 VERBS = ("predict", "predict-multi", "run")
@@ -39,11 +40,13 @@ class DataPlane:
         limits: Limits | None = None,
         metrics: Metrics | None = None,
         keys: ApiKeys | None = None,
+        querylog: QueryLog | None = None,
     ) -> None:
         self.registry = registry
         self.limits = limits or Limits()
         self.metrics = metrics or Metrics(registry.sup)
         self.keys = keys or registry.keys
+        self.querylog = querylog
 
     async def call(
         self,
@@ -61,8 +64,9 @@ class DataPlane:
         answer's `response` holds the JSON bytes of its return value."""
         t0 = time.perf_counter()
         generation = ""
+        key_id = None
         try:
-            self.keys.check(service, api_key, peer)
+            key_id = self.keys.check(service, api_key, peer)
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
             gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
@@ -76,13 +80,63 @@ class DataPlane:
         except errors.ApiNodeError as exc:
             outcome = errors.kind_of(exc).error_type
             self.metrics.observe(service, endpoint, generation, protocol, outcome, time.perf_counter() - t0)
+            if self.querylog is not None and outcome not in ("UNAUTHORIZED", "FORBIDDEN"):
+                self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, None, outcome, exc.message)
             raise
         timing = out["timing"]
         compute = timing["prediction"] if "prediction" in timing else timing["execution"]
         self.metrics.observe(
             service, endpoint, generation, protocol, "ok", time.perf_counter() - t0, timing["wait"], compute
         )
+        if self.querylog is not None:
+            self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, out, "ok", None)
         return out
+
+    def _log(
+        self,
+        verb: str,
+        service: str,
+        endpoint: str,
+        generation: str,
+        protocol: str,
+        key_id: str | None,
+        peer: str | None,
+        body: dict[str, Any],
+        out: dict[str, Any] | None,
+        status: str,
+        error: str | None,
+    ) -> None:
+        assert self.querylog is not None
+        entry: dict[str, Any] = {
+            "service": service,
+            "endpoint": endpoint,
+            "verb": verb,
+            "generation": generation,
+            "protocol": protocol,
+            "apiKeyId": key_id,
+            "peer": peer,
+            "status": status,
+        }
+        if error is not None:
+            entry["error"] = error
+        if verb == "run":
+            entry["arguments"] = body
+        else:
+            entry["context"] = body.get("context")
+            if verb == "predict":
+                entry["features"] = body.get("features")
+            else:
+                items = body.get("items")
+                entry["items"] = (
+                    [i.get("features") for i in items if isinstance(i, dict)] if isinstance(items, list) else None
+                )
+        if out is not None:
+            entry["timing"] = out["timing"]
+            if verb == "run":
+                entry["response"] = orjson.Fragment(out["response"])
+            else:
+                entry["result" if verb == "predict" else "results"] = out.get("result", out.get("results"))
+        self.querylog.record(entry)
 
     async def predict_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()

@@ -15,6 +15,7 @@ are histograms, never summaries, so they aggregate across nodes.
     apinode_worker_restarts_total{service,endpoint,generation}             counter
     apinode_rejected_total{service,endpoint,generation,reason}             counter (overloaded|queue_timeout|cancelled|run_timeout)
     apinode_package_loads_total{service,outcome}                           counter
+    apinode_querylog_dropped_total                                         counter
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class _PoolCollector(Collector):
             ):
                 rejected.add_metric([*lv, reason], value)
         yield from (depth, workers, crashes, restarts, rejected)
+        ql = getattr(self.sup, "querylog", None)
+        if ql is not None:
+            dropped = CounterMetricFamily("apinode_querylog_dropped", "Query log lines dropped (slow or full disk)")
+            dropped.add_metric([], ql.dropped)
+            yield dropped
 
 
 class Metrics:

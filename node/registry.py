@@ -19,10 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from node import errors
 from node.auth import ApiKeys
 from node.features import FeatureCodec
 from node.package import EndpointSpec, Manifest
+from node.querylog import LogPolicy, QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
 from node.supervisor import settings as pool_settings
 from node.supervisor.pool import Pool
@@ -92,6 +95,7 @@ class Service:
 class Registry:
     def __init__(self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
         self.keys = ApiKeys(storage.root)
+        self.querylog: QueryLog | None = None
         self.storage = storage
         self.data_dir = storage.root
         self.sup = supervisor
@@ -175,6 +179,16 @@ class Registry:
         serving = [svc.loaded[v] for v in self.serving(svc) if v in svc.loaded]
         newest = max(serving, key=lambda g: g.stored.stored_at, default=None)
         self.keys.set_service(svc.id, newest.manifest.raw.get("api_keys") if newest else None)
+        if self.querylog is not None:
+            override = self.data_dir / "config" / "services" / svc.id / "query_log.json"
+            if override.exists():
+                doc, where = orjson.loads(override.read_bytes()), str(override)
+            else:
+                doc, where = (newest.manifest.raw.get("query_log") if newest else None), f"{svc.id} service.yaml"
+            try:
+                self.querylog.set_policy(svc.id, LogPolicy.parse(doc, where))
+            except ValueError as exc:
+                raise errors.BadRequest(str(exc)) from None
 
     def resolve(self, service: str, endpoint: str, dispatch: Any = None) -> tuple[Generation, Endpoint]:
         svc = self.services.get(service)

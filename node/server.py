@@ -24,6 +24,7 @@ from node.grpc.admin import AdminServicer
 from node.grpc.servicer import ApiNodeServicer
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
+from node.querylog import QueryLog
 from node.registry import Registry
 from node.settings import NodeSettings
 from node.storage import Storage
@@ -41,8 +42,15 @@ class Node:
             ping_timeout=settings.ping_timeout,
         )
         self.storage = Storage(settings.data_dir)
+        self.querylog = (
+            QueryLog(settings.query_log_dir, max_bytes=int(settings.query_log_max_mb * 1024**2))
+            if settings.query_log_dir is not None
+            else None
+        )
+        self.supervisor.querylog = self.querylog  # type: ignore[attr-defined]  # for the dropped-lines metric
         self.registry = Registry(self.storage, self.supervisor, onnx_threads=settings.onnx_threads)
-        self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items))
+        self.registry.querylog = self.querylog
+        self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items), querylog=self.querylog)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
         self.http_port = 0
@@ -125,6 +133,8 @@ class Node:
         await self.admin.wait_retired()
         await self.registry.close()
         await self.supervisor.close()
+        if self.querylog is not None:
+            await asyncio.to_thread(self.querylog.close)
 
 
 async def serve(settings: NodeSettings, *, on_started: list[object] | None = None) -> None:

@@ -22,4 +22,6 @@ class NodeSettings:
     max_items: int = 10_000
     max_package_bytes: int = 2 * 1024**3
     admin_keys: list[str] = field(default_factory=list)
+    query_log_dir: Path | None = None  # None: no query log
+    query_log_max_mb: float = 64
     packages: list[Path] = field(default_factory=list)

@@ -51,11 +51,12 @@ def function_package(
     version: str = "v1",
     code: str = FAULTS_CODE,
     api_keys: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Path:
     """`endpoints`: id -> {"function": name, "pool": {...}} over `code` (code/funcs.py)."""
     import hashlib
 
-    manifest: dict[str, Any] = {"service": service, "version": version, "endpoints": {}}
+    manifest: dict[str, Any] = {"service": service, "version": version, "endpoints": {}, **(extra or {})}
     if api_keys:
         manifest["api_keys"] = [
             {"id": f"key{i}", "sha256": hashlib.sha256(k.encode()).hexdigest()} for i, k in enumerate(api_keys)

@@ -119,7 +119,9 @@ def prediction_package(out_dir: Path, version: str, offset: float, *, service: s
     return out
 
 
-def deploy(*args: str | Path, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+def deploy(
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
     """Runs `python -m deployer deploy ARGS`: the real CLI, in a subprocess."""
     cmd = [sys.executable, "-m", "deployer", "deploy", *map(str, args)]
     base = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}

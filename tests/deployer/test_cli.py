@@ -88,7 +88,11 @@ def test_test_command(node: NodeProc, packages: dict[str, Path], tmp_path: Path)
     out = deploy_json("test", packages["v1"], "--node", node.grpc)
     assert out["ok"] is True and len(out["results"]) == 2
     assert {r["generation"] for r in out["results"]} == {"v1"}
-    assert out["results"][0]["response"]["response"] == {"version": "v1", "pid": out["results"][0]["response"]["response"]["pid"], "args": {"x": 1}}
+    assert out["results"][0]["response"]["response"] == {
+        "version": "v1",
+        "pid": out["results"][0]["response"]["response"]["pid"],
+        "args": {"x": 1},
+    }
 
     over_http = deploy_json("test", packages["v1"], "--node", node.grpc, "--http", node.http)
     assert over_http["ok"] is True and {r["generation"] for r in over_http["results"]} == {"v1"}

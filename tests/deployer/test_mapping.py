@@ -61,7 +61,9 @@ def test_hash_dispatch_is_sticky(node: NodeProc, packages: dict[str, Path]) -> N
     with grpc.insecure_channel(node.grpc) as ch:
         stub = apinode_pb2_grpc.ApiNodeStub(ch)
         for key in keys[:40]:
-            reply = stub.Run(pb.RunRequest(service="svc", endpoint="ver", dispatch=pb.Dispatch(dispatch_key=key)), timeout=30)
+            reply = stub.Run(
+                pb.RunRequest(service="svc", endpoint="ver", dispatch=pb.Dispatch(dispatch_key=key)), timeout=30
+            )
             assert reply.api_context.service_generation == first[key]
         with pytest.raises(grpc.RpcError) as exc:
             stub.Run(pb.RunRequest(service="svc", endpoint="ver"), timeout=30)

@@ -28,7 +28,7 @@ def test_restart_keeps_generations_mapping_and_tuning(tmp_path: Path, packages: 
         tuning = deploy_json("tune", "svc", "ver", "--node", node.grpc)
     with run_node(data) as node:
         after = deploy_json("list", "--node", node.grpc)
-        assert after == before
+        assert after["services"] == before["services"]
         (svc,) = after["services"]
         assert svc["mapping"]["mode"] == "hash"
         assert [(g["generation"], g["active"], g["share"]) for g in svc["generations"]] == [
@@ -100,7 +100,7 @@ def test_zero_downtime_hot_swaps(tmp_path: Path) -> None:
             for t in threads:
                 t.join(60)
         assert not failures, failures[:10]
-        assert set(answers) >= {"v1", "v4"}, answers
+        assert set(answers) == set(versions), answers
         assert sum(answers.values()) > 200, answers
         r = requests.post(node.url("svc", "ver", "run"), json={}, timeout=30).json()
         assert r["apiContext"]["serviceGeneration"] == "v4"
