@@ -42,6 +42,9 @@ def _serve_parser(sub: Any) -> None:
         "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
+    p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS and gRPC over TLS")
+    p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--query-log", type=Path, help="directory of the query log (queries.jsonl); off when absent")
     p.add_argument("--query-log-max-mb", type=float, default=64, help="size at which the query log rotates")
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
@@ -71,8 +74,14 @@ def _serve(args: argparse.Namespace) -> int:
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
         max_package_bytes=int(args.max_package_mb * 1024 * 1024),
         query_log_dir=args.query_log,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
         query_log_max_mb=args.query_log_max_mb,
     )
+    if (args.tls_cert is None) != (args.tls_key is None):
+        print("apinode serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
     for pkg in settings.packages:
         if not pkg.is_file():
             print(f"apinode serve: no such package: {pkg}", file=sys.stderr)

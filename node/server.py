@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from pathlib import Path
 
 import grpc
@@ -71,7 +72,7 @@ class Node:
         add_admin_routes(app, self.admin, self.auth)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=s.shutdown_grace)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True)
+        site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True, ssl_context=_http_tls(s))
         await site.start()
         server = site._server
         assert server is not None
@@ -96,7 +97,11 @@ class Node:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, self._grpc)
-        self.grpc_port = self._grpc.add_insecure_port(f"{s.host}:{s.grpc_port}")
+        creds = _grpc_tls(s)
+        address = f"{s.host}:{s.grpc_port}"
+        self.grpc_port = (
+            self._grpc.add_secure_port(address, creds) if creds is not None else self._grpc.add_insecure_port(address)
+        )
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {s.host}:{s.grpc_port}")
         await self._grpc.start()
@@ -135,6 +140,26 @@ class Node:
         await self.supervisor.close()
         if self.querylog is not None:
             await asyncio.to_thread(self.querylog.close)
+
+
+def _http_tls(s: NodeSettings) -> ssl.SSLContext | None:
+    if s.tls_cert is None:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(s.tls_cert, s.tls_key)
+    if s.tls_client_ca is not None:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(s.tls_client_ca)
+    return ctx
+
+
+def _grpc_tls(s: NodeSettings) -> grpc.ServerCredentials | None:
+    if s.tls_cert is None or s.tls_key is None:
+        return None
+    ca = s.tls_client_ca.read_bytes() if s.tls_client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())], root_certificates=ca, require_client_auth=ca is not None
+    )
 
 
 async def serve(settings: NodeSettings, *, on_started: list[object] | None = None) -> None:

@@ -22,6 +22,9 @@ class NodeSettings:
     max_items: int = 10_000
     max_package_bytes: int = 2 * 1024**3
     admin_keys: list[str] = field(default_factory=list)
+    tls_cert: Path | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None  # require client certificates signed by this CA
     query_log_dir: Path | None = None  # None: no query log
     query_log_max_mb: float = 64
     packages: list[Path] = field(default_factory=list)
