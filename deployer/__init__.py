@@ -1,0 +1,16 @@
+"""The deployer: `apinode deploy ...` and `apinode dev DIR`, over the node's admin gRPC API.
+
+    client.py       AdminClient: every admin call as a typed method (the library API)
+    models.py       what those calls answer, as frozen dataclasses (and JSON for --json)
+    errors.py       DeployError / UsageError / Unreachable: one line and an exit code each
+    packagefile.py  a package on disk: manifest, sha256, test queries
+    testplay.py     plays test queries through the node's public API (gRPC or JSON HTTP)
+    rollout.py      rolling deployment over the nodes of an infrastructure file
+    output.py       rich tables and progress bars for people, JSON for scripts
+    commands.py     one function per `deploy` action
+    dev.py          the edit-compile-serve loop
+    cli.py          argparse: `register(subparsers)` for `apinode`, `main` for `python -m deployer`
+
+It imports nothing of the node but the generated stubs (`node._proto`) and the package
+format reader (`node.package`).
+"""

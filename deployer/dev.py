@@ -140,7 +140,9 @@ class DevLoop:
 
     def start(self) -> None:
         ports = self.node.wait_ports()
-        self.client = AdminClient(f"127.0.0.1:{ports['grpc']}", timeout=300.0)
+        # the node inherits our environment, and with it $APINODE_ADMIN_KEY if set
+        key = os.environ.get("APINODE_ADMIN_KEY")
+        self.client = AdminClient(f"127.0.0.1:{ports['grpc']}", key, timeout=300.0)
         self.http = f"http://127.0.0.1:{ports['http']}"
         self.out.note(f"node serving on {self.http} and gRPC 127.0.0.1:{ports['grpc']} (data dir {self.data_dir})")
 
@@ -202,19 +204,23 @@ class DevLoop:
             with contextlib.suppress(DeployError):
                 self.client.delete_generation(service, generation)
 
-    def watch(self) -> None:
+    def snapshot(self) -> dict[str, tuple[int, int]]:
+        return snapshot(self.folder, self._ignored())
+
+    def watch(self, seen: dict[str, tuple[int, int]]) -> None:
+        """Rebuilds on every change after `seen` (taken before the last build, so an edit
+        saved while it ran is not lost)."""
         interval = self.args.interval
-        seen = snapshot(self.folder, self._ignored())
         while True:
             time.sleep(interval)
             if self.node.proc.poll() is not None:
                 raise DeployError(f"the node exited with code {self.node.proc.returncode}")
-            now = snapshot(self.folder, self._ignored())
+            now = self.snapshot()
             if now == seen:
                 continue
             while True:  # let an editor finish writing (several files, several steps)
                 time.sleep(interval)
-                settled = snapshot(self.folder, self._ignored())
+                settled = self.snapshot()
                 if settled == now:
                     break
                 now = settled
@@ -254,10 +260,11 @@ def cmd_dev(args: argparse.Namespace, out: Output) -> int:
             try:
                 loop = DevLoop(args, out, work)
                 loop.start()
+                seen = loop.snapshot()
                 if not loop.build_and_deploy():
                     out.note("[yellow]nothing serves yet: fix the folder, it rebuilds on save[/]")
                 out.note(f"watching {loop.folder} (Ctrl-C stops)")
-                loop.watch()
+                loop.watch(seen)
             except KeyboardInterrupt:
                 out.note("stopping")
             finally:

@@ -6,7 +6,8 @@
     apinode loadtest --url ... --payload q.jsonl --sweep 1,4,16,64 --slo-p99 5ms --plot s.png
 
 A sweep turns the concurrency, or the rate when ``--rate`` or ``--poisson`` is given.
-Exit status: 0 done, 1 the run failed, 2 bad arguments, 3 the objective was not met.
+Exit status: 0 done, 1 the run failed (nothing served), 2 bad arguments, 3 the objective
+was not met.
 """
 
 from __future__ import annotations

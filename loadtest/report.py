@@ -25,22 +25,24 @@ from loadtest.result import LoadResult, percentile_row
 from loadtest.runner import Progress
 from loadtest.sweep import SweepResult, SweepStep
 
-_COLUMNS = [
-    ("load", 10),
-    ("sent", 8),
-    ("ok", 8),
-    ("errors", 6),
-    ("dropped", 7),
-    ("ok/s", 8),
-    ("p50 ms", 7),
-    ("p90 ms", 7),
-    ("p99 ms", 7),
-    ("p99.9 ms", 8),
-    ("max ms", 7),
-    ("err p99", 7),
-    ("cpu", 4),
-    ("slo", 4),
-]
+_COLUMNS = {  # name: width of its text (a space of padding goes left of all but the first)
+    "load": 10,
+    "sent": 9,
+    "ok": 9,
+    "errors": 7,
+    "dropped": 7,
+    "ok/s": 8,
+    "p50 ms": 7,
+    "p90 ms": 7,
+    "p99 ms": 7,
+    "p99.9 ms": 8,
+    "max ms": 7,
+    "err p99": 7,
+    "cpu": 4,
+    "slo": 4,
+}
+# What still fits in 80 columns.
+_NARROW = ("load", "ok", "errors", "ok/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "cpu", "slo")
 _PIPE_WIDTH = 160  # not a terminal: no reason to squeeze the table into 80 columns
 
 
@@ -71,35 +73,49 @@ def _load_label(result: LoadResult) -> str:
     return f"c={c.get('concurrency')}"
 
 
-def _cells(result: LoadResult, passed: bool | None) -> list[str]:
-    slo = {True: "[green]ok[/]", False: "[red]FAIL[/]", None: ""}[passed]
+def _cells(result: LoadResult, passed: bool | None) -> dict[str, str]:
     busiest = max(result.cpu + result.cpu_peak, default=0.0)
-    cpu = f"[red]{busiest:.0%}[/]" if result.saturated else f"{busiest:.0%}"
-    return [
-        _load_label(result),
-        str(result.sent),
-        str(result.ok),
-        f"[red]{result.error_count}[/]" if result.error_count else "0",
-        f"[yellow]{result.dropped}[/]" if result.dropped else "0",
-        f"{result.ok_throughput:,.0f}",
-        *(fmt_ms(v) for v in percentile_row(result.ok_latency)),
-        fmt_ms(result.error_latency.p99()),
-        cpu,
-        slo,
-    ]
+    p50, p90, p99, p999, top = (fmt_ms(v) for v in percentile_row(result.ok_latency))
+    return {
+        "load": _load_label(result),
+        "sent": str(result.sent),
+        "ok": str(result.ok),
+        "errors": f"[red]{result.error_count}[/]" if result.error_count else "0",
+        "dropped": f"[yellow]{result.dropped}[/]" if result.dropped else "0",
+        "ok/s": f"{result.ok_throughput:,.0f}",
+        "p50 ms": p50,
+        "p90 ms": p90,
+        "p99 ms": p99,
+        "p99.9 ms": p999,
+        "max ms": top,
+        "err p99": fmt_ms(result.error_latency.p99()),
+        "cpu": f"[red]{busiest:.0%}[/]" if result.saturated else f"{busiest:.0%}",
+        "slo": {True: "[green]ok[/]", False: "[red]FAIL[/]", None: ""}[passed],
+    }
 
 
-def _table(show_header: bool) -> Table:
-    table = Table(show_header=show_header, box=None, pad_edge=False, header_style="bold")
-    for name, width in _COLUMNS:
-        table.add_column(name, justify="right", min_width=width, no_wrap=True)
-    return table
+def _columns(width: int) -> list[str]:
+    full = sum(_COLUMNS.values()) + len(_COLUMNS)
+    return list(_COLUMNS) if width >= full else list(_NARROW)
 
 
 def print_row(console: Console, result: LoadResult, passed: bool | None = None, header: bool = False) -> None:
     """One row of the common table (with the header above it when asked)."""
-    table = _table(header)
-    table.add_row(*_cells(result, passed))
+    names = _columns(console.width)
+    table = Table(
+        show_header=header,
+        box=None,
+        pad_edge=False,
+        collapse_padding=True,
+        padding=(0, 0, 0, 1),
+        header_style="bold",
+    )
+    for i, name in enumerate(names):
+        # Fixed widths (padding included), so that rows printed one by one line up.
+        width = _COLUMNS[name] + (1 if i else 0)
+        table.add_column(name, justify="right", width=width, no_wrap=True)
+    cells = _cells(result, passed)
+    table.add_row(*(cells[n] for n in names))
     console.print(table)
 
 
@@ -164,8 +180,10 @@ class ProgressLine:
 
     def __call__(self, p: Progress) -> None:
         phase, t, done = self._last
+        if phase != p.phase:  # a new phase counts from zero
+            t, done = 0.0, 0
         now_done = p.ok + p.errors
-        rate = (now_done - done) / (p.elapsed - t) if phase == p.phase and p.elapsed > t else 0.0
+        rate = (now_done - done) / (p.elapsed - t) if p.elapsed > t else 0.0
         self._last = (p.phase, p.elapsed, now_done)
         line = Text.from_markup(
             f"[bold]{self._label}[/] {p.phase} {p.elapsed:5.1f}s  sent {p.sent:,}  ok {p.ok:,}"

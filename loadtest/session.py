@@ -70,7 +70,7 @@ def _single(console: Console, config: LoadConfig, args: argparse.Namespace, slo:
         from loadtest.plot import plot_result
 
         plot_result(result, args.plot, title=config.target.describe())
-    if result.completed == 0:
+    if result.ok == 0:  # nothing served: unreachable, or refusing everything
         return EXIT_FAILED
     return EXIT_SLO if passed is False else EXIT_OK
 
@@ -98,6 +98,6 @@ def _sweep(console: Console, config: LoadConfig, args: argparse.Namespace, slo: 
         from loadtest.plot import plot_sweep
 
         plot_sweep(sweep, args.plot, title=config.target.describe())
-    if all(s.result.completed == 0 for s in sweep.steps):
+    if all(s.result.ok == 0 for s in sweep.steps):
         return EXIT_FAILED
     return EXIT_SLO if slo.active and sweep.best is None else EXIT_OK

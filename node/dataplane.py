@@ -26,7 +26,17 @@ VERBS = ("predict", "predict-multi", "run")
 
 @dataclass(frozen=True, slots=True)
 class Limits:
+    """What one request may hold. Each limit has an error of its own naming it and its
+    `apinode serve` option; the body size (`--max-body-mb`) and the gRPC message size
+    (`--max-grpc-message-mb`) are enforced by the servers themselves."""
+
     max_items: int = 10_000  # items in one predict-multi call
+    max_json_depth: int = 64  # nesting of a JSON body: deep bodies cost recursion everywhere
+    max_string_chars: int = 65_536  # a string feature value, or any string (or key) of a JSON body
+
+
+MAX_JSON_DEPTH_CAP = 200  # orjson writes at most 254 levels (query log, function results)
+_UNKNOWN = "(unknown)"  # the metric label of a name the registry does not know
 
 
 def _context(gen: Generation, endpoint: str) -> dict[str, str]:
@@ -79,7 +89,8 @@ class DataPlane:
                 out = await self.run_on(gen, ep, body)
         except errors.ApiNodeError as exc:
             outcome = errors.kind_of(exc).error_type
-            self.metrics.observe(service, endpoint, generation, protocol, outcome, time.perf_counter() - t0)
+            m_service, m_endpoint = (service, endpoint) if generation else self._metric_names(service, endpoint)
+            self.metrics.observe(m_service, m_endpoint, generation, protocol, outcome, time.perf_counter() - t0)
             if self.querylog is not None and outcome not in ("UNAUTHORIZED", "FORBIDDEN"):
                 self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, None, outcome, exc.message)
             raise
@@ -91,6 +102,16 @@ class DataPlane:
         if self.querylog is not None:
             self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, out, "ok", None)
         return out
+
+    def _metric_names(self, service: str, endpoint: str) -> tuple[str, str]:
+        """Labels for a request that did not resolve: names a caller made up must not grow
+        the metric series without bound, so only names the registry knows are kept."""
+        svc = self.registry.services.get(service)
+        if svc is None:
+            return _UNKNOWN, _UNKNOWN
+        if any(endpoint in gen.endpoints for gen in svc.loaded.values()):
+            return service, endpoint
+        return service, _UNKNOWN
 
     def _log(
         self,
@@ -143,7 +164,7 @@ class DataPlane:
         codec = _codec(gen, ep)
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
-        row = codec.row(body["features"])
+        row = codec.row(body["features"], max_string=self.limits.max_string_chars)
         t1 = time.perf_counter_ns()
         out = await ep.pool.submit([row], 1)
         t2 = time.perf_counter_ns()
@@ -161,12 +182,15 @@ class DataPlane:
         if not isinstance(items, list):
             raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
         if len(items) > self.limits.max_items:
-            raise errors.PayloadTooLarge(f"{len(items)} items in one call; the limit is {self.limits.max_items}")
+            raise errors.PayloadTooLarge(
+                f"{len(items)} items in one call; the limit is {self.limits.max_items} (--max-items)"
+            )
         rows = []
+        max_string = self.limits.max_string_chars
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.BadRequest(f"items[{i}] must be an object with 'features'")
-            rows.append(codec.row(item.get("features"), where=f"items[{i}]: "))
+            rows.append(codec.row(item.get("features"), where=f"items[{i}]: ", max_string=max_string))
         t1 = time.perf_counter_ns()
         if rows:
             out = await ep.pool.submit(rows, len(rows))
@@ -219,8 +243,17 @@ def _timing(t0: int, t1: int, t2: int, t3: int, wait_us: int, compute_us: int) -
     }
 
 
-def loads_body(raw: bytes) -> dict[str, Any]:
-    """Parses a JSON request body; an empty body is `{}` (the Dataiku client sends none)."""
+_DEFAULT_LIMITS = Limits()
+
+
+def loads_body(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
+    """Parses a JSON request body; an empty body is `{}` (the Dataiku client sends none).
+
+    Refuses bodies nested deeper than `limits.max_json_depth` and strings (values or keys)
+    longer than `limits.max_string_chars`. Only a body holding more brackets than the depth
+    limit can nest past it, and only one longer than the string limit can hold a longer
+    string, so the walk runs on big bodies only: a small body pays two `bytes.count`.
+    """
     if not raw or raw.isspace():
         return {}
     try:
@@ -229,4 +262,71 @@ def loads_body(raw: bytes) -> dict[str, Any]:
         raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise errors.BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
+    depth, chars = limits.max_json_depth, limits.max_string_chars
+    deep = len(raw) > 2 * depth and raw.count(b"[") + raw.count(b"{") > depth
+    long = len(raw) > chars
+    if (deep or long) and _too_big(body, depth if deep else MAX_JSON_DEPTH_CAP, chars if long else len(raw)):
+        what, size, where = _find(body, depth, chars)
+        if what == "depth":
+            raise errors.BadRequest(
+                f"the JSON body is nested more than {depth} levels deep (at {where}); "
+                f"the limit is {depth} (--max-json-depth)"
+            )
+        raise errors.BadRequest(
+            f"the {what} at {where} is {size} characters long; the limit is {chars} (--max-string-chars)"
+        )
     return body
+
+
+def _too_big(obj: dict[str, Any] | list[Any], depth_left: int, max_chars: int) -> bool:
+    """Whether `obj` holds a container more than `depth_left - 1` levels below it, or a
+    string or key longer than `max_chars`. The fast pass: where is `_find`'s job."""
+    if type(obj) is dict:
+        if obj and max(map(len, obj)) > max_chars:
+            return True
+        values: Any = obj.values()
+    else:
+        values = obj
+    for v in values:
+        t = type(v)
+        if t is str:
+            if len(v) > max_chars:
+                return True
+        elif t is dict or t is list:
+            if depth_left <= 1 or _too_big(v, depth_left - 1, max_chars):
+                return True
+    return False
+
+
+def _find(obj: Any, depth_left: int, max_chars: int) -> tuple[str, int, str]:
+    """What `_too_big` found and where: `("depth" | "string" | "key", length, path)`."""
+    path: list[str | int] = []
+    while True:
+        items = obj.items() if type(obj) is dict else enumerate(obj)
+        for k, v in items:
+            if isinstance(k, str) and len(k) > max_chars:
+                return "key", len(k), _path([*path, k])
+            if type(v) is str and len(v) > max_chars:
+                return "string", len(v), _path([*path, k])
+            if (type(v) is dict or type(v) is list) and (depth_left <= 1 or _too_big(v, depth_left - 1, max_chars)):
+                path.append(k)
+                if depth_left <= 1:
+                    return "depth", 0, _path(path)
+                obj, depth_left = v, depth_left - 1
+                break
+        else:
+            raise AssertionError("_find called on a body _too_big accepts")
+
+
+def _path(parts: list[str | int], shown: int = 6) -> str:
+    """`items[3].features.name`; long names shortened, deep paths cut."""
+    out = ""
+    for part in parts[:shown]:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            name = part if len(part) <= 40 else part[:40] + "..."
+            out += ("." if out else "") + (name if name.isidentifier() else repr(name))
+    if len(parts) > shown:
+        out += f"... ({len(parts) - shown} more levels)"
+    return out or "the top level"

@@ -3,6 +3,10 @@
 Validation happens in the front process, before a request takes a place in a queue: a
 missing feature, a wrong type or an unimputable null is a 400 that names the feature. Extra
 features are ignored. Numeric strings ("12.5") are accepted for numeric features.
+
+Everything a model could choke on is refused here, because rows of several requests travel
+to a worker as one batch: one value that breaks the batch (an int beyond int64, a float
+beyond float32, a string that is not Unicode) would fail its neighbours too.
 """
 
 from __future__ import annotations
@@ -17,22 +21,36 @@ from node.package import EndpointSpec
 
 _MISSING = object()
 _TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_STRING_CHARS = 65_536  # the default of `--max-string-chars`
+
+
+def _show(value: Any) -> str:
+    """A caller's value for an error message: short, and never a whole container."""
+    if isinstance(value, dict | list):
+        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
+    text = repr(value)
+    return text if len(text) <= 64 else text[:60] + "...'"
 
 
 def _num(name: str, value: Any, want: str) -> float:
     if isinstance(value, bool):
         raise BadRequest(f"feature {name!r} must be a number ({want}), got a boolean")
     if isinstance(value, int | float):
-        v = float(value)
+        try:
+            v = float(value)
+        except OverflowError:  # an int beyond any double
+            raise BadRequest(f"feature {name!r} must be a finite number ({want}), got {_show(value)}") from None
     elif isinstance(value, str):
         try:
             v = float(value.strip())
         except ValueError:
-            raise BadRequest(f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}") from None
+            raise BadRequest(f"feature {name!r} must be a number ({want}), got the string {_show(value)}") from None
     else:
-        raise BadRequest(f"feature {name!r} must be a number ({want}), got {type(value).__name__}")
+        raise BadRequest(f"feature {name!r} must be a number ({want}), got {_show(value)}")
     if not math.isfinite(v):
-        raise BadRequest(f"feature {name!r} must be a finite number ({want}), got {value!r}")
+        raise BadRequest(f"feature {name!r} must be a finite number ({want}), got {_show(value)}")
     return v
 
 
@@ -42,21 +60,38 @@ def _coerce_float(name: str, value: Any) -> float:
     return _num(name, value, "float")
 
 
+def _coerce_float32(name: str, value: Any) -> float:
+    """A float feature of a float32 model: a double beyond float32 would be infinite to it."""
+    v = value if type(value) is float else _num(name, value, "float")
+    if -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
+        return v
+    raise BadRequest(f"feature {name!r} is out of the model's float32 range (|x| <= 3.4e38), got {_show(value)}")
+
+
 def _coerce_int(name: str, value: Any) -> int:
     if type(value) is int:
-        return value
+        if _INT64_MIN <= value <= _INT64_MAX:
+            return value  # hot path
+        raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
     v = _num(name, value, "int")
     if not v.is_integer():
-        raise BadRequest(f"feature {name!r} must be an integer (int), got {value!r}")
+        raise BadRequest(f"feature {name!r} must be an integer (int), got {_show(value)}")
+    if not _INT64_MIN <= v <= _INT64_MAX:
+        raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
     return int(v)
 
 
 def _coerce_string(name: str, value: Any) -> str:
     if type(value) is str:
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:  # a lone surrogate: no model input can hold it
+                raise BadRequest(f"feature {name!r} is not a valid Unicode string") from None
         return value
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # ids and codes sent as numbers
-    raise BadRequest(f"feature {name!r} must be a string, got {type(value).__name__}")
+    raise BadRequest(f"feature {name!r} must be a string, got {_show(value)}")
 
 
 def _coerce_bool(name: str, value: Any) -> bool:
@@ -66,7 +101,7 @@ def _coerce_bool(name: str, value: Any) -> bool:
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in _TRUE:
         return _TRUE[value.strip().lower()]
-    raise BadRequest(f"feature {name!r} must be a boolean (bool), got {value!r}")
+    raise BadRequest(f"feature {name!r} must be a boolean (bool), got {_show(value)}")
 
 
 _COERCE = {
@@ -77,17 +112,23 @@ _COERCE = {
 }
 
 
+def _coercer(feature_type: str, onnx_type: str) -> Any:
+    if feature_type == "float" and onnx_type == "float":
+        return _coerce_float32
+    return _COERCE[feature_type]
+
+
 class FeatureCodec:
     """Built once per prediction endpoint from its manifest entry."""
 
     def __init__(self, spec: EndpointSpec) -> None:
         self.spec = spec
-        self._plan = [(f.name, _COERCE[f.type], f.nullable, f.onnx_type) for f in spec.features]
+        self._plan = [(f.name, _coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
         self.regression = spec.task == "regression"
         self.classes = list(spec.classes or ())
         self.class_keys = [_label_key(c) for c in self.classes]
 
-    def row(self, features: Any, where: str = "") -> list[Any]:
+    def row(self, features: Any, where: str = "", *, max_string: int = MAX_STRING_CHARS) -> list[Any]:
         if not isinstance(features, dict):
             raise BadRequest(f"{where}'features' must be a JSON object of feature name -> value")
         row: list[Any] = []
@@ -101,11 +142,16 @@ class FeatureCodec:
                 append(None if onnx_type != "string" else "")
                 continue
             try:
-                append(coerce(name, value))
+                v = coerce(name, value)
             except BadRequest as exc:
                 if where:
                     raise BadRequest(f"{where}{exc.message}") from None
                 raise
+            if type(v) is str and len(v) > max_string:
+                raise BadRequest(
+                    f"{where}feature {name!r} is {len(v)} characters long; the limit is {max_string} (--max-string-chars)"
+                )
+            append(v)
         return row
 
     def results(self, arrays: tuple[Any, ...]) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from node.dataplane import DataPlane, loads_body
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
 DATA_DIR = web.AppKey("data_dir", Path)
+MAX_BODY = web.AppKey("max_body", int)
 DSS_HEADERS = {"DSS-API-Version": "v1", "DSS-Version": "apinode-0.1.0"}
 _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -37,7 +38,12 @@ def error_response(exc: errors.ApiNodeError) -> web.Response:
     headers = None
     if isinstance(exc, errors.Overloaded):
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
-    return json_response(exc.to_json(), status=kind.http_status, headers=headers)
+    doc = exc.to_json()
+    try:
+        return json_response(doc, status=kind.http_status, headers=headers)
+    except orjson.JSONEncodeError:  # a caller's text that is not Unicode (a header's lone surrogate)
+        doc = {k: v.encode("utf-8", "backslashreplace").decode() for k, v in doc.items()}
+        return json_response(doc, status=kind.http_status, headers=headers)
 
 
 @web.middleware
@@ -51,9 +57,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 413: "PAYLOAD_TOO_LARGE"}.get(
-            exc.status, "BAD_REQUEST"
-        )
+        if exc.status == 413:  # aiohttp stopped reading at client_max_size
+            limit = request.app[MAX_BODY]
+            return error_response(
+                errors.PayloadTooLarge(
+                    f"the request body is over this node's limit of {limit} bytes "
+                    f"({limit / 1024**2:g} MiB, --max-body-mb)"
+                )
+            )
+        err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "BAD_REQUEST")
         body = {
             "errorType": err_type,
             "message": exc.reason,
@@ -71,7 +83,8 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 
 async def user_call(request: web.Request) -> web.Response:
     mi = request.match_info
-    body = loads_body(await request.read())
+    dataplane = request.app[DATAPLANE]
+    body = loads_body(await request.read(), dataplane.limits)
     dispatch = None
     if mi["verb"] == "run":  # the body is the arguments: dispatch travels in headers
         dispatch = {
@@ -82,7 +95,7 @@ async def user_call(request: web.Request) -> web.Response:
             )
             if v
         } or None
-    out = await request.app[DATAPLANE].call(
+    out = await dataplane.call(
         mi["verb"],
         mi["service"],
         mi["endpoint"],
@@ -125,6 +138,7 @@ def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32
     app = web.Application(middlewares=[_errors], client_max_size=client_max_size)
     app[DATAPLANE] = dataplane
     app[DATA_DIR] = data_dir
+    app[MAX_BODY] = client_max_size
     app.on_response_prepare.append(_add_headers)
     for prefix in ("/public/api/v1", "//public/api/v1"):  # the Dataiku client may double the slash
         app.router.add_post(prefix + "/{service}/{endpoint}/{verb}", user_call)

@@ -51,6 +51,7 @@ def make_package(
     fail_if_marker: bool = False,
     tests: list[dict[str, Any]] | None = None,
     pool: dict[str, Any] | None = None,
+    extra: dict[str, bytes] | None = None,
 ) -> Path:
     """A function package: endpoint `ver` returns {"version": version, "pid", "args"}.
 
@@ -74,6 +75,7 @@ def make_package(
     files: dict[str, bytes | Path] = {
         "code/funcs.py": textwrap.dedent(code).encode(),
         "tests/ver.json": json.dumps(queries).encode(),
+        **(extra or {}),
     }
     suffix = "-broken" if broken else "-marker" if fail_if_marker else ""
     out = out_dir / f"{service}-{version}{suffix}.apz"
@@ -82,7 +84,6 @@ def make_package(
 
 
 def _offset_model(offset: float) -> bytes:
-    import onnx
     from onnx import TensorProto, helper
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import requests
 
 from tests.deployer.conftest import deploy, deploy_json, make_package, ok, served_version
-from tests.nodeproc import NodeProc
+from tests.nodeproc import NodeProc, run_node
 
 
 def test_push_activate_rollback(node: NodeProc, packages: dict[str, Path]) -> None:
@@ -109,6 +111,16 @@ def test_test_command(node: NodeProc, packages: dict[str, Path], tmp_path: Path)
         assert "Traceback" not in r.stderr
 
 
+def test_large_package_in_chunks(node: NodeProc, tmp_path: Path) -> None:
+    """A package of several 1 MiB chunks arrives whole (the node checks size and sha256)."""
+    big = make_package(tmp_path, "big", extra={"data/blob.bin": os.urandom(5 * 1024 * 1024 + 123)})
+    pushed = deploy_json("push", big, "--node", node.grpc, "--activate")
+    assert pushed["generation"] == "big" and pushed["activated"]
+    (gen,) = pushed["state"]["generations"]
+    assert gen["sha256"] == hashlib.sha256(big.read_bytes()).hexdigest()
+    assert served_version(node) == ("big", "big")
+
+
 def test_exit_codes(node: NodeProc, packages: dict[str, Path], tmp_path: Path) -> None:
     g = node.grpc
     ok(deploy("push", packages["v1"], "--node", g, "--activate"))
@@ -142,8 +154,6 @@ def test_exit_codes(node: NodeProc, packages: dict[str, Path], tmp_path: Path) -
 
 
 def test_admin_key(tmp_path: Path, packages: dict[str, Path]) -> None:
-    from tests.nodeproc import run_node
-
     with run_node(tmp_path / "keyed", args=["--admin-key", "s3cret"]) as keyed:
         r = deploy("list", "--node", keyed.grpc)
         assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr and "admin-key" in r.stderr

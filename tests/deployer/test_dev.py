@@ -81,7 +81,7 @@ def test_dev_loop(tmp_path: Path) -> None:
         (folder / "__pycache__").mkdir()
         (folder / "__pycache__" / "junk.pyc").write_bytes(b"x")  # ignored: no rebuild
         _write_funcs(folder, "three")
-        generation, said = _wait(lambda: (a := answer()) and a[1] == "three" and a, "the fix", log)
+        generation, _ = _wait(lambda: (a := answer()) and a[1] == "three" and a, "the fix", log)
         assert generation.startswith("v1-dev") and generation not in ("v1-dev1", "v1-dev2")
     finally:
         proc.send_signal(signal.SIGINT)

@@ -68,7 +68,7 @@ def test_rollout_over_three_nodes(tmp_path: Path, nodes: list[NodeProc], package
 def test_unreachable_node_stops_and_rolls_back(
     tmp_path: Path, nodes: list[NodeProc], packages: dict[str, Path]
 ) -> None:
-    a, b, c = nodes
+    a = nodes[0]
     _seed(nodes, packages["v1"])
     infra = _infra(tmp_path, nodes, unreachable_b=True)
     r = deploy("push", packages["v2"], "--infra", infra, "--rollback-on-failure", "--json")

@@ -134,3 +134,11 @@ def test_register_adds_the_subcommand() -> None:
     assert config.open_loop and config.poisson and config.rate == 50.0
     assert config.duration == 2.0 and config.cpus == (0, 1)
     assert args.slo_p99 == 0.005 and args.max_errors == 0.01
+
+
+async def test_nothing_served_exits_1() -> None:
+    async with http_server(Behaviour()) as url:
+        pass  # closed again
+    code, out, _ = await _cli("--url", url, "--path", "/echo", "-n", "3", "-q")
+    assert code == 1
+    assert "conn ClientConnectorError: 3" in out

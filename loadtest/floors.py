@@ -1,0 +1,103 @@
+"""The floors `make bench` compares apinode to: the same ONNX model served in-process.
+
+    python -m loadtest.floors http|grpc PACKAGE ENDPOINT PORTS_FILE
+
+A bare aiohttp handler (or a bare grpc.aio `ApiNode.Predict`) that validates the features
+with the node's own :class:`~node.features.FeatureCodec`, runs the node's own
+:class:`~node.worker.runtime.PredictionRuntime` in the same process, and answers the same
+JSON/protobuf. What apinode adds on top (worker processes, queues, supervision, metrics)
+is exactly the difference the benchmark reports as a ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import grpc
+import orjson
+import uvloop
+from aiohttp import web
+
+from node._proto.apinode.v1 import apinode_pb2 as pb
+from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
+from node.features import FeatureCodec
+from node.package import extract_package
+from node.worker.runtime import PredictionRuntime
+
+
+def _load(package: Path, endpoint: str) -> tuple[FeatureCodec, PredictionRuntime, dict[str, str]]:
+    dest = Path(tempfile.mkdtemp(prefix="floor-")) / "pkg"
+    manifest = extract_package(package, dest)
+    spec = manifest.endpoints[endpoint]
+    runtime = PredictionRuntime(dest, spec.raw, threads=1)
+    ctx = {"serviceId": manifest.service, "endpointId": endpoint, "serviceGeneration": manifest.version}
+    return FeatureCodec(spec), runtime, ctx
+
+
+def _value(v: pb.Value) -> Any:
+    kind = v.WhichOneof("kind")
+    return None if kind in (None, "null") else getattr(v, kind)
+
+
+async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, str], ports: Path) -> None:
+    async def predict(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        row = codec.row(body["features"])
+        result = codec.results(runtime.run([row]))[0]
+        return web.Response(body=orjson.dumps({"result": result, "apiContext": ctx}), content_type="application/json")
+
+    app = web.Application()
+    app.router.add_post("/public/api/v1/{service}/{endpoint}/predict", predict)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    ports.write_text(json.dumps({"http": port}))
+    await asyncio.Event().wait()
+
+
+class _Floor(pbg.ApiNodeServicer):
+    def __init__(self, codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, str]) -> None:
+        self.codec, self.runtime, self.ctx = codec, runtime, ctx
+
+    async def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        row = self.codec.row({k: _value(v) for k, v in request.features.items()})
+        r = self.codec.results(self.runtime.run([row]))[0]
+        p = r["prediction"]
+        value = (
+            pb.Value(text=p)
+            if isinstance(p, str)
+            else pb.Value(number=p)
+            if isinstance(p, float)
+            else pb.Value(integer=p)
+        )
+        return pb.PredictResponse(
+            result=pb.Prediction(prediction=value, probas=r.get("probas") or {}),
+            api_context=pb.ApiContext(service_id=self.ctx["serviceId"], endpoint_id=self.ctx["endpointId"]),
+        )
+
+
+async def _grpc(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, str], ports: Path) -> None:
+    server = grpc.aio.server()
+    pbg.add_ApiNodeServicer_to_server(_Floor(codec, runtime, ctx), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    ports.write_text(json.dumps({"grpc": port}))
+    await server.wait_for_termination()
+
+
+def main() -> int:
+    kind, package, endpoint, ports = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    codec, runtime, ctx = _load(package, endpoint)
+    uvloop.run((_http if kind == "http" else _grpc)(codec, runtime, ctx, ports))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
