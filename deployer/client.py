@@ -142,10 +142,8 @@ class AdminClient:
         what = f"the push of {pkg.path.name}"
         try:
             reply = self._stub.PushPackage(chunks, timeout=self.timeout, metadata=self._metadata)
-        except grpc.RpcError as exc:
+        except grpc.RpcError as exc:  # a read error in `chunks` cancels the call: same path
             raise from_rpc_error(exc, self.target, what) from None
-        except OSError as exc:  # raised by the chunk reader
-            raise DeployError(f"cannot read {pkg.path}: {exc}") from None
         return PushResult.from_pb(reply)
 
     def activate(self, service: str, generation: str) -> ServiceState:

@@ -8,7 +8,8 @@ line and an exit code by :func:`deployer.cli.run_command`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+
+from rich.markup import escape
 
 from deployer.client import AdminClient
 from deployer.errors import EXIT_FAILED, EXIT_OK, UsageError
@@ -23,7 +24,7 @@ from deployer.output import (
     tuning_table,
     upload_bar,
 )
-from deployer.packagefile import open_package
+from deployer.packagefile import LocalPackage, open_package
 from deployer.rollout import Rollout, load_infra
 from deployer.testplay import play_grpc, play_http
 
@@ -44,7 +45,7 @@ def cmd_push(args: argparse.Namespace, out: Output) -> int:
     pkg = open_package(args.package)
     mapping = _mapping(args)
     if args.infra is not None:
-        return _rollout(args, out, pkg.path, mapping)
+        return _rollout(args, out, pkg, mapping)
     if args.rollback_on_failure:
         raise UsageError("--rollback-on-failure goes with --infra")
     with client_of(args) as client:
@@ -68,14 +69,13 @@ def cmd_push(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
-def _rollout(args: argparse.Namespace, out: Output, package: Path, mapping: Mapping | None) -> int:
+def _rollout(args: argparse.Namespace, out: Output, pkg: LocalPackage, mapping: Mapping | None) -> int:
+    """`push --infra`: activates (or maps) node after node; see :mod:`deployer.rollout`."""
     if args.sha256:
         raise UsageError("--sha256 is not supported with --infra")
-    if not args.activate and mapping is None:
-        args.activate = True  # a rollout makes the package serve: that is what it checks
     nodes = load_infra(args.infra)
     rollout = Rollout(
-        open_package(package),
+        pkg,
         nodes,
         mapping=mapping,
         default_admin_key=args.admin_key,
@@ -83,7 +83,7 @@ def _rollout(args: argparse.Namespace, out: Output, package: Path, mapping: Mapp
         health_timeout=args.health_timeout,
         rollback_on_failure=args.rollback_on_failure,
         progress=lambda label: upload_bar(out.err, label, not out.quiet),
-        notify=lambda message: out.err.print(message) if not out.quiet else None,
+        notify=lambda message: None if out.quiet else out.err.print(escape(message)),
     )
     result = rollout.run()
     if out.json_mode:
@@ -119,7 +119,7 @@ def cmd_status(args: argparse.Namespace, out: Output) -> int:
         out.show(status_table(status, args.node))
         reasons = status.document.get("notReady") or []
         for reason in reasons:
-            out.note(f"[red]not ready:[/] {reason}")
+            out.note(f"[red]not ready:[/] {escape(str(reason))}")
     return EXIT_OK
 
 
@@ -174,7 +174,7 @@ def cmd_tune(args: argparse.Namespace, out: Output) -> int:
     else:
         out.show(tuning_table(tuning))
         if tuning.source:
-            out.note(f"[dim]overrides live in {tuning.source}[/]")
+            out.note(f"[dim]overrides live in {escape(tuning.source)}[/]")
     return EXIT_OK
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from rich.markup import escape
+
 from deployer.client import AdminClient
 from deployer.errors import DeployError, UsageError
 from deployer.output import Output, tests_summary, tests_table
@@ -144,12 +146,15 @@ class DevLoop:
         key = os.environ.get("APINODE_ADMIN_KEY")
         self.client = AdminClient(f"127.0.0.1:{ports['grpc']}", key, timeout=300.0)
         self.http = f"http://127.0.0.1:{ports['http']}"
-        self.out.note(f"node serving on {self.http} and gRPC 127.0.0.1:{ports['grpc']} (data dir {self.data_dir})")
+        self.out.note(
+            f"node serving on {self.http} and gRPC 127.0.0.1:{ports['grpc']} (data dir {escape(str(self.data_dir))})"
+        )
 
     def build_and_deploy(self) -> bool:
         """One cycle: build, restamp, push with activate. False when the edit is broken."""
         assert self.client is not None
         self.package.parent.mkdir(parents=True, exist_ok=True)
+        self.package.unlink(missing_ok=True)  # never push a stale package as this build's
         cmd = build_command(self.folder, self.package, self.args.build_cmd)
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -198,10 +203,10 @@ class DevLoop:
     def _prune(self, service: str) -> None:
         """Deletes old dev generations (keeps the last few, for rollback)."""
         assert self.client is not None
-        state = self.client.service(service)
-        old = [g.generation for g in state.generations if "-dev" in g.generation and not g.active]
-        for generation in old[: max(0, len(old) - (KEEP_DEV_GENERATIONS - 1))]:
-            with contextlib.suppress(DeployError):
+        with contextlib.suppress(DeployError):  # housekeeping only
+            state = self.client.service(service)
+            old = [g.generation for g in state.generations if "-dev" in g.generation and not g.active]
+            for generation in old[: max(0, len(old) - (KEEP_DEV_GENERATIONS - 1))]:
                 self.client.delete_generation(service, generation)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:
@@ -226,7 +231,8 @@ class DevLoop:
                 now = settled
             changed = sorted(set(now.items()) ^ set(seen.items()))
             names = sorted({name for name, _ in changed})
-            self.out.note(f"changed: {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}: rebuilding")
+            shown = escape(", ".join(names[:5]) + (" ..." if len(names) > 5 else ""))
+            self.out.note(f"changed: {shown}: rebuilding")
             seen = now
             if not self.build_and_deploy() and self.good:
                 self.out.note(f"[yellow]still serving {self.good}[/]")
@@ -263,7 +269,7 @@ def cmd_dev(args: argparse.Namespace, out: Output) -> int:
                 seen = loop.snapshot()
                 if not loop.build_and_deploy():
                     out.note("[yellow]nothing serves yet: fix the folder, it rebuilds on save[/]")
-                out.note(f"watching {loop.folder} (Ctrl-C stops)")
+                out.note(f"watching {escape(str(loop.folder))} (Ctrl-C stops)")
                 loop.watch(seen)
             except KeyboardInterrupt:
                 out.note("stopping")

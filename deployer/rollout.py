@@ -27,7 +27,7 @@ import yaml
 from deployer.client import AdminClient
 from deployer.errors import DeployError, Unreachable, UsageError
 from deployer.models import Mapping, ServiceState
-from deployer.packagefile import LocalPackage
+from deployer.packagefile import LocalPackage, TestQuery
 from deployer.testplay import play_grpc, play_http
 
 ProgressFactory = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
@@ -93,6 +93,9 @@ class NodeOutcome:
     _before: ServiceState | None = field(default=None, repr=False)
     _after: ServiceState | None = field(default=None, repr=False)
 
+    def note(self, message: str) -> None:
+        self.message = f"{self.message}; {message}" if self.message else message
+
     def to_json(self) -> dict[str, Any]:
         keys = ("node", "target", "status", "step", "message", "generation", "tests_passed", "tests_total")
         return {k: getattr(self, k) for k in keys}
@@ -151,12 +154,14 @@ class Rollout:
         self.rollback_on_failure = rollback_on_failure
         self.progress = progress
         self.notify = notify
+        self._queries: list[TestQuery] = []
 
     def _client(self, node: NodeSpec) -> AdminClient:
         key = node.admin_key if node.admin_key is not None else self.default_admin_key
         return AdminClient(node.grpc, key, timeout=self.timeout)
 
     def run(self) -> RolloutResult:
+        self._queries = self.package.test_queries()  # a bad file fails before any node
         outcomes = [NodeOutcome(n.name, n.grpc) for n in self.nodes]
         result = RolloutResult(self.package.service, self.package.version, outcomes)
         for i, (node, outcome) in enumerate(zip(self.nodes, outcomes, strict=True)):
@@ -198,7 +203,7 @@ class Rollout:
         outcome.status = "ok"
 
     def _check_tests(self, node: NodeSpec, generation: str, outcome: NodeOutcome) -> None:
-        queries = self.package.test_queries()
+        queries = self._queries
         # With a mapping, pin the queries to the new generation: it is the one to check.
         forced = generation if self.mapping is not None else None
         if node.http:
@@ -228,15 +233,16 @@ class Rollout:
     def _restore(self, outcomes: list[NodeOutcome]) -> None:
         """Puts the nodes that switched back on what they served before, last first."""
         for node, outcome in reversed(list(zip(self.nodes, outcomes, strict=False))):
-            if outcome._after is None:  # never switched: it still serves what it served
-                continue
             before, after = outcome._before, outcome._after
+            if after is None:  # refused or never reached: it still serves what it served
+                continue
             if before is not None and before.mapping == after.mapping:
-                old = before.generation(outcome.generation)
-                changed = old is not None and old.sha256 != after.generation(outcome.generation).sha256  # type: ignore[union-attr]
-                if changed:
+                old, new = before.generation(outcome.generation), after.generation(outcome.generation)
+                if old is not None and new is not None and old.sha256 != new.sha256:
                     outcome.status = "not restored"
-                    outcome.message += f"{'; ' if outcome.message else ''}{outcome.generation} was replaced in place"
+                    outcome.note(f"{outcome.generation} was replaced in place: push the old package again")
+                else:
+                    outcome.note("it already served this: nothing to restore")
                 continue
             self.notify(f"restoring {node.name}")
             try:
@@ -248,7 +254,7 @@ class Rollout:
                         state = client.rollback(self.package.service)
                         how = f"back to {state.mapping.describe()}"
                 outcome.status = "rolled back"
-                outcome.message += f"{'; ' if outcome.message else ''}{how}"
+                outcome.note(how)
             except DeployError as exc:
                 outcome.status = "not restored"
-                outcome.message += f"{'; ' if outcome.message else ''}rollback failed: {exc.message}"
+                outcome.note(f"rollback failed: {exc.message}")

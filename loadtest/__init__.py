@@ -4,8 +4,9 @@ The pieces, in the order a run meets them:
 
 - :mod:`loadtest.config`: :class:`LoadConfig` (target, payload, loop, bounds) and parsers.
 - :mod:`loadtest.payloads`: request bodies from a package, JSONL or CSV; cycle or sample.
-- :mod:`loadtest.transport`: the interface the loops drive; :mod:`loadtest.http_client`
-  and :mod:`loadtest.grpc_client` implement it (:mod:`loadtest.grpc_messages` encodes).
+- :mod:`loadtest.transport`: the interface the loops drive; :mod:`loadtest.fast_http`
+  (the default HTTP client), :mod:`loadtest.http_client` (aiohttp) and
+  :mod:`loadtest.grpc_client` implement it (:mod:`loadtest.grpc_messages` encodes).
 - :mod:`loadtest.loops`: closed loop and open loop (latency from the intended send time).
 - :mod:`loadtest.runner`: one process's run (:func:`run_load`) and a whole run
   (:func:`run`), with :mod:`loadtest.procs` for several client processes.

@@ -19,6 +19,7 @@ from typing import Any
 from loadtest.config import (
     DEFAULT_GRPC,
     DEFAULT_URL,
+    HTTP_CLIENTS,
     MODES,
     VERBS,
     ConfigError,
@@ -70,6 +71,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     ld.add_argument("--max-inflight", type=int, default=10_000, help="open-loop in-flight cap")
     ld.add_argument("--connections", type=int, help="HTTP connections / gRPC streams")
     ld.add_argument("--channels", type=int, default=1, help="gRPC channels per process")
+    ld.add_argument(
+        "--http-client", choices=HTTP_CLIENTS, default="fast", help="fast (raw asyncio, default) or aiohttp"
+    )
     ld.add_argument("-d", "--duration", type=parse_duration, help="e.g. 10s (default 10s)")
     ld.add_argument("-n", "--requests", type=int, help="stop after this many requests")
     ld.add_argument("--warmup", type=parse_duration, default=0.0, help="unmeasured lead-in")
@@ -143,6 +147,7 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
         channels=args.channels,
         timeout=args.timeout,
         cpus=args.cpus,
+        http_client=args.http_client,
     ).validate()
 
 

@@ -5,7 +5,7 @@ only say *which* body (an index) on *which* slot (a closed-loop client, or the s
 number of an open-loop request; a transport with several streams or channels spreads
 slots over them) and time the call. A call never raises: it returns ``None`` for a served
 answer, or an error key such as ``"http 503"``, ``"grpc RESOURCE_EXHAUSTED"``,
-``"timeout"`` or ``"conn ClientConnectorError"`` under which the error is counted.
+``"timeout"`` or ``"conn ConnectionRefusedError"`` under which the error is counted.
 
 The HTTP and gRPC implementations are imported only when used, so that loading the CLI
 (``apinode --help``) stays cheap.
@@ -47,10 +47,14 @@ async def open_transport(config: LoadConfig, bodies: Sequence[Any], *, concurren
     else:
         pool = connections_for(config)
     mode = config.target.mode
-    if mode == "http":
+    if mode == "http" and config.http_client == "aiohttp":
         from loadtest.http_client import HttpTransport
 
         return HttpTransport(config.target, bodies, connections=pool, timeout=config.timeout)
+    if mode == "http":
+        from loadtest.fast_http import FastHttpTransport
+
+        return FastHttpTransport(config.target, bodies, connections=pool, timeout=config.timeout)
     if mode == "grpc":
         from loadtest.grpc_client import GrpcUnaryTransport
 

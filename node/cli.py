@@ -42,6 +42,13 @@ def _serve_parser(sub: Any) -> None:
         "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
+    p.add_argument("--max-body-mb", type=float, default=32, help="largest HTTP request body (413 beyond)")
+    p.add_argument("--max-grpc-message-mb", type=float, default=32, help="largest gRPC message, either way")
+    p.add_argument("--max-items", type=int, default=10_000, help="most items in one predict-multi call")
+    p.add_argument("--max-json-depth", type=int, default=64, help="deepest nesting of a JSON request body")
+    p.add_argument(
+        "--max-string-chars", type=int, default=65_536, help="longest string feature value or JSON body string"
+    )
     p.add_argument("--tls-cert", type=Path, help="PEM certificate (chain): serve HTTPS and gRPC over TLS")
     p.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
@@ -73,12 +80,21 @@ def _serve(args: argparse.Namespace) -> int:
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
         max_package_bytes=int(args.max_package_mb * 1024 * 1024),
+        max_body_bytes=int(args.max_body_mb * 1024 * 1024),
+        max_grpc_message_bytes=int(args.max_grpc_message_mb * 1024 * 1024),
+        max_items=args.max_items,
+        max_json_depth=args.max_json_depth,
+        max_string_chars=args.max_string_chars,
         query_log_dir=args.query_log,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         query_log_max_mb=args.query_log_max_mb,
     )
+    bad_limit = _check_limits(args)
+    if bad_limit:
+        print(f"apinode serve: {bad_limit}", file=sys.stderr)
+        return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("apinode serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return 2
@@ -114,6 +130,25 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"apinode serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_limits(args: argparse.Namespace) -> str | None:
+    from node.dataplane import MAX_JSON_DEPTH_CAP
+
+    for option, value in (
+        ("--max-body-mb", args.max_body_mb),
+        ("--max-grpc-message-mb", args.max_grpc_message_mb),
+        ("--max-package-mb", args.max_package_mb),
+        ("--max-items", args.max_items),
+        ("--max-string-chars", args.max_string_chars),
+    ):
+        if not value > 0:
+            return f"{option} must be positive, got {value}"
+    if args.max_grpc_message_mb >= 2048:  # gRPC counts message sizes in a signed 32-bit int
+        return f"--max-grpc-message-mb must be under 2048, got {args.max_grpc_message_mb}"
+    if not 1 <= args.max_json_depth <= MAX_JSON_DEPTH_CAP:
+        return f"--max-json-depth must be between 1 and {MAX_JSON_DEPTH_CAP}, got {args.max_json_depth}"
+    return None
 
 
 def _usage(node: Any, host: str) -> str:

@@ -9,9 +9,12 @@ A package (`.apz`) is a zip file:
     tests/<endpoint>.json    the endpoint's test queries (a JSON list of request bodies)
 
 `manifest.json` lists every other file with its size and sha256; a package whose files do
-not match, that holds a file the manifest does not list, or whose paths leave the package
-is refused. The compiler writes packages with :func:`write_package`; the node verifies and
-unpacks them with :func:`extract_package`.
+not match, that holds a file the manifest does not list, whose paths (of its members or in
+its manifest) leave the package, or that inflates suspiciously (a zip bomb) is refused
+with a :class:`PackageError` that says which file and why. The compiler writes packages
+with :func:`write_package`; the node verifies and unpacks them with :func:`extract_package`
+(pushes and packages given on the command line) and re-validates the manifest of an
+unpacked generation with :func:`load_extracted` whenever it loads one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -38,7 +42,15 @@ ONNX_TYPES = ("float", "double", "int64", "string", "bool")
 ENDPOINT_TYPES = ("prediction", "function")
 TASKS = ("binary", "multiclass", "regression")
 MAX_UNPACKED_BYTES = 4 * 1024**3
-MAX_RATIO = 200  # zip bomb guard: uncompressed/compressed per member
+MAX_RATIO = 200  # zip bomb guard: uncompressed/compressed, per member and for the whole package
+BOMB_FLOOR = 16 * 1024**2  # ... once the member (or the package) inflates past this
+MAX_FILES = 100_000
+MAX_MANIFEST_BYTES = 16 * 1024**2
+_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+# What reading a crafted archive can raise besides BadZipFile: corrupt deflate streams,
+# truncated members, unsupported or encrypted compression, nonsense offsets.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError)
 
 
 class PackageError(ValueError):
@@ -96,10 +108,17 @@ def _require(cond: bool, message: str) -> None:
         raise PackageError(f"manifest.json: {message}")
 
 
-def _safe_member(name: str) -> str:
+def _safe_member(name: Any) -> str:
+    """A relative path that stays inside the package, or PackageError."""
+    if not isinstance(name, str) or not name:
+        raise PackageError(f"package path {name!r} is not a file name")
     p = PurePosixPath(name)
-    if name.startswith("/") or "\\" in name or ".." in p.parts or not name or ":" in p.parts[0]:
+    if name.startswith("/") or "\\" in name or ".." in p.parts or (p.parts and ":" in p.parts[0]):
         raise PackageError(f"package path {name!r} points outside the package")
+    if not p.parts or _BAD_CHARS.search(name):
+        raise PackageError(f"package path {name!r} is not a valid file name")
+    if len(name) > 1024 or any(len(part.encode("utf-8", "surrogatepass")) > 255 for part in p.parts):
+        raise PackageError(f"package path {name[:64]!r}... is too long")
     return str(p)
 
 
@@ -119,17 +138,87 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     files = data.get("files")
     if not isinstance(files, dict):
         raise PackageError("manifest.json: 'files' must be an object")
+    _require(len(files) <= MAX_FILES, f"'files' lists {len(files)} files; the limit is {MAX_FILES}")
     for name, meta in files.items():
         _safe_member(name)
         _require(
-            isinstance(meta, dict) and isinstance(meta.get("sha256"), str) and isinstance(meta.get("size"), int),
-            f"files[{name!r}] needs sha256 and size",
+            isinstance(meta, dict)
+            and isinstance(meta.get("sha256"), str)
+            and bool(_SHA256_RE.match(meta["sha256"]))
+            and type(meta.get("size")) is int
+            and meta["size"] >= 0,
+            f"files[{name!r}] needs sha256 (64 hex digits) and size (bytes)",
         )
+    _no_file_in_the_way(files)
     eps = data.get("endpoints")
     if not isinstance(eps, dict) or not eps:
         raise PackageError("manifest.json: 'endpoints' must be a non-empty object")
     endpoints = {eid: _parse_endpoint(eid, e, files) for eid, e in eps.items()}
+    _check_datasets(data.get("datasets"), files)
+    _check_api_keys(data.get("api_keys"))
     return Manifest(service=service, version=version, endpoints=endpoints, files=files, raw=data)
+
+
+def _no_file_in_the_way(files: dict[str, Any]) -> None:
+    """A path cannot be both a file and a folder of the package (`code` and `code/x.py`)."""
+    names = {str(PurePosixPath(n)) for n in files}
+    for name in names:
+        for parent in PurePosixPath(name).parents:
+            if str(parent) in names:
+                raise PackageError(f"manifest.json: {str(parent)!r} is both a file and a folder of the package")
+
+
+def _check_datasets(datasets: Any, files: dict[str, Any]) -> None:
+    if datasets is None:
+        return
+    _require(isinstance(datasets, dict), "'datasets' must be an object")
+    for name, d in datasets.items():
+        _require(isinstance(d, dict), f"datasets.{name} must be an object")
+        _require(d.get("path") in files, f"datasets.{name}.path {d.get('path')!r} is not a file of the package")
+
+
+def _check_api_keys(keys: Any) -> None:
+    if keys is None:
+        return
+    _require(isinstance(keys, list), "'api_keys' must be a list of {id, sha256}")
+    for i, k in enumerate(keys):
+        _require(
+            isinstance(k, dict)
+            and isinstance(k.get("id", ""), str)
+            and isinstance(k.get("sha256"), str)
+            and bool(_SHA256_RE.match(k["sha256"])),
+            f"api_keys[{i}] must be {{id, sha256 (64 hex digits)}}",
+        )
+
+
+def _check_code(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
+    """The code of a function endpoint is a listed .py file under its root, and its folders
+    are inside the package: a worker imports and reads exactly these paths."""
+    code = e.get("code")
+    if not isinstance(code, dict):
+        raise PackageError(f"manifest.json: {where}.code must be an object")
+    path, root, function = code.get("path"), code.get("root", "code"), code.get("function")
+    if not (isinstance(path, str) and path in files and path.endswith(".py")):
+        raise PackageError(f"manifest.json: {where}.code.path {path!r} is not a .py file of the package")
+    try:
+        root = _safe_member(root)
+    except PackageError as exc:
+        raise PackageError(f"manifest.json: {where}.code.root: {exc}") from None
+    _require(
+        PurePosixPath(root) in PurePosixPath(path).parents,
+        f"{where}.code.path {path!r} is not under its root {root!r}",
+    )
+    _require(
+        isinstance(function, str) and function.isidentifier(),
+        f"{where}.code.function {function!r} is not a Python name",
+    )
+    folders = e.get("folders", [])
+    _require(isinstance(folders, list), f"{where}.folders must be a list of package paths")
+    for f in folders:
+        try:
+            _safe_member(f)
+        except PackageError as exc:
+            raise PackageError(f"manifest.json: {where}.folders: {exc}") from None
 
 
 def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
@@ -143,11 +232,14 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
     pool = e.get("pool") or {}
     _require(isinstance(pool, dict), f"{where}.pool must be an object")
     if etype != "prediction":
+        _check_code(where, e, files)
         return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)
     task = e.get("task")
     _require(task in TASKS, f"{where}.task {task!r} is not one of {TASKS}")
     feats = []
-    for i, f in enumerate(e.get("features") or []):
+    feature_list = e.get("features") or []
+    _require(isinstance(feature_list, list), f"{where}.features must be a list")
+    for i, f in enumerate(feature_list):
         _require(isinstance(f, dict), f"{where}.features[{i}] must be an object")
         _require(f.get("type") in FEATURE_TYPES, f"{where}.features[{i}].type {f.get('type')!r}")
         _require(
@@ -162,10 +254,17 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
         _require(classes is None, f"{where}: a regression has no classes")
     else:
         _require(isinstance(classes, list) and len(classes) >= 2, f"{where}.classes needs >= 2 labels")
+        _require(
+            all(isinstance(c, str | int | float) for c in classes) and len(set(classes)) == len(classes),
+            f"{where}.classes must be distinct strings, numbers or booleans",
+        )
     m = e.get("model")
     _require(isinstance(m, dict), f"{where}.model must be an object")
-    _require(m.get("path") in files, f"{where}.model.path {m.get('path')!r} is not a file of the package")
+    path = m.get("path")
+    _require(isinstance(path, str) and path in files, f"{where}.model.path {path!r} is not a file of the package")
     _require(m.get("input_mode") in ("columns", "matrix"), f"{where}.model.input_mode")
+    for key in ("input_name", "label_output", "proba_output", "value_output"):
+        _require(m.get(key) is None or isinstance(m.get(key), str), f"{where}.model.{key} must be a string")
     model = ModelSpec(
         path=m["path"],
         input_mode=m["input_mode"],
@@ -239,10 +338,14 @@ def write_package(out: Path, manifest: dict[str, Any], files: dict[str, bytes | 
 
 def read_manifest(package: Path | bytes) -> Manifest:
     """Reads and validates the manifest of a package without unpacking it."""
+    with _open_zip(io.BytesIO(package) if isinstance(package, bytes) else package) as z:
+        return _manifest_of(z)
+
+
+def _open_zip(package: Path | io.BytesIO) -> zipfile.ZipFile:
     try:
-        with zipfile.ZipFile(io.BytesIO(package) if isinstance(package, bytes) else package) as z:
-            return _manifest_of(z)
-    except zipfile.BadZipFile as exc:
+        return zipfile.ZipFile(package)
+    except (*_ZIP_ERRORS, OSError, ValueError) as exc:
         raise PackageError(f"not a package: corrupt zip ({exc})") from exc
 
 
@@ -251,13 +354,52 @@ def _manifest_of(z: zipfile.ZipFile) -> Manifest:
         info = z.getinfo(MANIFEST)
     except KeyError:
         raise PackageError("not a package: no manifest.json") from None
-    if info.file_size > 16 * 1024 * 1024:
-        raise PackageError("manifest.json is larger than 16 MiB")
+    if info.file_size > MAX_MANIFEST_BYTES:
+        raise PackageError(f"manifest.json is larger than {MAX_MANIFEST_BYTES // 1024**2} MiB")
     try:
-        data = orjson.loads(z.read(info))
+        raw = z.read(info)
+    except _ZIP_ERRORS as exc:
+        raise PackageError(f"manifest.json cannot be read: {exc}") from exc
+    try:
+        data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise PackageError(f"manifest.json is not valid JSON: {exc}") from exc
     return parse_manifest(data)
+
+
+def _check_members(z: zipfile.ZipFile, manifest: Manifest) -> None:
+    """Every member of the archive is inside the package and listed; every listed file is
+    there with its size; nothing inflates like a zip bomb. From the archive's directory
+    alone: nothing is inflated yet."""
+    infos = z.infolist()
+    if len(infos) > MAX_FILES + 1:
+        raise PackageError(f"package holds {len(infos)} files; the limit is {MAX_FILES}")
+    for member in infos:
+        _safe_member(member.filename)
+    members = {i.filename: i for i in infos if not i.is_dir()}
+    extra = set(members) - set(manifest.files) - {MANIFEST}
+    if extra:
+        raise PackageError(f"package holds files the manifest does not list: {sorted(extra)[:5]}")
+    total = compressed = 0
+    for name, meta in manifest.files.items():
+        info = members.get(name)
+        if info is None:
+            raise PackageError(f"package lacks {name}, listed in its manifest")
+        if info.file_size != meta["size"]:
+            raise PackageError(f"{name}: size {info.file_size} != {meta['size']} in the manifest")
+        if info.file_size > BOMB_FLOOR and info.file_size > MAX_RATIO * info.compress_size:
+            raise PackageError(
+                f"{name}: inflates {info.file_size} bytes from {info.compress_size} "
+                f"(more than {MAX_RATIO}x): refused as a zip bomb"
+            )
+        total += info.file_size
+        compressed += info.compress_size
+    if total > MAX_UNPACKED_BYTES:
+        raise PackageError(f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
+    if total > BOMB_FLOOR and total > MAX_RATIO * compressed:
+        raise PackageError(
+            f"package inflates {total} bytes from {compressed} (more than {MAX_RATIO}x): refused as a zip bomb"
+        )
 
 
 def extract_package(package: Path, dest: Path) -> Manifest:
@@ -266,29 +408,9 @@ def extract_package(package: Path, dest: Path) -> Manifest:
     Refuses: corrupt zips, bad manifests, members outside the package or not in the
     manifest, size or sha256 mismatches, and archives that inflate suspiciously (zip bombs).
     """
-    try:
-        z = zipfile.ZipFile(package)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise PackageError(f"not a package: corrupt zip ({exc})") from exc
-    with z:
+    with _open_zip(package) as z:
         manifest = _manifest_of(z)
-        members = {i.filename: i for i in z.infolist() if not i.is_dir()}
-        extra = set(members) - set(manifest.files) - {MANIFEST}
-        if extra:
-            raise PackageError(f"package holds files the manifest does not list: {sorted(extra)[:5]}")
-        total = 0
-        for name, meta in manifest.files.items():
-            info = members.get(name)
-            if info is None:
-                raise PackageError(f"package lacks {name}, listed in its manifest")
-            _safe_member(info.filename)
-            if info.file_size != meta["size"]:
-                raise PackageError(f"{name}: size {info.file_size} != {meta['size']} in the manifest")
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 24:
-                raise PackageError(f"{name}: compression ratio too high (zip bomb?)")
-            total += info.file_size
-        if total > MAX_UNPACKED_BYTES:
-            raise PackageError(f"package unpacks to {total} bytes, over the {MAX_UNPACKED_BYTES} limit")
+        _check_members(z, manifest)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=dest.parent))
         try:
@@ -296,11 +418,15 @@ def extract_package(package: Path, dest: Path) -> Manifest:
                 target = tmp / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 h = hashlib.sha256()
-                with z.open(name) as src, open(target, "wb") as out:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        h.update(chunk)
-                        out.write(chunk)
-                if h.hexdigest() != meta["sha256"]:
+                try:
+                    # zipfile stops at the declared size, so a member cannot inflate past it
+                    with z.open(name) as src, open(target, "wb") as out:
+                        for chunk in iter(lambda: src.read(1 << 20), b""):
+                            h.update(chunk)
+                            out.write(chunk)
+                except _ZIP_ERRORS as exc:
+                    raise PackageError(f"{name}: cannot be unpacked ({exc})") from None
+                if h.hexdigest() != meta["sha256"].lower():
                     raise PackageError(f"{name}: sha256 mismatch (package corrupted or tampered with)")
             (tmp / MANIFEST).write_bytes(z.read(MANIFEST))
             if dest.exists():
@@ -313,4 +439,11 @@ def extract_package(package: Path, dest: Path) -> Manifest:
 
 
 def load_extracted(dest: Path) -> Manifest:
-    return parse_manifest(orjson.loads((dest / MANIFEST).read_bytes()))
+    """The manifest of an unpacked generation, validated again: the data dir is not trusted
+    more than an upload."""
+    try:
+        return parse_manifest(orjson.loads((dest / MANIFEST).read_bytes()))
+    except orjson.JSONDecodeError as exc:
+        raise PackageError(f"{dest / MANIFEST}: not valid JSON: {exc}") from None
+    except PackageError as exc:
+        raise PackageError(f"{dest}: {exc}") from None

@@ -17,9 +17,11 @@ class NodeSettings:
     ping_interval: float = 1.0
     ping_timeout: float = 10.0
     shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM
-    max_body_bytes: int = 32 * 1024 * 1024
-    max_grpc_message_bytes: int = 32 * 1024 * 1024
-    max_items: int = 10_000
+    max_body_bytes: int = 32 * 1024 * 1024  # an HTTP request body (413 PAYLOAD_TOO_LARGE)
+    max_grpc_message_bytes: int = 32 * 1024 * 1024  # a gRPC message (RESOURCE_EXHAUSTED, from gRPC itself)
+    max_items: int = 10_000  # items of one predict-multi call (413 PAYLOAD_TOO_LARGE)
+    max_json_depth: int = 64  # nesting of a JSON body (400 BAD_REQUEST)
+    max_string_chars: int = 65_536  # a string feature value, or any string of a JSON body (400 BAD_REQUEST)
     max_package_bytes: int = 2 * 1024**3
     admin_keys: list[str] = field(default_factory=list)
     tls_cert: Path | None = None  # PEM certificate chain: HTTPS and gRPC over TLS

@@ -55,6 +55,15 @@ def _check(values: dict[str, Any], origin: dict[str, str]) -> PoolSettings:
             raise PoolConfigError(f"{where}: pool.{key} must be an integer, got {value!r}")
         if value < 0:
             raise PoolConfigError(f"{where}: pool.{key} must not be negative, got {value}")
+    values = dict(values)
+    # Defaults bend to the bounds a user did give: {"floor": 1, "ceil": 1} means cruise 1,
+    # {"floor": 12} means ceil 12; only explicit values are held to floor <= cruise <= ceil.
+    if "ceil" not in values and isinstance(values.get("floor"), int):
+        values["ceil"] = max(PoolSettings.ceil, values["floor"])
+    if "cruise" not in values:
+        floor, ceil = values.get("floor", PoolSettings.floor), values.get("ceil", PoolSettings.ceil)
+        if isinstance(floor, int) and isinstance(ceil, int):
+            values["cruise"] = min(max(PoolSettings.cruise, floor), ceil)
     s = PoolSettings(**values)
     for key, ok in (("ceil", s.ceil >= 1), ("max_batch", s.max_batch >= 1)):
         if not ok:

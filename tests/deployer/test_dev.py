@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,7 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
+
+from tests.deployer.conftest import deploy_json
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = f"{sys.executable} -m tests.deployer.devbuild {{src}} {{out}}"
@@ -92,6 +96,40 @@ def test_dev_loop(tmp_path: Path) -> None:
     assert "deployer/" not in text  # no traceback of ours (the worker's, of user code, is fine)
     node_pid = ports["pid"]
     _wait(lambda: not _alive(node_pid), "the node to exit", log, timeout=10)
+
+
+EXAMPLE = REPO / "examples" / "fraud"
+
+
+@pytest.mark.skipif(not (EXAMPLE / "model.joblib").exists(), reason="examples/fraud is not trained")
+def test_dev_loop_with_the_compiler(tmp_path: Path) -> None:
+    """The real compiler (`python -m compiler compile`) on the fraud example, then a hot swap."""
+    folder = tmp_path / "fraud"
+    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    ports_file, log = tmp_path / "ports.json", tmp_path / "dev.log"
+    cmd = [sys.executable, "-m", "deployer", "dev", str(folder), "--http-port", "0", "--grpc-port", "0"]
+    cmd += ["--ports-file", str(ports_file), "--interval", "0.2"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    try:
+        ports = _wait(lambda: ports_file.exists() and json.loads(ports_file.read_text()), "the node", log)
+        grpc_target = f"127.0.0.1:{ports['grpc']}"
+
+        def serving() -> list[str]:
+            services = deploy_json("list", "--node", grpc_target)["services"]
+            return [e["generation"] for s in services for e in s["mapping"]["entries"]]
+
+        _wait(lambda: "serving fraud v1-dev1" in log.read_text(), "the first deploy", log, timeout=120)
+        assert serving() == ["v1-dev1"]
+        with open(folder / "code" / "rules.py", "a") as f:
+            f.write("\n# an edit\n")
+        _wait(lambda: "serving fraud v1-dev2" in log.read_text(), "the hot swap", log, timeout=120)
+        assert serving() == ["v1-dev2"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+    assert code == 0, log.read_text()[-3000:]
 
 
 def _alive(pid: int) -> bool:

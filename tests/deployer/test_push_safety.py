@@ -56,7 +56,7 @@ def test_flipped_bytes_are_refused(node: NodeProc, packages: dict[str, Path], tm
     _flip_code_bytes(packages["v2"], corrupted)
     r = deploy("push", corrupted, "--node", node.grpc, "--activate")
     assert r.returncode == 1, (r.stdout, r.stderr)
-    assert "refused" in r.stderr and "Traceback" not in r.stderr
+    assert "refused" in r.stderr and "INVALID_ARGUMENT" in r.stderr and "Traceback" not in r.stderr
     assert served_version(node) == ("v1", "v1")
     assert _generations(node) == ["v1"]
 
@@ -90,11 +90,3 @@ def test_upload_cut_short_is_refused(node: NodeProc, packages: dict[str, Path]) 
         client.push(packages["v2"], activate=True, sha256="0" * 64)
     assert err.value.code == "INVALID_ARGUMENT" and err.value.exit_code == 1
     assert served_version(node) == ("v1", "v1")
-
-
-@pytest.mark.xfail(reason="node: a corrupt deflate stream answers INTERNAL (zlib.error escapes extract_package)")
-def test_flipped_bytes_are_a_bad_package(node: NodeProc, packages: dict[str, Path], tmp_path: Path) -> None:
-    corrupted = tmp_path / "svc-v2-corrupted.apz"
-    _flip_code_bytes(packages["v2"], corrupted)
-    r = deploy("push", corrupted, "--node", node.grpc, "--activate")
-    assert "INVALID_ARGUMENT" in r.stderr, r.stderr

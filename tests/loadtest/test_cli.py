@@ -141,4 +141,4 @@ async def test_nothing_served_exits_1() -> None:
         pass  # closed again
     code, out, _ = await _cli("--url", url, "--path", "/echo", "-n", "3", "-q")
     assert code == 1
-    assert "conn ClientConnectorError: 3" in out
+    assert "conn ConnectionRefusedError: 3" in out

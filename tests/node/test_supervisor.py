@@ -273,3 +273,13 @@ def test_function_arguments_by_name(tmp_path: Path) -> None:
         r = call(node, "add", {"b": 2})
         assert r.status_code == 400 and "'a'" in r.json()["message"]
         assert grpc_run(node, "add", {"a": 2, "b": 3}).response.struct_value["sum"] == 5
+
+
+def test_defaults_bend_to_the_bounds_given(tmp_path: Path) -> None:
+    from node.supervisor.settings import PoolConfigError, validate
+
+    assert validate({"floor": 1, "ceil": 1}, "x").cruise == 1
+    assert validate({"floor": 12}, "x").ceil == 12 and validate({"floor": 12}, "x").cruise == 12
+    assert validate({"ceil": 4}, "x").cruise == 2
+    with pytest.raises(PoolConfigError):
+        validate({"floor": 3, "cruise": 2}, "x")  # explicit values are held to the rule
