@@ -42,6 +42,7 @@ class PoolSettings:
 
 
 FIELDS = {f.name for f in fields(PoolSettings)}
+_DEFAULTS = PoolSettings()
 
 
 def _check(values: dict[str, Any], origin: dict[str, str]) -> PoolSettings:
@@ -59,11 +60,11 @@ def _check(values: dict[str, Any], origin: dict[str, str]) -> PoolSettings:
     # Defaults bend to the bounds a user did give: {"floor": 1, "ceil": 1} means cruise 1,
     # {"floor": 12} means ceil 12; only explicit values are held to floor <= cruise <= ceil.
     if "ceil" not in values and isinstance(values.get("floor"), int):
-        values["ceil"] = max(PoolSettings.ceil, values["floor"])
+        values["ceil"] = max(_DEFAULTS.ceil, values["floor"])
     if "cruise" not in values:
-        floor, ceil = values.get("floor", PoolSettings.floor), values.get("ceil", PoolSettings.ceil)
+        floor, ceil = values.get("floor", _DEFAULTS.floor), values.get("ceil", _DEFAULTS.ceil)
         if isinstance(floor, int) and isinstance(ceil, int):
-            values["cruise"] = min(max(PoolSettings.cruise, floor), ceil)
+            values["cruise"] = min(max(_DEFAULTS.cruise, floor), ceil)
     s = PoolSettings(**values)
     for key, ok in (("ceil", s.ceil >= 1), ("max_batch", s.max_batch >= 1)):
         if not ok:

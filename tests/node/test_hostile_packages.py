@@ -450,7 +450,7 @@ def test_fuzz_push_garbage_chunks(live: Live, header: apb.PushHeader, chunks: li
 
 
 def test_tampered_generation_is_refused_at_load(tmp_path: Path) -> None:
-    pkg = function_package(tmp_path, {"echo": {"function": "echo", "pool": {"floor": 1, "ceil": 1}}}, service="fn")
+    pkg = function_package(tmp_path, {"echo": {"function": "echo", "pool": {"floor": 1, "cruise": 1, "ceil": 1}}}, service="fn")
     data = tmp_path / "data"
     with run_node(data, pkg) as node:
         assert requests.post(node.url("fn", "echo", "run"), json={}, timeout=30).status_code == 200
