@@ -12,6 +12,9 @@ it adds, through :class:`_Container`:
   input near a split can go the wrong way: we ask the converter for double attributes
   (`op_version=3`), store them as ai.onnx.ml v3 `*_as_tensor` doubles (exact splits, double
   sums in onnxruntime) and cast the float scores to double where the graph declares double.
+* Trees fitted on data with missing values hold infinite thresholds, on which skl2onnx's
+  double-precision threshold adjustment (`sklearn_threshold`) loops forever: while
+  converting, :func:`patched` makes it return non-finite thresholds unchanged.
 * SimpleImputer. onnxruntime has no double `Imputer` kernel: for double inputs we impute
   with `Where(IsNaN(x), statistics, x)`. For strings skl2onnx needs a string
   `missing_values`; the node sends "" for a null string, so "" is what we impute.
@@ -19,14 +22,16 @@ it adds, through :class:`_Container`:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from onnx import TensorProto, numpy_helper
 from skl2onnx._supported_operators import sklearn_operator_name_map
+from skl2onnx.common import tree_ensemble
 from skl2onnx.common._registration import get_converter
 from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 from skl2onnx.operator_converters.common import concatenate_variables
@@ -91,20 +96,24 @@ def _is_double(operator: Any) -> bool:
     return isinstance(operator.inputs[0].type, DoubleTensorType)
 
 
-def _tree_converter(alias: str) -> Converter:
-    registered = get_converter(alias)
-    original = getattr(registered, "_fct", registered)
+def wrap_tree_converter(original: Callable[..., None], *, op_version: bool = True) -> Converter:
+    """`original` with its TreeEnsemble nodes repaired; `op_version`: it takes that keyword."""
 
     def convert(scope: Any, operator: Any, container: Any) -> None:
         double = _is_double(operator)
         floats = {v.full_name for v in operator.outputs if type(v.type) is FloatTensorType}
         proxy = _Container(container, double, floats)
-        if double:
-            original(scope, operator, proxy, op_version=3)
+        if double and op_version:
+            original(scope, operator, proxy, op_version=3)  # keeps double attributes
         else:
             original(scope, operator, proxy)
 
     return convert
+
+
+def _tree_converter(alias: str) -> Converter:
+    registered = get_converter(alias)
+    return wrap_tree_converter(getattr(registered, "_fct", registered))
 
 
 def _imputer_converter() -> Converter:
@@ -162,3 +171,20 @@ def custom_converters() -> dict[type, Converter]:
         elif cls.__name__ == "SimpleImputer" and cls.__module__.startswith("sklearn."):
             out[cls] = _imputer_converter()
     return out
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """For the duration of one conversion: thresholds that are not finite stay as they are."""
+    original = tree_ensemble.sklearn_threshold
+
+    def sklearn_threshold(dy: Any, dtype: Any, mode: str) -> Any:
+        if not np.isfinite(dy):
+            return np.float64(dy)
+        return original(dy, dtype, mode)
+
+    tree_ensemble.sklearn_threshold = sklearn_threshold
+    try:
+        yield
+    finally:
+        tree_ensemble.sklearn_threshold = original

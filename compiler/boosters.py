@@ -58,6 +58,9 @@ def register_boosters(final: Any) -> None:
             {"split": None},
         ),
     }
+    from compiler._skl2onnx_fixes import wrap_tree_converter
+
     alias, shapes, converter, options = table[cls.__name__]
-    update_registered_converter(cls, alias, shapes, converter, options=options)
+    wrapped = wrap_tree_converter(converter, op_version=False)
+    update_registered_converter(cls, alias, shapes, wrapped, options=options)
     _done.add(cls)

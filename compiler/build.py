@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -48,8 +49,14 @@ def compile_service(folder: Path, out: Path | None = None, *, progress: bool = T
 
     Raises :class:`CompileError` with a one-line message for anything the user must fix.
     """
-    rep = Reporter(progress)
-    folder = Path(folder)
+    # Library warnings (deprecations, unknown categories...) would clutter stderr, which
+    # holds only the error line; the ones that matter are reported as our own warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _compile(Path(folder), out, Reporter(progress))
+
+
+def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
     rep.step(f"reading {folder / SERVICE_FILE}")
     spec = read_service(folder)
     out = Path(out) if out is not None else Path.cwd() / f"{spec.service}-{spec.version}.apz"
@@ -93,6 +100,10 @@ def compile_service(folder: Path, out: Path | None = None, *, progress: bool = T
         "datasets": _datasets(spec, files, rep),
         "endpoints": endpoints,
     }
+    if spec.api_keys:
+        manifest["api_keys"] = spec.api_keys
+    if spec.query_log is not None:
+        manifest["query_log"] = spec.query_log
     rep.step(f"packing {out}")
     try:
         sha = write_package(out, manifest, files)

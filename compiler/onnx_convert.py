@@ -37,6 +37,14 @@ class Converted:
     value_output: str | None
 
 
+def precisions(info: ModelInfo) -> tuple[str, ...]:
+    """Precisions to try, best first. XGBoost compares float32 features with float32
+    thresholds: float inputs reproduce it, doubles near a threshold would not."""
+    if type(info.final).__name__ in ("XGBClassifier", "XGBRegressor"):
+        return ("float", "double")
+    return PRECISIONS
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     line = text.splitlines()[0] if text else type(exc).__name__
@@ -47,7 +55,7 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
     from skl2onnx import convert_sklearn
     from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-    from compiler._skl2onnx_fixes import custom_converters
+    from compiler._skl2onnx_fixes import custom_converters, patched
 
     number = DoubleTensorType if precision == "double" else FloatTensorType
     if info.input_mode == "columns":
@@ -62,7 +70,7 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
 
         register_boosters(info.final)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), patched():
             warnings.simplefilter("ignore")
             onx = convert_sklearn(
                 info.estimator,

@@ -15,7 +15,7 @@ from typing import Any
 from compiler.console import Reporter
 from compiler.errors import CompileError
 from compiler.inputs import load_model, read_table
-from compiler.onnx_convert import PRECISIONS, ConversionFailed, Converted, convert
+from compiler.onnx_convert import ConversionFailed, Converted, convert, precisions
 from compiler.parity import ParityResult, check
 from compiler.rows import BadValue, NullValue, to_row
 from compiler.schema import Feature, ModelInfo, analyze, resolve_features
@@ -134,7 +134,7 @@ def _convert_checked(
 ) -> tuple[Converted, ParityResult]:
     refused: list[str] = []
     failed: list[ParityResult] = []
-    for precision in PRECISIONS:
+    for precision in precisions(info):
         try:
             conv = convert(info, features, precision)
         except ConversionFailed as exc:

@@ -64,7 +64,8 @@ class ModelInfo:
     used: list[str] = field(default_factory=list)  # columns mode: columns the model reads
     kinds: dict[str, str] = field(default_factory=dict)  # column -> "string" | "numeric"
     consumers: dict[str, str] = field(default_factory=dict)  # column -> transformer name
-    nullable: set[str] = field(default_factory=set)
+    nullable: set[str] = field(default_factory=set)  # columns mode
+    matrix_nullable: bool = False  # matrix mode: every column is imputed, or none
     booster: bool = False
 
 
@@ -112,9 +113,16 @@ def describe(est: Any) -> str:
     return _name(est)
 
 
+def _is_identity(est: Any) -> bool:
+    """A fitted ColumnTransformer holds "passthrough" as an identity FunctionTransformer."""
+    return _is_sklearn(est, ("FunctionTransformer",)) and est.func is None and est.inverse_func is None
+
+
 def _fitted_transformers(ct: Any) -> list[tuple[str, Any, list[Any]]]:
     out = []
     for name, trans, cols in getattr(ct, "transformers_", ct.transformers):
+        if _is_identity(trans):
+            trans = "passthrough"
         if isinstance(cols, str | int):
             cols = [cols]
         elif isinstance(cols, slice) or callable(cols):
@@ -188,21 +196,18 @@ def analyze(model: Any, where: str) -> ModelInfo:
         info.input_mode = "columns"
         _analyze_columns(info, first, steps[1:-1])
     else:
-        for step in steps[:-1]:
-            if _is_ct(step):
-                raise CompileError(
-                    f"{where}: a ColumnTransformer must be the first step of the model "
-                    "and be fitted on a pandas DataFrame"
-                )
+        if any(_is_ct(step) for step in steps[1:-1]):
+            raise CompileError(f"{where}: a ColumnTransformer must be the first step of the model")
         names = info.model_columns or [f"f{i}" for i in range(info.n_features)]
         info.kinds = dict.fromkeys(names, "numeric")
-        if _nan_flows(steps[:-1], final) or _imputes(steps[:-1]):
-            info.nullable = set(names)
+        info.matrix_nullable = _nan_flows(steps[:-1], final) or _imputes(steps[:-1])
     return info
 
 
 def _task(final: Any, where: str) -> tuple[str, list[Any] | None]:
-    if getattr(final, "_estimator_type", None) == "classifier" or hasattr(final, "classes_"):
+    from sklearn.base import is_classifier
+
+    if is_classifier(final) or hasattr(final, "classes_"):
         if not hasattr(final, "classes_"):
             raise CompileError(f"{where}: the classifier is not fitted (no classes_)")
         classes = [_plain(c) for c in final.classes_]
@@ -288,7 +293,7 @@ def resolve_features(
         unknown = [n for n in decl if n not in model_cols]
         if unknown:
             raise CompileError(
-                f"{fw}: {_names(unknown)} not a feature of the model (it was fitted on: {', '.join(model_cols)})"
+                f"{fw}: the model has no feature {_names(unknown)} (it was fitted on: {', '.join(model_cols)})"
             )
         if declared is not None:
             missing = [c for c in info.used if c not in decl]
@@ -306,8 +311,13 @@ def resolve_features(
     for name in order:
         d = decl.get(name)
         kind = info.kinds.get(name, "numeric")
-        ftype = d.type if d else ("string" if kind == "string" else None)
-        ftype = ftype or _sample_type(sample, name) or "float"
+        if d is not None:
+            ftype = d.type
+        elif kind == "string":
+            ftype = "string"
+        else:  # the sample only tells which kind of number; its values are checked later
+            ftype = _sample_type(sample, name) or "float"
+            ftype = "float" if ftype == "string" else ftype
         if (ftype == "string") != (kind == "string"):
             how = "a string" if kind == "string" else "a number"
             via = info.consumers.get(name, "the estimator")
@@ -316,7 +326,8 @@ def resolve_features(
                     f"{fw}.{name}: declared {ftype}, but a model fitted on a numeric matrix reads numbers only"
                 )
             raise CompileError(f"{fw}.{name}: declared {ftype}, but the model reads {how} ({via})")
-        nullable = d.nullable if d and d.nullable is not None else name in info.nullable
+        detected = info.matrix_nullable if info.input_mode == "matrix" else name in info.nullable
+        nullable = d.nullable if d and d.nullable is not None else detected
         out.append(Feature(name, ftype, nullable))
     return out, warnings
 

@@ -8,6 +8,8 @@ line of the offending key (the loader remembers where each key was).
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -22,7 +24,8 @@ from node.package import FEATURE_TYPES, ID_RE
 SERVICE_FILE = "service.yaml"
 DEFAULT_PARITY_TOLERANCE = 1e-4
 
-TOP_LEVEL_KEYS = ("service", "version", "datasets", "endpoints")
+TOP_LEVEL_KEYS = ("service", "version", "datasets", "endpoints", "api_keys", "query_log")
+QUERY_LOG_KEYS = ("enabled", "sample_rate", "exclude")
 ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
     "prediction": (
         "type",
@@ -36,8 +39,8 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
     "function": ("type", "file", "function", "test_queries", "pool"),
 }
 FEATURE_KEYS = ("type", "nullable")
-# The node's pool settings (node/supervisor/settings.py); the compiler only checks shapes
-# and the floor <= cruise <= ceil rule against the node's defaults.
+# The node's pool settings (node/supervisor/settings.py); the compiler checks their shape
+# and floor <= cruise <= ceil the way the node will, with the node's defaults.
 POOL_KEYS = (
     "floor",
     "ceil",
@@ -91,6 +94,8 @@ class ServiceSpec:
     version: str
     datasets: dict[str, Path] = field(default_factory=dict)
     endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    api_keys: list[dict[str, str]] = field(default_factory=list)  # [{"id", "sha256"}]: never the key itself
+    query_log: dict[str, Any] | None = None
 
 
 class _Map(dict[Any, Any]):
@@ -233,7 +238,38 @@ def read_service(folder: Path) -> ServiceSpec:
         if not isinstance(eid, str) or not ID_RE.match(eid):
             raise r.fail(eps, eid, "endpoints", f"bad endpoint id {eid!r} ([A-Za-z0-9_-]+)")
         endpoints[eid] = _endpoint(r, eps, eid)
-    return ServiceSpec(folder, service, version, datasets, endpoints)
+    return ServiceSpec(folder, service, version, datasets, endpoints, _api_keys(r, doc), _query_log(r, doc))
+
+
+def _api_keys(r: _Reader, doc: _Map) -> list[dict[str, str]]:
+    """`api_keys: [KEY, ...]` or `[{id: ID, key: KEY}, ...]`; the package keeps sha256 only."""
+    raw = doc.get("api_keys")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise r.fail(doc, "api_keys", "api_keys", "expected a list of keys or of {id, key}")
+    out = []
+    for i, item in enumerate(raw):
+        kid, key = (f"key{i}", item) if isinstance(item, str) else (item.get("id"), item.get("key")) if isinstance(item, dict) else (None, None)
+        if not isinstance(key, str) or len(key) < 8 or not isinstance(kid, str) or not kid:
+            raise r.fail(doc, "api_keys", f"api_keys[{i}]", "each key needs an id and a key of at least 8 characters")
+        out.append({"id": kid, "sha256": hashlib.sha256(key.encode()).hexdigest()})
+    return out
+
+
+def _query_log(r: _Reader, doc: _Map) -> dict[str, Any] | None:
+    raw = doc.get("query_log")
+    if raw is None:
+        return None
+    ql = r.mapping(doc, "query_log", "query_log")
+    r.known(ql, QUERY_LOG_KEYS, "query_log")
+    rate = ql.get("sample_rate", 1.0)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not 0 <= rate <= 1:
+        raise r.fail(ql, "sample_rate", "query_log.sample_rate", "must be a number in [0, 1]")
+    exclude = ql.get("exclude", [])
+    if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
+        raise r.fail(ql, "exclude", "query_log.exclude", "must be a list of feature names")
+    return {"enabled": bool(ql.get("enabled", True)), "sample_rate": float(rate), "exclude": list(exclude)}
 
 
 def _endpoint(r: _Reader, eps: _Map, eid: str) -> Endpoint:
@@ -257,6 +293,9 @@ def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
     where = f"endpoints.{eid}"
     if "model" not in e:
         raise r.fail(e, "type", where, "a prediction endpoint needs 'model: <file>'")
+    sample = r.file(e, "sample", f"{where}.sample") if e.get("sample") is not None else None
+    if sample is not None and sample.suffix.lower() not in DATASET_FORMATS:
+        raise r.fail(e, "sample", f"{where}.sample", "a sample must be a .csv or .parquet file")
     tol = e.get("parity_tolerance", DEFAULT_PARITY_TOLERANCE)
     if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol < 1:
         raise r.fail(e, "parity_tolerance", f"{where}.parity_tolerance", "must be in (0, 1)")
@@ -264,7 +303,7 @@ def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
         id=eid,
         model=r.file(e, "model", f"{where}.model"),
         features=_features(r, e, where) if e.get("features") is not None else None,
-        sample=r.file(e, "sample", f"{where}.sample") if e.get("sample") is not None else None,
+        sample=sample,
         test_queries=_test_queries(r, e, where, prediction=True),
         pool=_pool(r, e, where),
         parity_tolerance=float(tol),
@@ -361,14 +400,20 @@ def _pool(r: _Reader, e: _Map, where: str) -> dict[str, int]:
     for key in ("ceil", "max_batch"):
         if pool.get(key) == 0:
             raise r.fail(pool, key, f"{where}.pool.{key}", "must be at least 1")
-    s = {**POOL_DEFAULTS, **pool}
+    # As the node does: defaults bend to the bounds given ({ceil: 1} means cruise 1); only
+    # explicit values are held to floor <= cruise <= ceil.
+    s = dict(pool)
+    if "ceil" not in s and "floor" in s:
+        s["ceil"] = max(POOL_DEFAULTS["ceil"], s["floor"])
+    s.setdefault("floor", POOL_DEFAULTS["floor"])
+    s.setdefault("ceil", POOL_DEFAULTS["ceil"])
+    s.setdefault("cruise", min(max(POOL_DEFAULTS["cruise"], s["floor"]), s["ceil"]))
     if not s["floor"] <= s["cruise"] <= s["ceil"]:
         key = next((k for k in ("floor", "cruise", "ceil") if k in pool), "floor")
         raise r.fail(
             pool,
             key,
             f"{where}.pool",
-            f"need floor <= cruise <= ceil, got floor={s['floor']} cruise={s['cruise']} "
-            f"ceil={s['ceil']} (defaults: floor 1, cruise 2, ceil 8)",
+            f"need floor <= cruise <= ceil, got floor={s['floor']} cruise={s['cruise']} ceil={s['ceil']}",
         )
     return dict(pool)

@@ -39,6 +39,13 @@ def _load(package: Path, endpoint: str) -> tuple[FeatureCodec, PredictionRuntime
     return FeatureCodec(spec), runtime, ctx
 
 
+def _write_ports(ports: Path, info: dict[str, int]) -> None:
+    """Atomically (temp file + rename): the suite polls for the file and reads it at once."""
+    tmp = ports.with_suffix(".tmp")
+    tmp.write_text(json.dumps(info))
+    tmp.replace(ports)
+
+
 def _value(v: pb.Value) -> Any:
     kind = v.WhichOneof("kind")
     return None if kind in (None, "null") else getattr(v, kind)
@@ -58,7 +65,7 @@ async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    ports.write_text(json.dumps({"http": port}))
+    _write_ports(ports, {"http": port})
     await asyncio.Event().wait()
 
 
@@ -88,7 +95,7 @@ async def _grpc(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
     pbg.add_ApiNodeServicer_to_server(_Floor(codec, runtime, ctx), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    ports.write_text(json.dumps({"grpc": port}))
+    _write_ports(ports, {"grpc": port})
     await server.wait_for_termination()
 
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from loadtest.payloads import Picker
-from loadtest.stats import Recorder
+from loadtest.stats import LATE, Recorder
 from loadtest.transport import Transport, error_key
 
 _clock = time.perf_counter
@@ -107,8 +107,11 @@ async def open_loop(
         if due > now:
             await asyncio.sleep(due - now)
             continue
-        if now - due > rec.late_max:
-            rec.late_max = now - due
+        behind = now - due
+        if behind > LATE:
+            rec.late += 1
+            if behind > rec.late_max:
+                rec.late_max = behind
         if len(inflight) >= max_inflight:
             rec.dropped += 1
         else:

@@ -26,7 +26,8 @@ class LoadResult:
     ``sent == ok + sum(errors.values())``; ``dropped`` were scheduled but never sent.
     ``duration`` runs from the first send to the last answer. ``cpu`` holds, per client
     process, the busy fraction of its event-loop thread over that time, and ``cpu_peak``
-    its busiest one-second window (see :mod:`loadtest.selfcheck`).
+    its busiest one-second window (see :mod:`loadtest.selfcheck`). Open loop: ``late``
+    sends left more than 10 ms behind their schedule, the worst by ``late_max`` seconds.
     """
 
     sent: int
@@ -39,6 +40,7 @@ class LoadResult:
     cpu: list[float] = field(default_factory=list)
     cpu_peak: list[float] = field(default_factory=list)
     late_max: float = 0.0
+    late: int = 0
     config: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +56,7 @@ class LoadResult:
             cpu=[cpu.mean],
             cpu_peak=[cpu.peak],
             late_max=rec.late_max,
+            late=rec.late,
             config=config,
         )
 
@@ -104,7 +107,7 @@ class LoadResult:
         if self.dropped:
             out.append(f"{self.dropped} requests dropped by the generator (in-flight cap reached)")
         if self.late_max > 0.05:
-            out.append(f"sends fell up to {self.late_max * 1000:.0f} ms behind schedule")
+            out.append(f"{self.late} sends late, up to {self.late_max * 1000:.0f} ms behind schedule")
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +128,7 @@ class LoadResult:
                 "cpu_peak": self.cpu_peak,
                 "saturated": self.saturated,
                 "late_max_ms": self.late_max * 1000.0,
+                "late": self.late,
             },
             "warnings": self.warnings(),
             "histograms": {
@@ -148,6 +152,7 @@ class LoadResult:
             cpu=[float(c) for c in gen.get("cpu", [])],
             cpu_peak=[float(c) for c in gen.get("cpu_peak", [])],
             late_max=float(gen.get("late_max_ms", 0.0)) / 1000.0,
+            late=int(gen.get("late", 0)),
             config=dict(d.get("config") or {}),
         )
 
@@ -167,6 +172,7 @@ class LoadResult:
             merged.cpu.extend(r.cpu)
             merged.cpu_peak.extend(r.cpu_peak)
             merged.late_max = max(merged.late_max, r.late_max)
+            merged.late += r.late
         merged.errors = dict(errors)
         return merged
 

@@ -31,20 +31,25 @@ from dataclasses import dataclass
 WINDOW = 1.0
 
 
-def _demand_clock() -> Callable[[], float]:
-    """Seconds the calling thread has run or waited to run (CPU time where unknown)."""
-    path = f"/proc/self/task/{threading.get_native_id()}/schedstat"
+def _demand_clock() -> tuple[Callable[[], float], Callable[[], None]]:
+    """Seconds the calling thread has run or waited to run (CPU time where unknown), and
+    how to release the clock. The file stays open: a run that holds thousands of
+    connections must not fail to read its own clock for want of a file descriptor."""
+    try:
+        fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+    except OSError:
+        return time.thread_time, lambda: None
 
     def schedstat() -> float:
-        with open(path, "rb") as f:
-            on_cpu, waiting = f.read().split()[:2]
+        on_cpu, waiting = os.pread(fd, 128, 0).split()[:2]
         return (int(on_cpu) + int(waiting)) / 1e9
 
     try:
         schedstat()
     except (OSError, ValueError):
-        return time.thread_time
-    return schedstat
+        os.close(fd)
+        return time.thread_time, lambda: None
+    return schedstat, lambda: os.close(fd)
 
 
 def _allowed_cores() -> int:
@@ -71,10 +76,11 @@ class CpuMeter:
         self._peak = 0.0
         self._task: asyncio.Task[None] | None = None
         self._clock: Callable[[], float] = time.thread_time
+        self._release: Callable[[], None] = lambda: None
 
     def start(self) -> None:
         """Starts measuring the thread that calls it (the running loop's)."""
-        self._clock = _demand_clock()
+        self._clock, self._release = _demand_clock()
         self._cores = _allowed_cores()
         self._cpu0, self._proc0, self._t0 = self._clock(), time.process_time(), time.perf_counter()
         self._task = asyncio.get_running_loop().create_task(self._windows())
@@ -98,4 +104,5 @@ class CpuMeter:
                 await self._task
         wall = time.perf_counter() - self._t0
         mean = self._busy(self._clock() - self._cpu0, time.process_time() - self._proc0, wall)
+        self._release()
         return CpuUse(mean=mean, peak=max(self._peak, mean))

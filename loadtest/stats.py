@@ -22,6 +22,7 @@ _LOWEST_US = 1
 _HIGHEST_US = 3_600_000_000
 _DIGITS = 3
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
+LATE = 0.010  # open loop: a send this far behind its schedule counts as late
 
 
 class Latency:
@@ -119,6 +120,7 @@ class Recorder:
     ok: int = 0
     dropped: int = 0
     late_max: float = 0.0  # open loop: how far behind schedule a send went, in seconds
+    late: int = 0  # open loop: sends more than LATE behind schedule
     errors: Counter[str] = field(default_factory=Counter)
     ok_latency: Latency = field(default_factory=Latency)
     error_latency: Latency = field(default_factory=Latency)

@@ -17,6 +17,7 @@ import orjson
 
 from node import errors
 from node.auth import ApiKeys
+from node.features import MAX_STRING_CHARS
 from node.metrics import Metrics
 from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
@@ -32,7 +33,7 @@ class Limits:
 
     max_items: int = 10_000  # items in one predict-multi call
     max_json_depth: int = 64  # nesting of a JSON body: deep bodies cost recursion everywhere
-    max_string_chars: int = 65_536  # a string feature value, or any string (or key) of a JSON body
+    max_string_chars: int = MAX_STRING_CHARS  # a string feature value, or any string (or key) of a JSON body
 
 
 MAX_JSON_DEPTH_CAP = 200  # orjson writes at most 254 levels (query log, function results)
@@ -256,13 +257,17 @@ def loads_body(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
     """
     if not raw or raw.isspace():
         return {}
+    depth, chars = limits.max_json_depth, limits.max_string_chars
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # orjson's own, at 1024
+            raise errors.BadRequest(
+                f"the JSON body is nested more than {depth} levels deep; the limit is {depth} (--max-json-depth)"
+            ) from None
         raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise errors.BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
-    depth, chars = limits.max_json_depth, limits.max_string_chars
     deep = len(raw) > 2 * depth and raw.count(b"[") + raw.count(b"{") > depth
     long = len(raw) > chars
     if (deep or long) and _too_big(body, depth if deep else MAX_JSON_DEPTH_CAP, chars if long else len(raw)):

@@ -30,8 +30,9 @@ def _show(value: Any) -> str:
     """A caller's value for an error message: short, and never a whole container."""
     if isinstance(value, dict | list):
         return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    text = repr(value)
-    return text if len(text) <= 64 else text[:60] + "...'"
+    if isinstance(value, str) and len(value) > 60:
+        return repr(value[:60]) + "..."
+    return repr(value)
 
 
 def _num(name: str, value: Any, want: str) -> float:
@@ -73,6 +74,15 @@ def _coerce_int(name: str, value: Any) -> int:
         if _INT64_MIN <= value <= _INT64_MAX:
             return value  # hot path
         raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
+    if type(value) is str:
+        try:
+            i = int(value)  # exactly: through a float, "9223372036854775807" would round past int64
+        except ValueError:
+            pass  # "12.0", "1e3", or not a number: as a float below
+        else:
+            if _INT64_MIN <= i <= _INT64_MAX:
+                return i
+            raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
     v = _num(name, value, "int")
     if not v.is_integer():
         raise BadRequest(f"feature {name!r} must be an integer (int), got {_show(value)}")

@@ -174,7 +174,8 @@ def _check_datasets(datasets: Any, files: dict[str, Any]) -> None:
     _require(isinstance(datasets, dict), "'datasets' must be an object")
     for name, d in datasets.items():
         _require(isinstance(d, dict), f"datasets.{name} must be an object")
-        _require(d.get("path") in files, f"datasets.{name}.path {d.get('path')!r} is not a file of the package")
+        path = d.get("path")
+        _require(isinstance(path, str) and path in files, f"datasets.{name}.path {path!r} is not a file of the package")
 
 
 def _check_api_keys(keys: Any) -> None:
@@ -228,7 +229,9 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
     etype = e.get("type")
     _require(etype in ENDPOINT_TYPES, f"{where}.type {etype!r} is not one of {ENDPOINT_TYPES}")
     tq = e.get("test_queries")
-    _require(tq is None or tq in files, f"{where}.test_queries {tq!r} is not a file of the package")
+    _require(
+        tq is None or (isinstance(tq, str) and tq in files), f"{where}.test_queries {tq!r} is not a file of the package"
+    )
     pool = e.get("pool") or {}
     _require(isinstance(pool, dict), f"{where}.pool must be an object")
     if etype != "prediction":

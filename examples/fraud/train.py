@@ -41,7 +41,14 @@ CATEGORIES = {  # category: (share of transactions, fraud log-odds bump, median 
     "electronics": (0.10, 1.2, 180.0),
     "jewelry": (0.06, 1.5, 250.0),
 }
-COUNTRIES = {"FR": (0.35, 0.0), "DE": (0.2, -0.1), "GB": (0.15, 0.1), "ES": (0.12, 0.2), "US": (0.1, 0.4), "BR": (0.08, 0.7)}
+COUNTRIES = {
+    "FR": (0.35, 0.0),
+    "DE": (0.2, -0.1),
+    "GB": (0.15, 0.1),
+    "ES": (0.12, 0.2),
+    "US": (0.1, 0.4),
+    "BR": (0.08, 0.7),
+}
 NUMERIC = ["amount", "hour", "distance_from_home", "card_present", "age", "account_age_days"]
 CATEGORICAL = ["merchant_category", "country"]
 FEATURES = NUMERIC[:1] + CATEGORICAL[:1] + NUMERIC[1:] + CATEGORICAL[1:]
@@ -100,7 +107,34 @@ def transactions(rng: np.random.Generator, cust: pd.DataFrame) -> pd.DataFrame:
 
 
 def _hour_weights() -> np.ndarray:
-    w = np.array([0.4, 0.3, 0.2, 0.2, 0.2, 0.3, 0.8, 1.5, 2.2, 2.5, 2.6, 2.8, 3.2, 3.0, 2.7, 2.6, 2.7, 3.0, 3.3, 3.0, 2.4, 1.8, 1.2, 0.7])
+    w = np.array(
+        [
+            0.4,
+            0.3,
+            0.2,
+            0.2,
+            0.2,
+            0.3,
+            0.8,
+            1.5,
+            2.2,
+            2.5,
+            2.6,
+            2.8,
+            3.2,
+            3.0,
+            2.7,
+            2.6,
+            2.7,
+            3.0,
+            3.3,
+            3.0,
+            2.4,
+            1.8,
+            1.2,
+            0.7,
+        ]
+    )
     return w / w.sum()
 
 

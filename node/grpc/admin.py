@@ -98,6 +98,10 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                         if header is not None:
                             raise errors.BadRequest("PushPackage: a second header")
                         header = chunk.header
+                        if header.size <= 0:
+                            raise errors.BadRequest(
+                                f"PushPackage: header.size must be the package's size in bytes, got {header.size}"
+                            )
                         if header.size > self.max_package_bytes:
                             raise errors.PayloadTooLarge(
                                 f"package of {header.size} bytes is over this node's limit of {self.max_package_bytes}"

@@ -60,10 +60,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status == 413:  # aiohttp stopped reading at client_max_size
             limit = request.app[MAX_BODY]
             return error_response(
-                errors.PayloadTooLarge(
-                    f"the request body is over this node's limit of {limit} bytes "
-                    f"({limit / 1024**2:g} MiB, --max-body-mb)"
-                )
+                errors.PayloadTooLarge(f"the request body is over this node's limit of {limit} bytes (--max-body-mb)")
             )
         err_type = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status, "BAD_REQUEST")
         body = {

@@ -33,6 +33,7 @@ class Behaviour:
     burn: float = 0.0  # seconds of CPU spent on the event loop per request
     api_key: str | None = None
     seen: int = 0
+    peers: set[tuple[str, int]] = field(default_factory=set)  # client (host, port): one per connection
     inflight: int = 0
     bodies: list[Any] = field(default_factory=list)
     _stall_until: float | None = None
@@ -65,9 +66,12 @@ def _basic(key: str) -> str:
 
 @asynccontextmanager
 async def http_server(b: Behaviour) -> AsyncIterator[str]:
-    """Serves ``POST /public/api/v1/{service}/{endpoint}/predict`` and ``/echo``; yields the base URL."""
+    """Serves ``POST /public/api/v1/{service}/{endpoint}/predict`` and ``/echo`` (as
+    :class:`Behaviour` says), ``/chunked`` and ``/close`` (framing cases); yields the base URL."""
 
     async def predict(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            b.peers.add(request.transport.get_extra_info("peername")[:2])
         if b.api_key and request.headers.get("Authorization") != _basic(b.api_key):
             return web.json_response({"errorType": "UNAUTHORIZED", "message": "key"}, status=401)
         body = await request.json()
@@ -87,9 +91,33 @@ async def http_server(b: Behaviour) -> AsyncIterator[str]:
             }
         )
 
+    async def chunked(request: web.Request) -> web.StreamResponse:
+        """The answer in chunked framing, with a trailer-less end."""
+        await request.read()
+        b.seen += 1
+        resp = web.StreamResponse(status=200)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for part in (b'{"result":', b' {"prediction": 1},', b' "x": "' + b"y" * 5000 + b'"}'):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
+    async def close(request: web.Request) -> web.Response:
+        """Answers, then closes the connection (``Connection: close``)."""
+        await request.read()
+        b.seen += 1
+        if request.transport is not None:
+            b.peers.add(request.transport.get_extra_info("peername")[:2])
+        resp = web.json_response({"result": {}}, headers={"Connection": "close"})
+        resp.force_close()
+        return resp
+
     app = web.Application()
     app.router.add_post("/public/api/v1/{service}/{endpoint}/predict", predict)
     app.router.add_post("/echo", predict)
+    app.router.add_post("/chunked", chunked)
+    app.router.add_post("/close", close)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -16,7 +16,9 @@ CODE = "def who(**kwargs):\n    return '{v}'\n"
 
 
 def test_admin_client_lists_switches_and_maps(tmp_path: Path) -> None:
-    pkgs = [function_package(tmp_path, {"who": {"function": "who"}}, version=v, code=CODE.format(v=v)) for v in ("v1", "v2")]
+    pkgs = [
+        function_package(tmp_path, {"who": {"function": "who"}}, version=v, code=CODE.format(v=v)) for v in ("v1", "v2")
+    ]
     with run_node(tmp_path / "data", *pkgs, args=["--admin-key", "root-key"]) as node:
         admin = dataikuapi.APINodeAdminClient(node.http, "root-key")
         services = admin.list_services()
@@ -31,7 +33,9 @@ def test_admin_client_lists_switches_and_maps(tmp_path: Path) -> None:
         assert who() == "v2"  # the last package given is active
         svc.switch_to_single_generation("v1")
         assert who() == "v1"
-        svc.set_generations_mapping({"entries": [{"generation": "v1", "proba": 0.5}, {"generation": "v2", "proba": 0.5}]})
+        svc.set_generations_mapping(
+            {"entries": [{"generation": "v1", "proba": 0.5}, {"generation": "v2", "proba": 0.5}]}
+        )
         seen = Counter(who() for _ in range(200))
         assert seen["v1"] > 50 and seen["v2"] > 50
         svc.disable()

@@ -1,0 +1,109 @@
+"""`make bench`, parts 4 and 5: the example under twice its capacity, and at rest.
+
+A fresh node serves the example with its own pool settings (``examples/fraud/service.yaml``:
+ceil 4, queue 32, timeout 5000 ms). At rest, just after it deployed, the resident memory of
+its front process and workers is read. Then the harness measures its capacity (closed
+loop, concurrency 16, fast HTTP transport), and at once offers twice that, open loop, for
+10 s, with no warmup (a warmup past capacity would leave a backlog the measured phase
+inherits). Latency counts from each request's *scheduled* time, so a backlog anywhere (the
+generator, the kernel's socket buffers, the node's front, its pool queue) shows.
+
+What is reported: served, rejected by status, p50/p99/max of each, the slowest answer
+against the queue timeout, the node's own counters (rejected = queue full, timed_out =
+waited the whole timeout), and whether the generator held the rate: requests it dropped,
+sends more than 10 ms late, its CPU. If it did not hold the rate, the summary says so
+first.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from loadtest.bench_env import Counters, memory, node_pids, pool_of, started
+from loadtest.bench_runs import Bench, Measured, Model, harness_row, say, show
+from loadtest.config import Target
+
+SECONDS = 10.0
+# Callers open connections as they need them, up to this many; a request beyond waits for
+# one, and the wait counts in its latency. Without a bound, a node that falls behind makes
+# the generator open thousands of connections, and the figures become the kernel's accept
+# backlog (and the generator's file-descriptor limit).
+CONNECTIONS = 1024
+TIMEOUT = 10.0  # twice the example's queue timeout: the run ends at most 10 s after its last send
+
+
+def bench_overload(m: Model, b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Returns the overload figures and the memory at rest of the example as shipped."""
+    say("== overload and memory: the example with its own pool settings")
+    ports = b.work / "overload.json"
+    with started(b.node_cmd(b.work / "data-overload", ports, m.package), ports, b.work / "overload.log") as node:
+        http = f"http://127.0.0.1:{node['http']}"
+        time.sleep(1.0)
+        mem = memory(node_pids(http, node["pid"]))
+        say(f"   memory at rest: {mem}")
+        pool = pool_of(http, m.service, m.endpoint)
+        t = Target(mode="http", url=http, service=m.service, endpoint=m.endpoint)
+        cap = b.harness(t, m.bodies, duration=2 * b.duration, warmup=1.0)
+        show("capacity (closed loop)", harness_row(cap))
+        capacity = cap.result.ok_throughput
+        counters = Counters(http, m.service, m.endpoint)
+        counters.mark()
+        rate = 2 * capacity
+        over = b.harness(
+            t,
+            m.bodies,
+            rate=rate,
+            duration=SECONDS,
+            warmup=0.0,
+            connections=CONNECTIONS,
+            max_inflight=100_000,
+            timeout=TIMEOUT,
+        )
+        node_side = counters.delta()
+    return _figures(over, rate, capacity, pool, node_side), mem
+
+
+def _figures(
+    over: Measured, rate: float, capacity: float, pool: dict[str, Any], node_side: dict[str, int]
+) -> dict[str, Any]:
+    r = over.result
+    timeout_ms = float(pool.get("timeout", 0))
+    slowest = max(x for x in (r.ok_latency.max_ms(), r.error_latency.max_ms(), 0.0) if x is not None)
+    offered = r.sent + r.dropped
+    held = r.dropped == 0 and r.late_max < 0.1 and offered >= 0.98 * rate * SECONDS
+    doc: dict[str, Any] = {
+        "tool": "harness (fast HTTP, open loop)",
+        "capacity_rps": round(capacity, 1),
+        "rate_rps": round(rate, 1),
+        "seconds": SECONDS,
+        "connections_cap": CONNECTIONS,
+        "pool": pool,
+        "sent": r.sent,
+        "served": r.ok,
+        "rejected": dict(sorted(r.errors.items())),
+        "answered_rps": round(r.completed / r.duration, 1) if r.duration else None,
+        "served_ms": r.ok_latency.summary(),
+        "rejected_ms": r.error_latency.summary(),
+        "slowest_answer_ms": slowest,
+        "queue_timeout_ms": timeout_ms,
+        "nothing_waited_past_timeout": slowest <= timeout_ms,
+        "node_side": node_side,
+        "generator": {
+            "dropped": r.dropped,
+            "late": r.late,
+            "late_max_ms": round(r.late_max * 1000, 1),
+            "cpu": round(max(r.cpu + r.cpu_peak, default=0.0), 3),
+            "own_cpu": round(over.own_cpu, 3),
+            "saturated": r.saturated,
+            "held_rate": held,
+            "achieved_rps": round(r.sent / SECONDS, 1),
+        },
+        "warnings": r.warnings() + ([] if held else ["the generator did not hold 2x capacity: see generator"]),
+    }
+    say(
+        f"   offered {doc['rate_rps']:,.0f}/s for {SECONDS:g} s: sent {r.sent:,}, served {r.ok:,}, rejected {doc['rejected']}, "
+        f"answered {doc['answered_rps']}/s; served p99 {doc['served_ms']['p99']} ms, rejected p99 "
+        f"{doc['rejected_ms']['p99']} ms, slowest {slowest:.0f} ms; node {node_side}; generator {doc['generator']}"
+    )
+    return doc

@@ -1,0 +1,259 @@
+"""The benchmark suite's summary: markdown tables and one PNG, from the results document.
+
+Every figure says which tool measured it. The reference ratios are wrk's (HTTP) and
+h2load's (gRPC), C generators that leave the server's core the only limit; the harness's
+own figures stand beside them. Rows whose generator was CPU-bound carry a mark and a
+warning, so a figure that describes the generator is never mistaken for the server's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_SAT = " ⚠"  # the generator of this row was CPU-bound
+
+
+def _n(x: float | None, digits: int = 0) -> str:
+    return "-" if x is None else f"{x:,.{digits}f}"
+
+
+def _ms(row: dict[str, Any]) -> str:
+    if row.get("failed") or row.get("p50_ms") is None:
+        return "-"
+    return f"{row['p50_ms']:.2f} / {row['p99_ms']:.2f}"
+
+
+def _tp(row: dict[str, Any]) -> str:
+    if row.get("failed"):
+        return "failed"
+    return _n(row["throughput"]) + (_SAT if row.get("generator_saturated") else "")
+
+
+def _range(ratios: list[float | None]) -> str:
+    got = [r for r in ratios if r is not None]
+    return f"{min(got):.2f}-{max(got):.2f}" if got else "-"
+
+
+def _ratio_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model | API | tool | floor req/s | node req/s | **node/floor** | per round | floor p50 / p99 ms "
+        "| node p50 / p99 ms | server CPU µs/req floor / node | node/floor by CPU | node req per model run |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for m in doc["models"]:
+        for api, label in (("http", "HTTP predict"), ("grpc", "gRPC Predict")):
+            ref = m[api]["reference"]
+            for tool in (ref, "harness"):
+                c = m[api][tool]
+                floor, node, ratio = c["floor"], c["node"], c["ratio"]
+                shown = "-" if ratio is None else (f"**{ratio:.2f}**" if tool == ref else f"{ratio:.2f}")
+                cost = c.get("cpu_us_per_req") or {}
+                cost_txt = f"{_n(cost.get('floor'))} / {_n(cost.get('node'))}" if cost.get("node") else "-"
+                lines.append(
+                    f"| {m['model']} | {label} | {tool} | {_tp(floor)} | {_tp(node)} | {shown} | "
+                    f"{_range(c['round_ratios'])} | {_ms(floor)} | {_ms(node)} | {cost_txt} | "
+                    f"{_n(c.get('cpu_ratio'), 2)} | {_n(node.get('requests_per_run'), 1)} |"
+                )
+    return lines
+
+
+def _throughput_table(doc: dict[str, Any]) -> list[str]:
+    lines = [
+        "| model | gRPC stream pred/s (harness, 16 streams) | gRPC stream pred/s (h2load) | predict-multi rows/s (harness) | multi p50 / p99 ms | mean batch (rows) |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for m in doc["models"]:
+        s, multi, c = m["stream"], m["multi"], m["node_counters"]
+        batch = c["batched_rows"] / c["batches"] if c.get("batches") else None
+        lines.append(
+            f"| {m['model']} | {_tp(s['harness'])} | {_tp(s['h2load'])} | {_tp(multi)} | {_ms(multi)} | {_n(batch, 1)} |"
+        )
+    return lines
+
+
+def _overload(o: dict[str, Any]) -> list[str]:
+    g, pool = o["generator"], o["pool"]
+    served, rejected = o["served_ms"], o["rejected_ms"]
+    rej = ", ".join(f"{k}: {v:,}" for k, v in o["rejected"].items()) or "none"
+    why = "other jobs took its CPU" if g["own_cpu"] < 0.8 else "it was CPU-bound"
+    held = (
+        "yes"
+        if g["held_rate"]
+        else f"**NO**: it fell behind its schedule ({why}), so at times the node was offered less than 2x"
+    )
+    return [
+        f"Open loop at **{_n(o['rate_rps'])} req/s** = 2 x the capacity the harness measured on this node just before "
+        f"({_n(o['capacity_rps'])} req/s, closed loop, concurrency 16), for {o['seconds']:g} s, HTTP predict on the "
+        f"example with its own pool (floor {pool.get('floor')}, ceil {pool.get('ceil')}, queue {pool.get('queue')}, "
+        f"timeout {pool.get('timeout')} ms). Latency counts from each request's scheduled send time.",
+        "",
+        "| sent | served | rejected | served p50 / p99 / max ms | rejected p50 / p99 / max ms | slowest answer vs queue timeout |",
+        "|--:|--:|---|--:|--:|---|",
+        f"| {o['sent']:,} | {o['served']:,} | {rej} | {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
+        f"| {_n(rejected['p50'], 1)} / {_n(rejected['p99'], 1)} / {_n(rejected['max'], 1)} "
+        f"| {_n(o['slowest_answer_ms'], 1)} ms vs {_n(o['queue_timeout_ms'])} ms: "
+        f"{'within' if o['nothing_waited_past_timeout'] else '**PAST IT**'} |",
+        "",
+        f"- Answers (served + rejected) came back at {_n(o['answered_rps'])}/s against {_n(o['rate_rps'])}/s offered.",
+        f"- The node's own counters over the run: {o['node_side']} (rejected = queue full, answered at once; "
+        "timed_out = waited the queue timeout).",
+        f"- Generator: held the rate: {held}; sent {g['achieved_rps']:,} req/s; dropped {g['dropped']}, "
+        f"{g['late']} sends > 10 ms late (worst {g['late_max_ms']} ms); busiest second {g['cpu']:.0%} "
+        f"busy (running or waiting for a CPU), own CPU {g['own_cpu']:.0%} over the run.",
+    ]
+
+
+def _memory(mem: dict[str, Any]) -> list[str]:
+    return [
+        "| process | RSS MB | PSS MB |",
+        "|---|--:|--:|",
+        f"| node (front: HTTP + gRPC + supervisor) | {mem['node_rss']} | {mem['node_pss']} |",
+        f"| {mem['workers']} workers ({', '.join(f'{k}: {v}' for k, v in mem['per_endpoint_rss'].items())}) "
+        f"| {mem['workers_rss']} | {mem['workers_pss']} |",
+        f"| total | {round(mem['node_rss'] + mem['workers_rss'], 1)} | {round(mem['node_pss'] + mem['workers_pss'], 1)} |",
+    ]
+
+
+def _rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every measured row with a label: model, what, server, tool."""
+    out = []
+    for m in doc["models"]:
+        for api in ("http", "grpc"):
+            for tool in (m[api]["reference"], "harness"):
+                for who in ("floor", "node"):
+                    out.append((f"{m['model']} {api} {who} ({tool})", m[api][tool][who]))
+        for tool in ("harness", "h2load"):
+            out.append((f"{m['model']} stream node ({tool})", m["stream"][tool]))
+        out.append((f"{m['model']} multi rows node (harness)", m["multi"]))
+    return out
+
+
+def _warnings(doc: dict[str, Any]) -> list[str]:
+    out = []
+    for label, row in _rows(doc):
+        if row.get("generator_saturated") or row.get("generator_saturated_rounds"):
+            own = row.get("generator_own_cpu")
+            why = (
+                f"waited for a CPU (busy {row['generator_cpu']:.0%}, of which its own work {own:.0%}: other jobs "
+                "on the machine took its core)"
+                if own is not None and own < 0.8
+                else f"CPU-bound ({row['generator_cpu']:.0%})"
+            )
+            rounds = row.get("generator_saturated_rounds")
+            which = f"in {rounds} of its rounds" if rounds else "in this row"
+            out.append(f"- {label}: {which}, the generator {why}; such a figure is a lower bound.")
+        if row.get("failed"):
+            out.append(f"- {label}: {row['failed']}")
+        side = row.get("node_side") or {}
+        bad = {k: v for k, v in side.items() if k in ("rejected", "timed_out", "failed", "crashed")}
+        if bad:
+            out.append(f"- {label}: the node counted errors h2load cannot see: {bad}")
+    for m in doc["models"]:
+        for where, check in (("gRPC Predict", m["grpc"]["body_check"]), ("PredictStream", m["stream"]["body_check"])):
+            problems = {k: v for k, v in (check.items() if isinstance(check, dict) else [("node", check)]) if v != "ok"}
+            if problems:
+                out.append(f"- {m['model']} {where}: the h2load body failed its check: {problems}")
+    o = doc.get("overload")
+    if o:
+        out += [f"- overload: {w}" for w in o["warnings"]]
+    return out or ["- none: no generator was CPU-bound, every h2load body was answered with status OK."]
+
+
+def markdown(doc: dict[str, Any], png: str | None) -> str:
+    mc, st = doc["machine"], doc["settings"]
+    lines = [
+        f"# apinode benchmark, {doc['date']}",
+        "",
+        f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['memory']} RAM, {mc['os']}, Python {mc['python']}. "
+        f"Load average before / after: {mc['loadavg']} / {mc.get('loadavg_after', '?')} (a shared machine: "
+        "other jobs ran alongside, so absolute figures move from run to run; ratios measured back to back move less).",
+        "",
+        f"Command: `make bench` (`.venv/bin/python -m loadtest.bench`), {doc.get('elapsed_s', '?')} s. "
+        f"{mc['pinning']}. The node runs its front process and its workers on its one core, with "
+        f"pool {st['bench_pool']} for parts 1-3. Node and floor are measured alternately, "
+        f"{st['rounds']} rounds of {st['duration_s']:g} s each (after {st['warmup_s']:g} s of warmup; wrk: "
+        "none, it runs after the harness warmed the server); each side's best round is shown, with the "
+        "node/floor ratio of every round beside it.",
+        "",
+        "Tools: **wrk** `-t1 -c16` (HTTP/1.1, one body) and **h2load** `-t1 -c1 -m16` (gRPC over one "
+        "HTTP/2 connection, 16 streams; the framed body is checked once through grpc for status OK and the "
+        "node's counters are read around the run) give the reference figures. **harness** is apinode's own "
+        "generator (`apinode loadtest`: fast raw-asyncio HTTP client; grpc.aio), cycling through the "
+        "package's test rows; p50/p99 from its HDR histograms. ⚠ marks a CPU-bound generator.",
+        "",
+        "## 1. Single-record predict: node vs floor, concurrency 16",
+        "",
+        "Floor: the same ONNX model behind a bare aiohttp handler / bare grpc.aio servicer in one process "
+        "(`loadtest/floors.py`), one `session.run` per request. The goal is node/floor ≥ 0.8. The last column "
+        "is the node's own count: requests per model run in its worker (above 1: requests that waited together "
+        "went over in one message and one `session.run`). *Server CPU µs/req* is the CPU time the server's "
+        "processes (node: front + workers) spent per answer during the wrk/h2load rounds (median of the rounds), "
+        "from /proc; *node/floor by CPU* = floor cost / node cost. Unlike throughput it does not depend on how "
+        "much of core 0 other jobs left each server: the scheduler shares a core per runnable thread, so on a "
+        "busy machine the node (two busy processes) gets a larger share of core 0 than a one-process floor, "
+        "which flatters the node's throughput ratio.",
+        "",
+        *_ratio_table(doc),
+        "",
+        "## 2-3. Streaming and predict-multi (100 rows) on the node",
+        "",
+        *_throughput_table(doc),
+        "",
+        "h2load streams: 16 concurrent PredictStream calls of 100 requests each (the node answers each "
+        "stream's requests one at a time, in order, as the harness's 16 streams with one request in flight).",
+    ]
+    if doc.get("overload"):
+        lines += ["", "## 4. Overload: 2 x capacity, open loop (harness, fast HTTP)", "", *_overload(doc["overload"])]
+    if doc.get("memory_at_rest"):
+        lines += [
+            "",
+            "## 5. Memory at rest, example deployed (its own pool settings)",
+            "",
+            *_memory(doc["memory_at_rest"]),
+        ]
+    lines += ["", "## Generator self-check and warnings", "", *_warnings(doc)]
+    if png:
+        lines += ["", f"![throughput and latency per row]({png})"]
+    lines += ["", f"Full figures (histogram percentiles, commands, errors): `{doc['date'][:10]}.json`."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(doc: dict[str, Any], path: Path) -> Path | None:
+    """Throughput and p50/p99 of every row, as two panels of horizontal bars; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    rows = [(label, r) for label, r in _rows(doc) if not r.get("failed")]
+    if not rows:
+        return None
+    labels = [label for label, _ in rows]
+    ys = list(range(len(rows)))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 0.32 * len(rows) + 1.6), dpi=100, sharey=True)
+    try:
+        colors = [
+            "tab:red" if r.get("generator_saturated") else ("tab:gray" if " floor " in lb else "tab:blue")
+            for lb, r in rows
+        ]
+        left.barh(ys, [r["throughput"] for _, r in rows], color=colors)
+        left.set_yticks(ys, labels, fontsize=8)
+        left.invert_yaxis()
+        left.set_xscale("log")
+        left.set_xlabel("served per second, log (rows/s for multi, predictions/s for streams)")
+        left.grid(axis="x", alpha=0.3)
+        for p, marker in (("p50_ms", "o"), ("p99_ms", "|")):
+            right.scatter([r.get(p) or float("nan") for _, r in rows], ys, marker=marker, label=p[:3], s=40)
+        right.set_xscale("log")
+        right.set_xlabel("latency ms (log): o p50, | p99")
+        right.grid(axis="x", alpha=0.3)
+        right.legend(loc="lower right", fontsize=8)
+        fig.suptitle(f"apinode bench {doc['date']} (grey: floors, blue: node, red: generator CPU-bound)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return path
