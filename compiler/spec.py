@@ -9,7 +9,6 @@ line of the offending key (the loader remembers where each key was).
 from __future__ import annotations
 
 import hashlib
-
 import math
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
@@ -250,7 +249,13 @@ def _api_keys(r: _Reader, doc: _Map) -> list[dict[str, str]]:
         raise r.fail(doc, "api_keys", "api_keys", "expected a list of keys or of {id, key}")
     out = []
     for i, item in enumerate(raw):
-        kid, key = (f"key{i}", item) if isinstance(item, str) else (item.get("id"), item.get("key")) if isinstance(item, dict) else (None, None)
+        kid, key = (
+            (f"key{i}", item)
+            if isinstance(item, str)
+            else (item.get("id"), item.get("key"))
+            if isinstance(item, dict)
+            else (None, None)
+        )
         if not isinstance(key, str) or len(key) < 8 or not isinstance(kid, str) or not kid:
             raise r.fail(doc, "api_keys", f"api_keys[{i}]", "each key needs an id and a key of at least 8 characters")
         out.append({"id": kid, "sha256": hashlib.sha256(key.encode()).hexdigest()})
