@@ -111,6 +111,8 @@ class AdminPlane:
             raise errors.BadRequest("a mapping needs at least one entry {generation, proba}")
         clean = []
         for e in entries:
+            if not isinstance(e, dict) or not isinstance(e.get("generation"), str):
+                raise errors.BadRequest(f"a mapping entry must be {{generation: string, proba: number}}, got {e!r:.80}")
             gen, proba = e.get("generation"), e.get("proba")
             if gen not in svc.state.generations:
                 raise errors.NotFound(f"service {svc.id!r} has no generation {gen!r}")

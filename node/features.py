@@ -5,8 +5,8 @@ missing feature, a wrong type or an unimputable null is a 400 that names the fea
 features are ignored. Numeric strings ("12.5") are accepted for numeric features.
 
 Everything a model could choke on is refused here, because rows of several requests travel
-to a worker as one batch: one value that breaks the batch (an int beyond int64, a float
-beyond float32, a string that is not Unicode) would fail its neighbours too.
+to a worker as one batch: one value that breaks the batch (an int beyond an int64 input, a
+float beyond a float32 one, NaN) would fail or skew its neighbours too.
 """
 
 from __future__ import annotations
@@ -56,35 +56,34 @@ def _num(name: str, value: Any, want: str) -> float:
 
 
 def _coerce_float(name: str, value: Any) -> float:
-    if type(value) is float:
-        return value  # hot path
+    if type(value) is float and value - value == 0.0:
+        return value  # hot path; NaN and infinities (which gRPC can carry) fail the test
     return _num(name, value, "float")
 
 
 def _coerce_float32(name: str, value: Any) -> float:
     """A float feature of a float32 model: a double beyond float32 would be infinite to it."""
-    v = value if type(value) is float else _num(name, value, "float")
+    v = _coerce_float(name, value)
     if -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
         return v
     raise BadRequest(f"feature {name!r} is out of the model's float32 range (|x| <= 3.4e38), got {_show(value)}")
 
 
 def _coerce_int(name: str, value: Any) -> int:
+    """An int feature is an int64, whatever the model's input type: beyond it, numpy cannot
+    build an int64 batch, nor always a double one ("1" and 400 zeros)."""
     if type(value) is int:
         if _INT64_MIN <= value <= _INT64_MAX:
             return value  # hot path
         raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
     if type(value) is str:
         try:
-            i = int(value)  # exactly: through a float, "9223372036854775807" would round past int64
+            v: float | int = int(value)  # exactly: through a float, "9223372036854775807" rounds past int64
         except ValueError:
-            pass  # "12.0", "1e3", or not a number: as a float below
-        else:
-            if _INT64_MIN <= i <= _INT64_MAX:
-                return i
-            raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
-    v = _num(name, value, "int")
-    if not v.is_integer():
+            v = _num(name, value, "int")  # "12.0", "1e3", or not a number
+    else:
+        v = _num(name, value, "int")
+    if isinstance(v, float) and not v.is_integer():
         raise BadRequest(f"feature {name!r} must be an integer (int), got {_show(value)}")
     if not _INT64_MIN <= v <= _INT64_MAX:
         raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
@@ -93,12 +92,7 @@ def _coerce_int(name: str, value: Any) -> int:
 
 def _coerce_string(name: str, value: Any) -> str:
     if type(value) is str:
-        if not value.isascii():
-            try:
-                value.encode()
-            except UnicodeEncodeError:  # a lone surrogate: no model input can hold it
-                raise BadRequest(f"feature {name!r} is not a valid Unicode string") from None
-        return value
+        return value  # valid Unicode: orjson, protobuf and yarl refuse or replace lone surrogates
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # ids and codes sent as numbers
     raise BadRequest(f"feature {name!r} must be a string, got {_show(value)}")
@@ -123,6 +117,7 @@ _COERCE = {
 
 
 def _coercer(feature_type: str, onnx_type: str) -> Any:
+    """The coercion of a feature, stricter where the model's input type needs it."""
     if feature_type == "float" and onnx_type == "float":
         return _coerce_float32
     return _COERCE[feature_type]
@@ -134,6 +129,7 @@ class FeatureCodec:
     def __init__(self, spec: EndpointSpec) -> None:
         self.spec = spec
         self._plan = [(f.name, _coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
+        self._strings = [(i, f.name) for i, f in enumerate(spec.features) if f.type == "string"]
         self.regression = spec.task == "regression"
         self.classes = list(spec.classes or ())
         self.class_keys = [_label_key(c) for c in self.classes]
@@ -152,16 +148,17 @@ class FeatureCodec:
                 append(None if onnx_type != "string" else "")
                 continue
             try:
-                v = coerce(name, value)
+                append(coerce(name, value))
             except BadRequest as exc:
                 if where:
                     raise BadRequest(f"{where}{exc.message}") from None
                 raise
-            if type(v) is str and len(v) > max_string:
+        for i, name in self._strings:
+            if len(row[i]) > max_string:
                 raise BadRequest(
-                    f"{where}feature {name!r} is {len(v)} characters long; the limit is {max_string} (--max-string-chars)"
+                    f"{where}feature {name!r} is {len(row[i])} characters long; "
+                    f"the limit is {max_string} (--max-string-chars)"
                 )
-            append(v)
         return row
 
     def results(self, arrays: tuple[Any, ...]) -> list[dict[str, Any]]:

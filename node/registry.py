@@ -24,7 +24,7 @@ import orjson
 from node import errors
 from node.auth import ApiKeys
 from node.features import FeatureCodec
-from node.package import EndpointSpec, Manifest
+from node.package import ID_RE, EndpointSpec, Manifest, PackageError
 from node.querylog import LogPolicy, QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
 from node.supervisor import settings as pool_settings
@@ -85,7 +85,7 @@ class Service:
                 raise errors.BadRequest(
                     f"service {self.id!r} dispatches by hash: the request needs dispatch.dispatchKey"
                 )
-            digest = hashlib.blake2b(str(key).encode(), digest_size=8).digest()
+            digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8).digest()
             u = int.from_bytes(digest, "big") / 2**64 * self._cum[-1]
         else:
             u = random.random() * self._cum[-1]
@@ -108,6 +108,8 @@ class Registry:
         if svc is None:
             if not create:
                 raise errors.NotFound(f"service {service!r} is not deployed on this node")
+            if not ID_RE.match(service):  # it names folders of the data dir
+                raise errors.BadRequest(f"bad service id {service!r}: letters, digits, '_' and '-' only")
             svc = self.services[service] = Service(service, ServiceState())
         return svc
 
@@ -115,7 +117,10 @@ class Registry:
     async def load(self, service: str, stored: StoredGeneration) -> Generation:
         """Starts the pools of a stored generation (floor workers loaded and warm)."""
         path = self.storage.generation_dir(service, stored)
-        manifest = self.storage.manifest_of(service, stored)
+        try:
+            manifest = self.storage.manifest_of(service, stored)
+        except (OSError, PackageError) as exc:  # the data dir was tampered with, or lost a file
+            raise errors.BadRequest(f"{service} {stored.version} cannot be loaded: {exc}") from None
         self._loads += 1
         gen = Generation(service, stored.version, stored, manifest, path)
         spec_base = {"package_dir": str(path), "onnx_threads": self.onnx_threads}
@@ -201,6 +206,8 @@ class Registry:
             if not isinstance(dispatch, dict):
                 raise errors.BadRequest("'dispatch' must be an object")
             forced = dispatch.get("forcedGeneration")
+            if forced is not None and not isinstance(forced, str):
+                raise errors.BadRequest("dispatch.forcedGeneration must be a string: the name of a generation")
         if forced:
             gen = svc.loaded.get(forced)
             if gen is None:

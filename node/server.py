@@ -23,6 +23,7 @@ from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
 from node.grpc.admin import AdminServicer
 from node.grpc.servicer import ApiNodeServicer
+from node.grpc.undecodable import RefuseUndecodable
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.querylog import QueryLog
@@ -51,7 +52,12 @@ class Node:
         self.supervisor.querylog = self.querylog  # type: ignore[attr-defined]  # for the dropped-lines metric
         self.registry = Registry(self.storage, self.supervisor, onnx_threads=settings.onnx_threads)
         self.registry.querylog = self.querylog
-        self.dataplane = DataPlane(self.registry, Limits(max_items=settings.max_items), querylog=self.querylog)
+        limits = Limits(
+            max_items=settings.max_items,
+            max_json_depth=settings.max_json_depth,
+            max_string_chars=settings.max_string_chars,
+        )
+        self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
         self.http_port = 0
@@ -83,7 +89,7 @@ class Node:
             ("grpc.max_send_message_length", s.max_grpc_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._grpc = grpc.aio.server(options=opts)
+        self._grpc = grpc.aio.server(options=opts, interceptors=[RefuseUndecodable()])
         apinode_pb2_grpc.add_ApiNodeServicer_to_server(ApiNodeServicer(self.dataplane), self._grpc)
         admin_pb2_grpc.add_AdminServicer_to_server(
             AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),

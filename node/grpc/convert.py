@@ -6,6 +6,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2
 
+from node import errors
 from node._proto.apinode.v1 import apinode_pb2 as pb
 
 
@@ -79,7 +80,10 @@ def _ints(x: Any) -> Any:
 
 
 def struct_to_py(s: struct_pb2.Struct) -> dict[str, Any]:
-    return _ints(json_format.MessageToDict(s))  # type: ignore[no-any-return]
+    try:
+        return _ints(json_format.MessageToDict(s))  # type: ignore[no-any-return]
+    except ValueError as exc:  # NaN or Infinity: a Struct may hold them, JSON may not
+        raise errors.BadRequest(f"the arguments are not JSON: {exc}") from None
 
 
 def json_to_value(raw: bytes) -> struct_pb2.Value:

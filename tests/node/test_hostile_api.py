@@ -833,6 +833,22 @@ def test_nan_and_infinity_are_refused(served: Served) -> None:
     assert "the arguments are not JSON" in err.value.details()
 
 
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+def test_grpc_non_finite_features_are_refused(served: Served, number: float) -> None:
+    """JSON cannot carry NaN, a gRPC Value can: it must not reach the model as a value."""
+    for service, endpoint, feature in (
+        ("fraud", "score", "amount"),
+        ("fraud", "score", "hour"),
+        ("tags", "tag", "score"),
+    ):
+        row = _PB_ROWS[0] if service == "fraud" else _PB_ROWS[1]
+        req = pb.PredictRequest(service=service, endpoint=endpoint, features={**row, feature: pb.Value(number=number)})
+        with pytest.raises(grpc.RpcError) as err:
+            served.api.Predict(req, timeout=30)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"feature {feature!r} must be a finite number" in err.value.details(), err.value.details()
+
+
 def test_grpc_undecodable_is_invalid_argument(served: Served) -> None:
     for method in _API_METHODS:
         call = served.channel.unary_unary(method, request_serializer=_ident, response_deserializer=_ident)
