@@ -74,7 +74,7 @@ def test_good_service(tmp_path: Path) -> None:
         (
             "version: v1",
             "version: v1\nowner: me",
-            "line 3: top level: unknown key 'owner' (known keys: service, version, datasets, endpoints)",
+            "line 3: top level: unknown key 'owner' (known keys: service, version, datasets, endpoints, api_keys, query_log)",
         ),
         (
             "    model: model.joblib",
