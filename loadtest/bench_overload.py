@@ -23,6 +23,7 @@ from typing import Any
 from loadtest.bench_env import Counters, memory, node_pids, pool_of, started
 from loadtest.bench_runs import Bench, Measured, Model, harness_row, say, show
 from loadtest.config import Target
+from loadtest.stats import Latency
 
 SECONDS = 10.0
 # Callers open connections as they need them, up to this many; a request beyond waits for
@@ -64,30 +65,57 @@ def bench_overload(m: Model, b: Bench) -> tuple[dict[str, Any], dict[str, Any]]:
     return _figures(over, rate, capacity, pool, node_side), mem
 
 
+def _merged(lats: list[Latency]) -> Latency:
+    out = Latency()
+    for lat in lats:
+        out.add(lat)
+    return out
+
+
 def _figures(
     over: Measured, rate: float, capacity: float, pool: dict[str, Any], node_side: dict[str, int]
 ) -> dict[str, Any]:
     r = over.result
     timeout_ms = float(pool.get("timeout", 0))
-    slowest = max(x for x in (r.ok_latency.max_ms(), r.error_latency.max_ms(), 0.0) if x is not None)
+    # An HTTP status is an answer (a rejection); a client timeout or a connection error is not.
+    answered = {k: v for k, v in r.errors.items() if k.startswith("http ")}
+    unanswered = {k: v for k, v in r.errors.items() if k not in answered}
+    rejected = _merged([lat for k, lat in r.error_latency_by_key.items() if k in answered])
+    slowest = max(x for x in (r.ok_latency.max_ms(), rejected.max_ms(), 0.0) if x is not None)
     offered = r.sent + r.dropped
-    held = r.dropped == 0 and r.late_max < 0.1 and offered >= 0.98 * rate * SECONDS
+    in_full = r.dropped == 0 and offered >= 0.98 * rate * SECONDS
+    on_time = r.late_max < 0.1
+    warnings = [w for w in r.warnings() if "CPU-bound" not in w]
+    if r.saturated:
+        warnings.insert(
+            0,
+            f"the generator was busy {max(r.cpu + r.cpu_peak):.0%} of the time (running or waiting for a CPU), "
+            f"its own work {over.own_cpu:.0%}"
+            + (": other jobs on the machine took its core" if over.own_cpu < 0.8 else ": it was CPU-bound"),
+        )
+    if not in_full:
+        warnings.append("the generator did not offer 2x capacity in full: see generator")
     doc: dict[str, Any] = {
         "tool": "harness (fast HTTP, open loop)",
         "capacity_rps": round(capacity, 1),
         "rate_rps": round(rate, 1),
         "seconds": SECONDS,
         "connections_cap": CONNECTIONS,
+        "client_timeout_s": TIMEOUT,
         "pool": pool,
         "sent": r.sent,
         "served": r.ok,
-        "rejected": dict(sorted(r.errors.items())),
-        "answered_rps": round(r.completed / r.duration, 1) if r.duration else None,
+        "rejected": dict(sorted(answered.items())),
+        "unanswered": dict(sorted(unanswered.items())),
+        "answers": r.ok + sum(answered.values()),
+        "run_s": round(r.duration, 2),  # first send to last answer (or client timeout)
+        "answered_rps": round((r.ok + sum(answered.values())) / r.duration, 1) if r.duration else None,
         "served_ms": r.ok_latency.summary(),
-        "rejected_ms": r.error_latency.summary(),
+        "rejected_ms": rejected.summary(),
+        "unanswered_ms": {k: r.error_latency_by_key[k].summary() for k in unanswered if k in r.error_latency_by_key},
         "slowest_answer_ms": slowest,
         "queue_timeout_ms": timeout_ms,
-        "nothing_waited_past_timeout": slowest <= timeout_ms,
+        "nothing_waited_past_timeout": slowest <= timeout_ms and not unanswered,
         "node_side": node_side,
         "generator": {
             "dropped": r.dropped,
@@ -96,14 +124,17 @@ def _figures(
             "cpu": round(max(r.cpu + r.cpu_peak, default=0.0), 3),
             "own_cpu": round(over.own_cpu, 3),
             "saturated": r.saturated,
-            "held_rate": held,
+            "offered_in_full": in_full,
+            "on_schedule": on_time,
+            "held_rate": in_full and on_time,
             "achieved_rps": round(r.sent / SECONDS, 1),
         },
-        "warnings": r.warnings() + ([] if held else ["the generator did not hold 2x capacity: see generator"]),
+        "warnings": warnings,
     }
     say(
-        f"   offered {doc['rate_rps']:,.0f}/s for {SECONDS:g} s: sent {r.sent:,}, served {r.ok:,}, rejected {doc['rejected']}, "
-        f"answered {doc['answered_rps']}/s; served p99 {doc['served_ms']['p99']} ms, rejected p99 "
-        f"{doc['rejected_ms']['p99']} ms, slowest {slowest:.0f} ms; node {node_side}; generator {doc['generator']}"
+        f"   offered {doc['rate_rps']:,.0f}/s for {SECONDS:g} s: sent {r.sent:,}, served {r.ok:,}, "
+        f"rejected {doc['rejected']}, unanswered {doc['unanswered']}, answered {doc['answered_rps']}/s; served p99 "
+        f"{doc['served_ms']['p99']} ms, rejected p99 {doc['rejected_ms']['p99']} ms, slowest answer {slowest:.0f} ms; "
+        f"node {node_side}; generator {doc['generator']}"
     )
     return doc

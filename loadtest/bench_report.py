@@ -76,31 +76,34 @@ def _overload(o: dict[str, Any]) -> list[str]:
     g, pool = o["generator"], o["pool"]
     served, rejected = o["served_ms"], o["rejected_ms"]
     rej = ", ".join(f"{k}: {v:,}" for k, v in o["rejected"].items()) or "none"
+    lost = ", ".join(f"{k}: {v:,}" for k, v in o["unanswered"].items()) or "none"
     why = "other jobs took its CPU" if g["own_cpu"] < 0.8 else "it was CPU-bound"
-    held = (
-        "yes"
-        if g["held_rate"]
-        else f"**NO**: it fell behind its schedule ({why}), so at times the node was offered less than 2x"
-    )
+    schedule = "yes" if g["on_schedule"] else f"**no**: up to {g['late_max_ms']:,.0f} ms behind at times ({why})"
+    full = "yes" if g["offered_in_full"] else "**NO: the node was offered less than 2x**"
+    within = "within" if o["nothing_waited_past_timeout"] else "**PAST IT**"
     return [
         f"Open loop at **{_n(o['rate_rps'])} req/s** = 2 x the capacity the harness measured on this node just before "
         f"({_n(o['capacity_rps'])} req/s, closed loop, concurrency 16), for {o['seconds']:g} s, HTTP predict on the "
         f"example with its own pool (floor {pool.get('floor')}, ceil {pool.get('ceil')}, queue {pool.get('queue')}, "
-        f"timeout {pool.get('timeout')} ms). Latency counts from each request's scheduled send time.",
+        f"timeout {pool.get('timeout')} ms). Latency counts from each request's scheduled send time. Callers use up "
+        f"to {o['connections_cap']} connections and give up after {o['client_timeout_s']:g} s (unanswered).",
         "",
-        "| sent | served | rejected | served p50 / p99 / max ms | rejected p50 / p99 / max ms | slowest answer vs queue timeout |",
-        "|--:|--:|---|--:|--:|---|",
-        f"| {o['sent']:,} | {o['served']:,} | {rej} | {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
+        "| sent | served | rejected (answered, by status) | unanswered | served p50 / p99 / max ms "
+        "| rejected p50 / p99 / max ms | slowest answer vs queue timeout |",
+        "|--:|--:|---|---|--:|--:|---|",
+        f"| {o['sent']:,} | {o['served']:,} | {rej} | {lost} "
+        f"| {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
         f"| {_n(rejected['p50'], 1)} / {_n(rejected['p99'], 1)} / {_n(rejected['max'], 1)} "
-        f"| {_n(o['slowest_answer_ms'], 1)} ms vs {_n(o['queue_timeout_ms'])} ms: "
-        f"{'within' if o['nothing_waited_past_timeout'] else '**PAST IT**'} |",
+        f"| {_n(o['slowest_answer_ms'], 1)} ms vs {_n(o['queue_timeout_ms'])} ms: {within} |",
         "",
-        f"- Answers (served + rejected) came back at {_n(o['answered_rps'])}/s against {_n(o['rate_rps'])}/s offered.",
+        f"- {o['answers']:,} answers (served + rejected) in the {o['run_s']:.1f} s from the first send to the last "
+        f"answer or client timeout: {_n(o['answered_rps'])}/s, against {_n(o['rate_rps'])}/s offered for "
+        f"{o['seconds']:g} s.",
         f"- The node's own counters over the run: {o['node_side']} (rejected = queue full, answered at once; "
-        "timed_out = waited the queue timeout).",
-        f"- Generator: held the rate: {held}; sent {g['achieved_rps']:,} req/s; dropped {g['dropped']}, "
-        f"{g['late']} sends > 10 ms late (worst {g['late_max_ms']} ms); busiest second {g['cpu']:.0%} "
-        f"busy (running or waiting for a CPU), own CPU {g['own_cpu']:.0%} over the run.",
+        "timed_out = waited the whole queue timeout; absent = 0).",
+        f"- Generator: offered 2x in full: {full} (sent {g['achieved_rps']:,} req/s on average, dropped "
+        f"{g['dropped']}); on schedule: {schedule}, {g['late']:,} sends > 10 ms late; own CPU {g['own_cpu']:.0%} "
+        f"over the run, busiest second {g['cpu']:.0%} busy (running or waiting for a CPU).",
     ]
 
 

@@ -24,6 +24,7 @@ class LoadResult:
     """Counts and latencies of a measured phase (all processes of a run merged).
 
     ``sent == ok + sum(errors.values())``; ``dropped`` were scheduled but never sent.
+    Errors have one latency histogram for all and one per error key.
     ``duration`` runs from the first send to the last answer. ``cpu`` holds, per client
     process, the busy fraction of its event-loop thread over that time, and ``cpu_peak``
     its busiest one-second window (see :mod:`loadtest.selfcheck`). Open loop: ``late``
@@ -37,6 +38,7 @@ class LoadResult:
     duration: float
     ok_latency: Latency = field(default_factory=Latency)
     error_latency: Latency = field(default_factory=Latency)
+    error_latency_by_key: dict[str, Latency] = field(default_factory=dict)
     cpu: list[float] = field(default_factory=list)
     cpu_peak: list[float] = field(default_factory=list)
     late_max: float = 0.0
@@ -53,6 +55,7 @@ class LoadResult:
             duration=duration,
             ok_latency=rec.ok_latency,
             error_latency=rec.error_latency,
+            error_latency_by_key=dict(rec.error_latency_by_key),
             cpu=[cpu.mean],
             cpu_peak=[cpu.peak],
             late_max=rec.late_max,
@@ -123,6 +126,7 @@ class LoadResult:
             "ok_throughput_rps": self.ok_throughput,
             "latency_ms": self.ok_latency.summary(),
             "error_latency_ms": self.error_latency.summary(),
+            "error_latency_by_key_ms": {k: v.summary() for k, v in sorted(self.error_latency_by_key.items())},
             "generator": {
                 "cpu": self.cpu,
                 "cpu_peak": self.cpu_peak,
@@ -134,6 +138,7 @@ class LoadResult:
             "histograms": {
                 "ok": self.ok_latency.encode(),
                 "error": self.error_latency.encode(),
+                "error_by_key": {k: v.encode() for k, v in sorted(self.error_latency_by_key.items())},
             },
         }
 
@@ -149,6 +154,7 @@ class LoadResult:
             duration=float(d["duration_s"]),
             ok_latency=Latency.decode(hist.get("ok", "")),
             error_latency=Latency.decode(hist.get("error", "")),
+            error_latency_by_key={str(k): Latency.decode(v) for k, v in (hist.get("error_by_key") or {}).items()},
             cpu=[float(c) for c in gen.get("cpu", [])],
             cpu_peak=[float(c) for c in gen.get("cpu_peak", [])],
             late_max=float(gen.get("late_max_ms", 0.0)) / 1000.0,
@@ -169,6 +175,8 @@ class LoadResult:
             merged.duration = max(merged.duration, r.duration)
             merged.ok_latency.add(r.ok_latency)
             merged.error_latency.add(r.error_latency)
+            for key, lat in r.error_latency_by_key.items():
+                merged.error_latency_by_key.setdefault(key, Latency()).add(lat)
             merged.cpu.extend(r.cpu)
             merged.cpu_peak.extend(r.cpu_peak)
             merged.late_max = max(merged.late_max, r.late_max)

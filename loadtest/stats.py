@@ -124,6 +124,8 @@ class Recorder:
     errors: Counter[str] = field(default_factory=Counter)
     ok_latency: Latency = field(default_factory=Latency)
     error_latency: Latency = field(default_factory=Latency)
+    # Per error key too: a 503 answered at once and a client timeout are different stories.
+    error_latency_by_key: dict[str, Latency] = field(default_factory=dict)
 
     def record(self, error: str | None, seconds: float) -> None:
         if error is None:
@@ -132,6 +134,10 @@ class Recorder:
         else:
             self.errors[error] += 1
             self.error_latency.record(seconds)
+            lat = self.error_latency_by_key.get(error)
+            if lat is None:
+                lat = self.error_latency_by_key[error] = Latency()
+            lat.record(seconds)
 
     @property
     def error_count(self) -> int:

@@ -51,7 +51,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except errors.ApiNodeError as exc:
-        if errors.kind_of(exc).http_status >= 500:
+        if errors.kind_of(exc).http_status in (500, 504):  # 503s are load shedding: counted in metrics, not logged
             log.warning("%s %s -> %s: %s", request.method, request.path, type(exc).__name__, exc.message)
         return error_response(exc)
     except web.HTTPException as exc:

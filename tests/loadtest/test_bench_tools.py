@@ -38,7 +38,6 @@ async def test_verify_grpc_accepts_a_sound_body_and_names_a_bad_one() -> None:
     assert stream is not None and "with an error" in stream  # the 2nd of 3 answers failed
 
 
-@pytest.mark.skipif(not tools.available("h2load"), reason="h2load is not installed")
 async def test_h2load_drives_grpc_unary_and_reads_its_log(tmp_path: Path) -> None:
     b = Behaviour()
     msgs = encode_bodies(TARGET, [BODY])
@@ -60,7 +59,6 @@ async def test_h2load_drives_grpc_unary_and_reads_its_log(tmp_path: Path) -> Non
     assert run.p50_ms is not None and run.p99_ms is not None and run.p50_ms <= run.p99_ms
 
 
-@pytest.mark.skipif(not tools.available("wrk"), reason="wrk is not installed")
 async def test_wrk_posts_the_body_and_counts_non_2xx(tmp_path: Path) -> None:
     b = Behaviour(fail_every=2)
     async with http_server(b) as url:

@@ -46,6 +46,9 @@ async def test_counts_add_up_and_a_503_is_counted_by_status(client: str) -> None
     assert r.sent == b.seen == 400
     assert r.errors == {"http 503": 80}
     assert r.ok == 320
+    assert r.error_latency_by_key["http 503"].count == 80
+    back = LoadResult.from_dict(r.to_dict())
+    assert back.error_latency_by_key["http 503"].count == 80
     assert b.bodies[0] == BODY
 
 
