@@ -7,7 +7,6 @@ import asyncio
 from pathlib import Path
 
 import orjson
-import pytest
 
 from loadtest import bench_tools as tools
 from loadtest.config import Target
