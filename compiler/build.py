@@ -18,12 +18,14 @@ from typing import Any
 
 from compiler.console import Reporter
 from compiler.errors import CompileError
-from compiler.functions import FunctionCode, check_function, collect_code
-from compiler.inputs import read_table
+from compiler.functions import FunctionCode, check_class, check_function, collect_code, collect_folders
 from compiler.parity import ParityResult
 from compiler.spec import (
     DATASET_FORMATS,
     SERVICE_FILE,
+    CustomPredictionEndpoint,
+    FunctionEndpoint,
+    LookupEndpoint,
     PredictionEndpoint,
     ServiceSpec,
     read_service,
@@ -65,17 +67,42 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
     parity: dict[str, ParityResult] = {}
     codes: list[tuple[str, FunctionCode]] = []
     boosters = False
+    datasets = _datasets(spec, files, rep)
+    folders: dict[str, list[Path]] = {}
     for eid, ep in spec.endpoints.items():
         queries: list[dict[str, Any]] | None
         if isinstance(ep, PredictionEndpoint):
             from compiler.prediction import build_prediction
 
+            _check_enrich(eid, ep.enrich, datasets)
             built = build_prediction(ep, folder, rep)
             entry, queries = built.entry, built.test_queries
             files[entry["model"]["path"]] = built.onnx
             parity[eid] = built.parity
             boosters = boosters or built.booster
+            if ep.enrich:
+                entry["enrich"] = ep.enrich
+        elif isinstance(ep, LookupEndpoint):
+            rep.step(f"checking {eid}: lookup in {ep.dataset} by {', '.join(ep.keys)}")
+            entry = _lookup_entry(eid, ep, datasets)
+            queries = ep.test_queries
+        elif isinstance(ep, CustomPredictionEndpoint):
+            rep.step(f"checking {eid}: {ep.file.name}:{ep.cls}")
+            _check_enrich(eid, ep.enrich, datasets)
+            code = check_class(ep, folder)
+            codes.append((eid, code))
+            entry = {"type": "custom-prediction", "code": {"path": code.path, "root": "code", "class": code.function}}
+            if ep.features is not None:
+                entry["features"] = [
+                    {"name": f.name, "type": f.type, "nullable": f.nullable is not False} for f in ep.features
+                ]
+            for key, value in (("task", ep.task), ("classes", ep.classes), ("enrich", ep.enrich or None)):
+                if value is not None:
+                    entry[key] = value
+            folders[eid] = list(ep.folders)
+            queries = ep.test_queries
         else:
+            assert isinstance(ep, FunctionEndpoint)
             rep.step(f"checking {eid}: {ep.file.name}:{ep.function}()")
             code = check_function(ep, folder)
             codes.append((eid, code))
@@ -83,6 +110,7 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
                 "type": "function",
                 "code": {"path": code.path, "root": "code", "function": code.function},
             }
+            folders[eid] = list(ep.folders)
             queries = ep.test_queries
         if queries is not None:
             entry["test_queries"] = f"tests/{eid}.json"
@@ -92,12 +120,20 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
         endpoints[eid] = entry
     if codes:
         files.update(collect_code(codes))
+    all_folders = [f for fs in folders.values() for f in fs]
+    if all_folders:
+        rep.step(f"packing {len(set(all_folders))} managed folder(s)")
+        folder_files, paths = collect_folders(all_folders, folder)
+        files.update(folder_files)
+        for eid, fs in folders.items():
+            if fs:
+                endpoints[eid]["folders"] = [paths[f] for f in fs]
     manifest: dict[str, Any] = {
         "service": spec.service,
         "version": spec.version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "compiler": compiler_info(boosters),
-        "datasets": _datasets(spec, files, rep),
+        "datasets": datasets,
         "endpoints": endpoints,
     }
     if spec.api_keys:
@@ -129,20 +165,84 @@ def _listing(files: dict[str, bytes | Path]) -> dict[str, dict[str, Any]]:
 
 
 def _datasets(spec: ServiceSpec, files: dict[str, bytes | Path], rep: Reporter) -> dict[str, dict[str, Any]]:
+    """Each bundled dataset as it is, with the column types the node will read it with
+    (inferred by Arrow: an integer column with missing values stays an integer column)."""
     out: dict[str, dict[str, Any]] = {}
     for name, path in spec.datasets.items():
         rep.step(f"reading dataset {name}: {path.relative_to(spec.folder)}")
         fmt = DATASET_FORMATS[path.suffix.lower()]
-        table = read_table(path, f"datasets.{name}")
+        schema, rows = _schema(path, fmt, f"datasets.{name}")
         target = f"datasets/{name}{'.csv' if fmt == 'csv' else '.parquet'}"
         files[target] = path
         out[name] = {
             "path": target,
             "format": fmt,
-            "rows": len(table),
-            "columns": [str(c) for c in table.columns],
+            "rows": rows,
+            "columns": [c["name"] for c in schema],
+            "schema": schema,
         }
     return out
+
+
+def _schema(path: Path, fmt: str, where: str) -> tuple[list[dict[str, str]], int]:
+    import pyarrow as pa
+
+    from node.package import column_type_of
+
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            meta = pq.read_metadata(path)
+            arrow_schema, rows = meta.schema.to_arrow_schema(), meta.num_rows
+        else:
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path)
+            arrow_schema, rows = table.schema, table.num_rows
+    except (OSError, pa.ArrowException) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CompileError(f"{where}: cannot read {path}: {first}") from None
+    return [{"name": f.name, "type": column_type_of(f.type)} for f in arrow_schema], rows
+
+
+def _columns_of(datasets: dict[str, dict[str, Any]], name: str, where: str) -> list[str]:
+    if name not in datasets:
+        known = ", ".join(datasets) or "none"
+        raise CompileError(f"{where}: no dataset {name!r} (the service's datasets: {known})")
+    return list(datasets[name]["columns"])
+
+
+def _check_columns(columns: list[str], wanted: Any, dataset: str, where: str) -> None:
+    missing = [c for c in wanted if c not in columns]
+    if missing:
+        raise CompileError(
+            f"{where}: dataset {dataset!r} has no column {missing[0]!r} (its columns: {', '.join(columns)})"
+        )
+
+
+def _lookup_entry(eid: str, ep: LookupEndpoint, datasets: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    where = f"endpoints.{eid}"
+    columns = _columns_of(datasets, ep.dataset, f"{where}.dataset")
+    _check_columns(columns, ep.keys, ep.dataset, f"{where}.keys")
+    if ep.columns is not None:
+        _check_columns(columns, ep.columns, ep.dataset, f"{where}.columns")
+    entry: dict[str, Any] = {"type": "lookup", "dataset": ep.dataset, "keys": list(ep.keys)}
+    if ep.columns is not None:
+        entry["columns"] = list(ep.columns)
+    entry.update(ep.policies)
+    for i, q in enumerate(ep.test_queries or []):
+        if not isinstance(q.get("data"), dict):
+            raise CompileError(f"{where}.test_queries[{i}]: a lookup query is {{data: {{key: value}}}}")
+    return entry
+
+
+def _check_enrich(eid: str, enrich: list[dict[str, Any]], datasets: dict[str, dict[str, Any]]) -> None:
+    for i, e in enumerate(enrich):
+        where = f"endpoints.{eid}.enrich[{i}]"
+        columns = _columns_of(datasets, e["dataset"], f"{where}.dataset")
+        _check_columns(columns, e["keys"], e["dataset"], f"{where}.keys")
+        _check_columns(columns, e["columns"], e["dataset"], f"{where}.columns")
 
 
 def _version(dist: str) -> str | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from compiler.errors import CompileError
-from compiler.spec import FunctionEndpoint
+from compiler.spec import CustomPredictionEndpoint, FunctionEndpoint
 
 CODE_DIR = "code"
 _SKIP_DIRS = {"__pycache__"}
@@ -28,23 +28,46 @@ class FunctionCode:
     function: str
 
 
-def check_function(ep: FunctionEndpoint, folder: Path) -> FunctionCode:
-    where = f"endpoints.{ep.id}.file"
+def _parse(file: Path, folder: Path, where: str) -> tuple[Path, ast.Module]:
     try:
-        rel = ep.file.resolve().relative_to(folder.resolve())
+        rel = file.resolve().relative_to(folder.resolve())
     except ValueError:
-        raise CompileError(f"{where}: {ep.file} is outside the service folder {folder}") from None
+        raise CompileError(f"{where}: {file} is outside the service folder {folder}") from None
     if len(rel.parts) < 2:
         raise CompileError(
-            f"{where}: put function code in a folder of the service (e.g. code/{rel.name}); that folder is packed whole"
+            f"{where}: put the code in a folder of the service (e.g. code/{rel.name}); that folder is packed whole"
         )
     try:
-        source = ep.file.read_text(encoding="utf-8")
-        tree = ast.parse(source, filename=str(ep.file))
+        source = file.read_text(encoding="utf-8")
+        return rel, ast.parse(source, filename=str(file))
     except SyntaxError as exc:
-        raise CompileError(f"{ep.file}: line {exc.lineno}: syntax error: {exc.msg}") from None
+        raise CompileError(f"{file}: line {exc.lineno}: syntax error: {exc.msg}") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise CompileError(f"{where}: cannot read {ep.file}: {exc}") from None
+        raise CompileError(f"{where}: cannot read {file}: {exc}") from None
+
+
+def check_class(ep: CustomPredictionEndpoint, folder: Path) -> FunctionCode:
+    """A custom-prediction class: defined at the top level, with a `predict` method."""
+    rel, tree = _parse(ep.file, folder, f"endpoints.{ep.id}.file")
+    found = None
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == ep.cls:
+            found = node
+    if found is None:
+        defined = sorted(n.name for n in tree.body if isinstance(n, ast.ClassDef))
+        raise CompileError(
+            f"endpoints.{ep.id}.class: {ep.file} defines no top-level class {ep.cls!r} "
+            f"(it defines: {', '.join(defined) or 'none'})"
+        )
+    methods = {n.name for n in found.body if isinstance(n, ast.FunctionDef)}
+    inherits = bool(found.bases)  # predict() may come from a base class: the node checks at load
+    if "predict" not in methods and not inherits:
+        raise CompileError(f"endpoints.{ep.id}.class: {ep.cls} in {ep.file} has no predict(self, df) method")
+    return FunctionCode(root=folder / rel.parts[0], path="/".join((CODE_DIR, *rel.parts[1:])), function=ep.cls)
+
+
+def check_function(ep: FunctionEndpoint, folder: Path) -> FunctionCode:
+    rel, tree = _parse(ep.file, folder, f"endpoints.{ep.id}.file")
     fn = _find(tree, ep.function)
     if fn is None:
         defined = sorted(n.name for n in tree.body if isinstance(n, ast.FunctionDef))
@@ -100,7 +123,7 @@ def collect_code(codes: list[tuple[str, FunctionCode]]) -> dict[str, Path]:
     roots = {c.root for _, c in codes}
     if len(roots) > 1:
         listed = ", ".join(f"{eid}: {c.root.name}/" for eid, c in codes)
-        raise CompileError(f"function endpoints must share one code folder, got {listed}")
+        raise CompileError(f"function and custom-prediction endpoints must share one code folder, got {listed}")
     files: dict[str, Path] = {}
     for root in roots:
         for path in sorted(root.rglob("*")):
@@ -111,3 +134,22 @@ def collect_code(codes: list[tuple[str, FunctionCode]]) -> dict[str, Path]:
                 continue
             files["/".join((CODE_DIR, *rel.parts))] = path
     return files
+
+
+FOLDERS_DIR = "folders"
+
+
+def collect_folders(folders: list[Path], service_folder: Path) -> tuple[dict[str, Path], dict[Path, str]]:
+    """Package path -> file for every managed folder, and each folder's package path
+    (`folders/<its path in the service folder>`)."""
+    files: dict[str, Path] = {}
+    where: dict[Path, str] = {}
+    base = service_folder.resolve()
+    for folder in dict.fromkeys(folders):
+        target = "/".join((FOLDERS_DIR, *folder.relative_to(base).parts))
+        where[folder] = target
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(folder)
+            if path.is_file() and "__pycache__" not in rel.parts:
+                files["/".join((target, *rel.parts))] = path
+    return files, where

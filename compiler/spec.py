@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from compiler.errors import CompileError
-from node.package import FEATURE_TYPES, ID_RE
+from node.package import ENRICH_POLICIES, FEATURE_TYPES, ID_RE, LOOKUP_POLICIES, TASKS
 
 SERVICE_FILE = "service.yaml"
 DEFAULT_PARITY_TOLERANCE = 1e-4
@@ -34,9 +34,24 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
         "test_queries",
         "pool",
         "parity_tolerance",
+        "enrich",
     ),
-    "function": ("type", "file", "function", "test_queries", "pool"),
+    "function": ("type", "file", "function", "folders", "test_queries", "pool"),
+    "lookup": ("type", "dataset", "keys", "columns", "on_no_match", "on_multiple", "test_queries"),
+    "custom-prediction": (
+        "type",
+        "file",
+        "class",
+        "features",
+        "task",
+        "classes",
+        "folders",
+        "enrich",
+        "test_queries",
+        "pool",
+    ),
 }
+ENRICH_KEYS = ("dataset", "keys", "columns", "override", *ENRICH_POLICIES)
 FEATURE_KEYS = ("type", "nullable")
 # The node's pool settings (node/supervisor/settings.py); the compiler checks their shape
 # and floor <= cruise <= ceil the way the node will, with the node's defaults.
@@ -72,6 +87,7 @@ class PredictionEndpoint:
     test_queries: list[dict[str, Any]] | None
     pool: dict[str, int]
     parity_tolerance: float
+    enrich: list[dict[str, Any]] = field(default_factory=list)  # manifest-shaped entries
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +97,35 @@ class FunctionEndpoint:
     function: str
     test_queries: list[dict[str, Any]] | None
     pool: dict[str, int]
+    folders: tuple[Path, ...] = ()
 
 
-Endpoint = PredictionEndpoint | FunctionEndpoint
+@dataclass(frozen=True, slots=True)
+class LookupEndpoint:
+    id: str
+    dataset: str
+    keys: tuple[str, ...]
+    columns: tuple[str, ...] | None  # None: every column
+    policies: dict[str, str]
+    test_queries: list[dict[str, Any]] | None
+    pool: dict[str, int] = field(default_factory=dict)  # lookups have no workers
+
+
+@dataclass(frozen=True, slots=True)
+class CustomPredictionEndpoint:
+    id: str
+    file: Path
+    cls: str
+    features: tuple[FeatureDecl, ...] | None
+    task: str | None
+    classes: list[Any] | None
+    folders: tuple[Path, ...]
+    enrich: list[dict[str, Any]]
+    test_queries: list[dict[str, Any]] | None
+    pool: dict[str, int]
+
+
+Endpoint = PredictionEndpoint | FunctionEndpoint | LookupEndpoint | CustomPredictionEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +354,7 @@ def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
         test_queries=_test_queries(r, e, where, prediction=True),
         pool=_pool(r, e, where),
         parity_tolerance=float(tol),
+        enrich=_enrich(r, e, where),
     )
 
 
@@ -332,12 +375,143 @@ def _function(r: _Reader, e: _Map, eid: str) -> FunctionEndpoint:
         function=name,
         test_queries=_test_queries(r, e, where, prediction=False),
         pool=_pool(r, e, where),
+        folders=_folders(r, e, where),
     )
+
+
+def _names(r: _Reader, parent: _Map, key: str, where: str) -> list[str]:
+    """A column name or a list of them."""
+    value = parent[key]
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise r.fail(parent, key, where, f"expected a column name or a list of them, got {_kind(value)}")
+    return list(names)
+
+
+def _policies(r: _Reader, e: _Map, where: str, table: Mapping[str, tuple[str, ...]]) -> dict[str, str]:
+    out = {}
+    for policy, allowed in table.items():
+        if policy in e:
+            if e[policy] not in allowed:
+                raise r.fail(e, policy, f"{where}.{policy}", f"must be one of {', '.join(allowed)}, got {e[policy]!r}")
+            out[policy] = e[policy]
+    return out
+
+
+def _lookup(r: _Reader, e: _Map, eid: str) -> LookupEndpoint:
+    where = f"endpoints.{eid}"
+    for key in ("dataset", "keys"):
+        if key not in e:
+            raise r.fail(e, "type", where, f"a lookup endpoint needs '{key}:'")
+    if not isinstance(e["dataset"], str):
+        raise r.fail(e, "dataset", f"{where}.dataset", f"expected a dataset name, got {_kind(e['dataset'])}")
+    columns = _names(r, e, "columns", f"{where}.columns") if e.get("columns") is not None else None
+    return LookupEndpoint(
+        id=eid,
+        dataset=e["dataset"],
+        keys=tuple(_names(r, e, "keys", f"{where}.keys")),
+        columns=tuple(columns) if columns is not None else None,
+        policies=_policies(r, e, where, LOOKUP_POLICIES),
+        test_queries=_test_queries(r, e, where, prediction=False),
+    )
+
+
+def _custom_prediction(r: _Reader, e: _Map, eid: str) -> CustomPredictionEndpoint:
+    where = f"endpoints.{eid}"
+    for key in ("file", "class"):
+        if key not in e:
+            raise r.fail(e, "type", where, f"a custom-prediction endpoint needs '{key}:'")
+    name = e["class"]
+    if not isinstance(name, str) or not name.isidentifier():
+        raise r.fail(e, "class", f"{where}.class", f"not a class name: {name!r}")
+    path = r.file(e, "file", f"{where}.file")
+    if path.suffix != ".py":
+        raise r.fail(e, "file", f"{where}.file", f"expected a .py file, got {path.name}")
+    task = e.get("task")
+    if task is not None and task not in TASKS:
+        raise r.fail(e, "task", f"{where}.task", f"must be one of {', '.join(TASKS)}, got {task!r}")
+    classes = e.get("classes")
+    if classes is not None and (
+        not isinstance(classes, list) or not all(isinstance(c, str | int | float) for c in classes)
+    ):
+        raise r.fail(e, "classes", f"{where}.classes", "expected a list of labels")
+    return CustomPredictionEndpoint(
+        id=eid,
+        file=path,
+        cls=name,
+        features=_features(r, e, where) if e.get("features") is not None else None,
+        task=task,
+        classes=_plain(classes),
+        folders=_folders(r, e, where),
+        enrich=_enrich(r, e, where),
+        test_queries=_test_queries(r, e, where, prediction=True),
+        pool=_pool(r, e, where),
+    )
+
+
+def _folders(r: _Reader, e: _Map, where: str) -> tuple[Path, ...]:
+    """`folders: [path, ...]`: folders of the service, in the order the code sees them."""
+    if e.get("folders") is None:
+        return ()
+    raw = e["folders"]
+    if not isinstance(raw, list) or not all(isinstance(f, str) and f.strip() for f in raw):
+        raise r.fail(e, "folders", f"{where}.folders", f"expected a list of folder paths, got {_kind(raw)}")
+    out = []
+    for i, f in enumerate(raw):
+        path = (r.folder / f).resolve()
+        try:
+            path.relative_to(r.folder.resolve())
+        except ValueError:
+            raise r.fail(e, "folders", f"{where}.folders[{i}]", f"{f} is outside the service folder") from None
+        if not path.is_dir():
+            raise r.fail(e, "folders", f"{where}.folders[{i}]", f"not a folder: {r.folder / f}")
+        out.append(path)
+    return tuple(out)
+
+
+def _enrich(r: _Reader, e: _Map, where: str) -> list[dict[str, Any]]:
+    """`enrich:` entries, as the manifest holds them: `keys` and `columns` become
+    {dataset column: feature} (a name or a list means the same name on both sides)."""
+    if e.get("enrich") is None:
+        return []
+    raw = e["enrich"]
+    items = [raw] if isinstance(raw, _Map) else raw
+    if not isinstance(items, list) or not items:
+        raise r.fail(e, "enrich", f"{where}.enrich", f"expected a list of lookups, got {_kind(raw)}")
+    out = []
+    for i, x in enumerate(items):
+        w = f"{where}.enrich[{i}]"
+        if not isinstance(x, _Map):
+            raise r.fail(e, "enrich", w, f"expected a mapping, got {_kind(x)}")
+        r.known(x, ENRICH_KEYS, w)
+        for key in ("dataset", "keys", "columns"):
+            if key not in x:
+                raise r.fail(x, next(iter(x), key), w, f"an enrichment needs '{key}:'")
+        if not isinstance(x["dataset"], str):
+            raise r.fail(x, "dataset", f"{w}.dataset", f"expected a dataset name, got {_kind(x['dataset'])}")
+        entry: dict[str, Any] = {"dataset": x["dataset"]}
+        for key in ("keys", "columns"):
+            value = x[key]
+            if isinstance(value, _Map):
+                if not value or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+                    raise r.fail(x, key, f"{w}.{key}", "expected {dataset column: feature name, ...}")
+                entry[key] = dict(value)
+            else:
+                entry[key] = {n: n for n in _names(r, x, key, f"{w}.{key}")}
+        if "override" in x and not isinstance(x["override"], bool):
+            raise r.fail(x, "override", f"{w}.override", "must be true or false")
+        if "override" in x:
+            entry["override"] = x["override"]
+        entry.update(_policies(r, x, w, ENRICH_POLICIES))
+        out.append(entry)
+    return out
 
 
 _PARSERS: dict[str, Callable[[_Reader, _Map, str], Endpoint]] = {
     "prediction": _prediction,
     "function": _function,
+    "lookup": _lookup,
+    "custom-prediction": _custom_prediction,
 }
 
 

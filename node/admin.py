@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from node import errors
-from node.dataplane import DataPlane
+from node.dataplane import TEST_VERB, DataPlane
 from node.package import PackageError
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
@@ -59,11 +59,11 @@ class AdminPlane:
             for i, body in enumerate(queries if isinstance(queries, list) else []):
                 t0 = time.perf_counter()
                 try:
-                    if ep.spec.type == "prediction":
-                        out: Any = await self.dp.predict_on(gen, ep, body if isinstance(body, dict) else {})
-                    else:
-                        ran = await self.dp.run_on(gen, ep, body if isinstance(body, dict) else {})
-                        out = {"response": orjson.loads(ran["response"])}
+                    verb = TEST_VERB[ep.spec.type]
+                    out: Any = await self.dp.call_on(verb, gen, ep, body if isinstance(body, dict) else {})
+                    out.pop("_enriched", None)
+                    if verb == "run":
+                        out = {"response": orjson.loads(out["response"])}
                     results.append(
                         {
                             "endpoint": ep_id,
@@ -287,6 +287,8 @@ class AdminPlane:
     async def set_tuning(self, service: str, endpoint: str, values: dict[str, Any]) -> dict[str, Any]:
         svc = self.registry.service(service)
         spec = self._endpoint_spec(svc, endpoint)
+        if spec.type == "lookup":
+            raise errors.BadRequest(f"{service}/{endpoint} is a lookup endpoint: the node answers it without workers")
         path = pool_settings.config_path(self.storage.root, service, endpoint)
         merged = {**pool_settings.read_override(self.storage.root, service, endpoint), **values}
         pool_settings.validate({**spec.pool, **merged}, f"tuning of {service}/{endpoint}")
@@ -294,7 +296,7 @@ class AdminPlane:
         settings = pool_settings.resolve(self.storage.root, service, endpoint, spec.pool)
         for gen in svc.loaded.values():
             ep = gen.endpoints.get(endpoint)
-            if ep is not None:
+            if ep is not None and ep.pool is not None:
                 ep.pool.apply(settings)
         return self.get_tuning(service, endpoint)
 

@@ -4,7 +4,9 @@ The aiohttp handlers and the gRPC servicers only decode, call :meth:`DataPlane.c
 encode. `call` resolves the generation (dispatch), runs the verb, and records the outcome
 and latency once, whatever the transport. Request and response shapes follow the Dataiku
 API node (see the README): `predict` answers `{"result", "timing", "apiContext"}`,
-`predict-multi` `{"results", ...}`, `run` the function's JSON and its context.
+`predict-multi` `{"results", ...}`, `run` the function's JSON and its context, `lookup`
+`{"results": [{"data"}]}`. Lookups and enrichment run here, in the front process, from
+indexes of the bundled datasets (:mod:`node.lookup`): no worker round trip.
 """
 
 from __future__ import annotations
@@ -18,11 +20,14 @@ import orjson
 from node import errors
 from node.auth import ApiKeys
 from node.features import MAX_STRING_CHARS
+from node.lookup import LookupEndpoint
 from node.metrics import Metrics
 from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
 
-VERBS = ("predict", "predict-multi", "run")
+VERBS = ("predict", "predict-multi", "run", "lookup", "lookup-multi")
+# The verb that plays an endpoint kind's test queries
+TEST_VERB = {"prediction": "predict", "custom-prediction": "predict", "function": "run", "lookup": "lookup"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +87,7 @@ class DataPlane:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
             gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
             generation = gen.version
-            if verb == "predict":
-                out = await self.predict_on(gen, ep, body)
-            elif verb == "predict-multi":
-                out = await self.predict_multi_on(gen, ep, body)
-            else:
-                out = await self.run_on(gen, ep, body)
+            out = await self.call_on(verb, gen, ep, body)
         except errors.ApiNodeError as exc:
             outcome = errors.kind_of(exc).error_type
             m_service, m_endpoint = (service, endpoint) if generation else self._metric_names(service, endpoint)
@@ -95,14 +95,29 @@ class DataPlane:
             if self.querylog is not None and outcome not in ("UNAUTHORIZED", "FORBIDDEN"):
                 self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, None, outcome, exc.message)
             raise
+        enriched = out.pop("_enriched", None)
         timing = out["timing"]
-        compute = timing["prediction"] if "prediction" in timing else timing["execution"]
+        compute = timing.get("prediction", timing.get("execution", 0.0))
         self.metrics.observe(
-            service, endpoint, generation, protocol, "ok", time.perf_counter() - t0, timing["wait"], compute
+            service, endpoint, generation, protocol, "ok", time.perf_counter() - t0, timing.get("wait", 0.0), compute
         )
         if self.querylog is not None:
-            self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, out, "ok", None)
+            self._log(verb, service, endpoint, generation, protocol, key_id, peer, body, out, "ok", None, enriched)
         return out
+
+    async def call_on(self, verb: str, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """Runs `verb` on a resolved endpoint (no auth, metrics or log: `call` does those)."""
+        if verb == "predict":
+            return await self.predict_on(gen, ep, body)
+        if verb == "predict-multi":
+            return await self.predict_multi_on(gen, ep, body)
+        if verb == "run":
+            return await self.run_on(gen, ep, body)
+        if verb == "lookup":
+            return self.lookup_on(gen, ep, body)
+        if verb == "lookup-multi":
+            return self.lookup_multi_on(gen, ep, body)
+        raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
 
     def _metric_names(self, service: str, endpoint: str) -> tuple[str, str]:
         """Labels for a request that did not resolve: names a caller made up must not grow
@@ -127,6 +142,7 @@ class DataPlane:
         out: dict[str, Any] | None,
         status: str,
         error: str | None,
+        enriched: Any = None,
     ) -> None:
         assert self.querylog is not None
         entry: dict[str, Any] = {
@@ -143,6 +159,8 @@ class DataPlane:
             entry["error"] = error
         if verb == "run":
             entry["arguments"] = body
+        elif verb.startswith("lookup"):
+            entry["data"] = body.get("data") if verb == "lookup" else body.get("items")
         else:
             entry["context"] = body.get("context")
             if verb == "predict":
@@ -152,6 +170,8 @@ class DataPlane:
                 entry["items"] = (
                     [i.get("features") for i in items if isinstance(i, dict)] if isinstance(items, list) else None
                 )
+        if enriched is not None:
+            entry["enrichedFeatures"] = enriched
         if out is not None:
             entry["timing"] = out["timing"]
             if verb == "run":
@@ -165,15 +185,28 @@ class DataPlane:
         codec = _codec(gen, ep)
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
-        row = codec.row(body["features"], max_string=self.limits.max_string_chars)
-        t1 = time.perf_counter_ns()
-        out = await ep.pool.submit([row], 1)
-        t2 = time.perf_counter_ns()
-        result = codec.results(out.result)[0]
+        features, ignored, enrich_us = _enrich(ep, body["features"])
+        if ignored is None:
+            row = codec.row(features, max_string=self.limits.max_string_chars)
+            t1 = time.perf_counter_ns()
+            assert ep.pool is not None
+            out = await ep.pool.submit([row], 1)
+            t2 = time.perf_counter_ns()
+            result = codec.results(out.result)[0]
+            wait, compute = out.wait_us, out.compute_us
+        else:
+            t1 = t2 = time.perf_counter_ns()
+            result, wait, compute = _ignored(ignored), 0, 0
+        if ep.enricher is not None and body.get("returnEnriched"):
+            result["enrichedFeatures"] = features
+        timing = _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute)
+        if ep.enricher is not None:
+            timing["enrich"] = enrich_us
         return {
             "result": result,
-            "timing": _timing(t0, t1, t2, time.perf_counter_ns(), out.wait_us, out.compute_us),
+            "timing": timing,
             "apiContext": _context(gen, ep.spec.id),
+            "_enriched": features if ep.enricher is not None else None,
         }
 
     async def predict_multi_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
@@ -188,25 +221,83 @@ class DataPlane:
             )
         rows = []
         max_string = self.limits.max_string_chars
+        enricher = ep.enricher
+        ignored: dict[int, str] = {}
+        enriched: list[Any] = []
+        enrich_us = 0.0
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.BadRequest(f"items[{i}] must be an object with 'features'")
-            rows.append(codec.row(item.get("features"), where=f"items[{i}]: ", max_string=max_string))
+            features = item.get("features")
+            if enricher is not None:
+                features, reason, us = _enrich(ep, features, f"items[{i}]: ")
+                enrich_us += us
+                enriched.append(features)
+                if reason is not None:
+                    ignored[i] = reason
+                    continue
+            rows.append(codec.row(features, where=f"items[{i}]: ", max_string=max_string))
         t1 = time.perf_counter_ns()
         if rows:
+            assert ep.pool is not None
             out = await ep.pool.submit(rows, len(rows))
             results, wait, compute = codec.results(out.result), out.wait_us, out.compute_us
         else:
             results, wait, compute = [], 0, 0
         t2 = time.perf_counter_ns()
+        if ignored:
+            predicted = iter(results)
+            results = [_ignored(ignored[i]) if i in ignored else next(predicted) for i in range(len(items))]
+        if enricher is not None and body.get("returnEnriched"):
+            for result, features in zip(results, enriched, strict=True):
+                result["enrichedFeatures"] = features
+        timing = _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute)
+        if enricher is not None:
+            timing["enrich"] = enrich_us
         return {
             "results": results,
-            "timing": _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute),
+            "timing": timing,
+            "apiContext": _context(gen, ep.spec.id),
+            "_enriched": enriched if enricher is not None else None,
+        }
+
+    def lookup_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"data": {keys}}` -> `{"results": [{"data": {...}}]}` (a list, as Dataiku answers)."""
+        t0 = time.perf_counter_ns()
+        lookup = _lookup(gen, ep)
+        if "data" not in body:
+            raise errors.BadRequest("the body needs 'data': an object of key column -> value")
+        result = lookup.lookup(body["data"])
+        return {
+            "results": [result],
+            "timing": {"lookup": (time.perf_counter_ns() - t0) / 1000},
+            "apiContext": _context(gen, ep.spec.id),
+        }
+
+    def lookup_multi_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
+        """`{"items": [{"data": {keys}}, ...]}` -> one result per item, in order."""
+        t0 = time.perf_counter_ns()
+        lookup = _lookup(gen, ep)
+        items = body.get("items")
+        if not isinstance(items, list):
+            raise errors.BadRequest("the body needs 'items': a list of {\"data\": {...}}")
+        if len(items) > self.limits.max_items:
+            raise errors.PayloadTooLarge(
+                f"{len(items)} items in one call; the limit is {self.limits.max_items} (--max-items)"
+            )
+        results = []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict):
+                raise errors.BadRequest(f"items[{i}] must be an object with 'data'")
+            results.append(lookup.lookup(item.get("data"), f"items[{i}]: "))
+        return {
+            "results": results,
+            "timing": {"lookup": (time.perf_counter_ns() - t0) / 1000},
             "apiContext": _context(gen, ep.spec.id),
         }
 
     async def run_on(self, gen: Generation, ep: Endpoint, arguments: dict[str, Any]) -> dict[str, Any]:
-        if ep.spec.type != "function":
+        if ep.spec.type != "function" or ep.pool is None:
             raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a function")
         out = await ep.pool.submit(arguments)
         return {
@@ -232,6 +323,26 @@ def _codec(gen: Generation, ep: Endpoint) -> Any:
     if ep.codec is None:
         raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction")
     return ep.codec
+
+
+def _lookup(gen: Generation, ep: Endpoint) -> LookupEndpoint:
+    if ep.lookup is None:
+        raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a lookup")
+    return ep.lookup
+
+
+def _enrich(ep: Endpoint, features: Any, where: str = "") -> tuple[Any, str | None, float]:
+    """The features completed by the endpoint's enrichment, the reason to ignore the row,
+    and the time it took (µs)."""
+    if ep.enricher is None:
+        return features, None, 0.0
+    t0 = time.perf_counter_ns()
+    out, reason = ep.enricher.apply(features, where)
+    return out, reason, (time.perf_counter_ns() - t0) / 1000
+
+
+def _ignored(reason: str) -> dict[str, Any]:
+    return {"ignored": True, "ignoreReason": reason}
 
 
 def _timing(t0: int, t1: int, t2: int, t3: int, wait_us: int, compute_us: int) -> dict[str, float]:

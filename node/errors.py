@@ -9,7 +9,9 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     ├── Unauthorized               401  UNAUTHENTICATED
     ├── Forbidden                  403  PERMISSION_DENIED
     ├── NotFound                   404  NOT_FOUND            (service, endpoint, generation)
+    │   └── NoLookupMatch          404  NOT_FOUND            (a lookup key matches no row; policy `fail`)
     ├── Conflict                   409  FAILED_PRECONDITION  (admin operations)
+    │   └── MultipleLookupMatches  409  FAILED_PRECONDITION  (a lookup key matches several rows; policy `fail`)
     ├── Overloaded                 503  RESOURCE_EXHAUSTED   (queue full; Retry-After)
     ├── QueueTimeout               503  UNAVAILABLE          (waited `timeout` ms in the queue)
     ├── NotReady                   503  UNAVAILABLE          (no live worker, backing off)
@@ -69,6 +71,14 @@ class Conflict(ApiNodeError):
     pass
 
 
+class NoLookupMatch(NotFound):
+    pass
+
+
+class MultipleLookupMatches(Conflict):
+    pass
+
+
 class Overloaded(ApiNodeError):
     """The endpoint's queue is full. `retry_after` is a hint in seconds."""
 
@@ -120,6 +130,8 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
     Forbidden: ErrorKind(403, grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: ErrorKind(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     Conflict: ErrorKind(409, grpc.StatusCode.FAILED_PRECONDITION, "CONFLICT"),
+    NoLookupMatch: ErrorKind(404, grpc.StatusCode.NOT_FOUND, "NO_LOOKUP_MATCH"),
+    MultipleLookupMatches: ErrorKind(409, grpc.StatusCode.FAILED_PRECONDITION, "MULTIPLE_LOOKUP_MATCHES"),
     Overloaded: ErrorKind(503, grpc.StatusCode.RESOURCE_EXHAUSTED, "OVERLOADED"),
     QueueTimeout: ErrorKind(503, grpc.StatusCode.UNAVAILABLE, "QUEUE_TIMEOUT"),
     NotReady: ErrorKind(503, grpc.StatusCode.UNAVAILABLE, "NOT_READY"),

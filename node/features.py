@@ -176,3 +176,19 @@ def _label_key(label: Any) -> str:
     if isinstance(label, bool):
         return "true" if label else "false"
     return str(label)
+
+
+class CustomCodec(FeatureCodec):
+    """A custom-prediction endpoint: declared features are checked like a model's; without
+    a declaration the caller's feature object goes to `predict(df)` as it is. The worker
+    formats results itself (the user's class says what it predicts)."""
+
+    def row(self, features: Any, where: str = "", *, max_string: int = MAX_STRING_CHARS) -> Any:
+        if self._plan:
+            return super().row(features, where, max_string=max_string)
+        if not isinstance(features, dict):
+            raise BadRequest(f"{where}'features' must be a JSON object of feature name -> value")
+        return features
+
+    def results(self, arrays: tuple[Any, ...]) -> list[dict[str, Any]]:
+        return list(arrays[0])

@@ -4,8 +4,9 @@ A package (`.apz`) is a zip file:
 
     manifest.json            what the package holds (see :class:`Manifest`), versioned
     models/<endpoint>.onnx   one ONNX model per prediction endpoint
-    datasets/<name>.<ext>    bundled datasets (csv or parquet)
-    code/...                 the service's Python code (function endpoints)
+    datasets/<name>.<ext>    bundled datasets (csv or parquet), typed by the manifest's `schema`
+    code/...                 the service's Python code (function and custom-prediction endpoints)
+    folders/<name>/...       managed folders of function and custom-prediction endpoints
     tests/<endpoint>.json    the endpoint's test queries (a JSON list of request bodies)
 
 `manifest.json` lists every other file with its size and sha256; a package whose files do
@@ -39,7 +40,15 @@ MANIFEST = "manifest.json"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 FEATURE_TYPES = ("float", "int", "string", "bool")
 ONNX_TYPES = ("float", "double", "int64", "string", "bool")
-ENDPOINT_TYPES = ("prediction", "function")
+ENDPOINT_TYPES = ("prediction", "function", "lookup", "custom-prediction")
+COLUMN_TYPES = ("int", "float", "string", "bool", "date", "datetime")  # of a bundled dataset's columns
+# Policies of lookup endpoints and enrichment (the first is the default; node/lookup.py says what they do)
+LOOKUP_POLICIES = {"on_no_match": ("null", "fail"), "on_multiple": ("first", "null", "fail")}
+ENRICH_POLICIES = {
+    "on_missing_key": ("fail", "ignore", "continue"),
+    "on_no_match": ("ignore", "fail", "continue"),
+    "on_multiple": ("ignore", "fail", "first"),
+}
 TASKS = ("binary", "multiclass", "regression")
 MAX_UNPACKED_BYTES = 4 * 1024**3
 MAX_RATIO = 200  # zip bomb guard: uncompressed/compressed, per member and for the whole package
@@ -153,8 +162,9 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
     eps = data.get("endpoints")
     if not isinstance(eps, dict) or not eps:
         raise PackageError("manifest.json: 'endpoints' must be a non-empty object")
-    endpoints = {eid: _parse_endpoint(eid, e, files) for eid, e in eps.items()}
     _check_datasets(data.get("datasets"), files)
+    datasets = data.get("datasets") or {}
+    endpoints = {eid: _parse_endpoint(eid, e, files, datasets) for eid, e in eps.items()}
     _check_api_keys(data.get("api_keys"))
     return Manifest(service=service, version=version, endpoints=endpoints, files=files, raw=data)
 
@@ -176,6 +186,70 @@ def _check_datasets(datasets: Any, files: dict[str, Any]) -> None:
         _require(isinstance(d, dict), f"datasets.{name} must be an object")
         path = d.get("path")
         _require(isinstance(path, str) and path in files, f"datasets.{name}.path {path!r} is not a file of the package")
+        _require(d.get("format") in ("csv", "parquet"), f"datasets.{name}.format must be csv or parquet")
+        schema = d.get("schema")
+        _require(
+            schema is None
+            or (
+                isinstance(schema, list)
+                and all(
+                    isinstance(c, dict) and isinstance(c.get("name"), str) and c.get("type") in COLUMN_TYPES
+                    for c in schema
+                )
+            ),
+            f"datasets.{name}.schema must be a list of {{name, type}} with types in {COLUMN_TYPES}",
+        )
+
+
+def dataset_columns(datasets: dict[str, Any], name: str) -> list[str] | None:
+    """The column names of a bundled dataset, as its manifest entry lists them (None: unknown)."""
+    d = datasets.get(name) or {}
+    if isinstance(d.get("schema"), list):
+        return [c["name"] for c in d["schema"]]
+    cols = d.get("columns")
+    return list(cols) if isinstance(cols, list) else None
+
+
+def _check_lookup(where: str, e: dict[str, Any], datasets: dict[str, Any]) -> None:
+    ds = e.get("dataset")
+    if not (isinstance(ds, str) and ds in datasets):
+        raise PackageError(f"manifest.json: {where}.dataset {ds!r} is not a dataset of the package")
+    columns = dataset_columns(datasets, ds)
+    keys, cols = e.get("keys"), e.get("columns")
+    if not (isinstance(keys, list) and bool(keys) and all(isinstance(k, str) for k in keys)):
+        raise PackageError(f"manifest.json: {where}.keys must be a non-empty list of column names")
+    _require(cols is None or (isinstance(cols, list) and all(isinstance(c, str) for c in cols)), f"{where}.columns")
+    for c in [*keys, *(cols or ())]:
+        _require(columns is None or c in columns, f"{where}: dataset {ds!r} has no column {c!r}")
+    for policy, allowed in LOOKUP_POLICIES.items():
+        _require(e.get(policy, allowed[0]) in allowed, f"{where}.{policy} must be one of {allowed}")
+
+
+def _check_enrich(where: str, e: dict[str, Any], datasets: dict[str, Any]) -> None:
+    entries = e.get("enrich")
+    if entries is None:
+        return
+    _require(isinstance(entries, list), f"{where}.enrich must be a list")
+    for i, x in enumerate(entries):
+        w = f"{where}.enrich[{i}]"
+        _require(isinstance(x, dict), f"{w} must be an object")
+        ds = x.get("dataset")
+        if not (isinstance(ds, str) and ds in datasets):
+            raise PackageError(f"manifest.json: {w}.dataset {ds!r} is not a dataset of the package")
+        columns = dataset_columns(datasets, ds)
+        for part in ("keys", "columns"):
+            m = x.get(part)
+            _require(
+                isinstance(m, dict)
+                and bool(m)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in m.items()),
+                f"{w}.{part} must be a non-empty object of dataset column -> feature name",
+            )
+            for c in m:
+                _require(columns is None or c in columns, f"{w}.{part}: dataset {ds!r} has no column {c!r}")
+        for policy, allowed in ENRICH_POLICIES.items():
+            _require(x.get(policy, allowed[0]) in allowed, f"{w}.{policy} must be one of {allowed}")
+        _require(isinstance(x.get("override", False), bool), f"{w}.override must be true or false")
 
 
 def _check_api_keys(keys: Any) -> None:
@@ -198,7 +272,9 @@ def _check_code(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
     code = e.get("code")
     if not isinstance(code, dict):
         raise PackageError(f"manifest.json: {where}.code must be an object")
-    path, root, function = code.get("path"), code.get("root", "code"), code.get("function")
+    path, root = code.get("path"), code.get("root", "code")
+    attr = "class" if e.get("type") == "custom-prediction" else "function"
+    function = code.get(attr)
     if not (isinstance(path, str) and path in files and path.endswith(".py")):
         raise PackageError(f"manifest.json: {where}.code.path {path!r} is not a .py file of the package")
     try:
@@ -211,7 +287,7 @@ def _check_code(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
     )
     _require(
         isinstance(function, str) and function.isidentifier(),
-        f"{where}.code.function {function!r} is not a Python name",
+        f"{where}.code.{attr} {function!r} is not a Python name",
     )
     folders = e.get("folders", [])
     _require(isinstance(folders, list), f"{where}.folders must be a list of package paths")
@@ -222,7 +298,7 @@ def _check_code(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
             raise PackageError(f"manifest.json: {where}.folders: {exc}") from None
 
 
-def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
+def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str, Any]) -> EndpointSpec:
     where = f"endpoints.{eid}"
     _require(bool(ID_RE.match(eid)), f"bad endpoint id {eid!r}")
     _require(isinstance(e, dict), f"{where} must be an object")
@@ -234,9 +310,17 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
     )
     pool = e.get("pool") or {}
     _require(isinstance(pool, dict), f"{where}.pool must be an object")
-    if etype != "prediction":
+    if etype == "lookup":
+        _check_lookup(where, e, datasets)
+        return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)
+    if etype != "function":
+        _check_enrich(where, e, datasets)
+    if etype == "function":
         _check_code(where, e, files)
         return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)
+    if etype == "custom-prediction":
+        _check_code(where, e, files)
+        return _custom_prediction(eid, e, where, tq, pool)
     task = e.get("task")
     _require(task in TASKS, f"{where}.task {task!r} is not one of {TASKS}")
     feats = []
@@ -297,6 +381,55 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any]) -> EndpointSpec:
         test_queries=tq,
         pool=pool,
     )
+
+
+def _custom_prediction(eid: str, e: dict[str, Any], where: str, tq: str | None, pool: dict[str, Any]) -> EndpointSpec:
+    """A class in the service's code; declared features (optional) are validated like a
+    model's, and reach `predict(df)` as its columns."""
+    task = e.get("task")
+    _require(task is None or task in TASKS, f"{where}.task {task!r} is not one of {TASKS}")
+    feats = []
+    feature_list = e.get("features") or []
+    _require(isinstance(feature_list, list), f"{where}.features must be a list")
+    for i, f in enumerate(feature_list):
+        _require(
+            isinstance(f, dict) and isinstance(f.get("name"), str) and f.get("type") in FEATURE_TYPES,
+            f"{where}.features[{i}] must be {{name, type in {FEATURE_TYPES}}}",
+        )
+        # no ONNX input behind it: nulls stay None for the user's DataFrame
+        feats.append(FeatureSpec(f["name"], f["type"], "none", bool(f.get("nullable", True))))
+    classes = e.get("classes")
+    _require(
+        classes is None or (isinstance(classes, list) and all(isinstance(c, str | int | float) for c in classes)),
+        f"{where}.classes must be a list of labels",
+    )
+    return EndpointSpec(
+        id=eid,
+        type="custom-prediction",
+        raw=e,
+        task=task,
+        features=tuple(feats),
+        classes=tuple(classes) if classes is not None else None,
+        test_queries=tq,
+        pool=pool,
+    )
+
+
+def column_type_of(t: Any) -> str:
+    """The manifest's column type (`COLUMN_TYPES`) of an Arrow data type."""
+    import pyarrow as pa
+
+    if pa.types.is_boolean(t):
+        return "bool"
+    if pa.types.is_integer(t):
+        return "int"
+    if pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "float"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_timestamp(t):
+        return "datetime"
+    return "string"
 
 
 def sha256_bytes(data: bytes) -> str:

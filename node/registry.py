@@ -23,7 +23,9 @@ import orjson
 
 from node import errors
 from node.auth import ApiKeys
-from node.features import FeatureCodec
+from node.datasets import Dataset, load_dataset
+from node.features import CustomCodec, FeatureCodec
+from node.lookup import Enricher, LookupEndpoint
 from node.package import ID_RE, EndpointSpec, Manifest, PackageError
 from node.querylog import LogPolicy, QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
@@ -34,14 +36,22 @@ from node.worker import protocol as wp
 
 log = logging.getLogger("node.registry")
 
-_OPS = {"prediction": (wp.OP_PREDICT, True), "function": (wp.OP_CALL, False)}
+# Endpoint kinds served by a worker pool: the worker op, and whether queued requests batch.
+# Lookup endpoints have no pool: the front answers them from an index (node/lookup.py).
+_OPS = {
+    "prediction": (wp.OP_PREDICT, True),
+    "custom-prediction": (wp.OP_PREDICT, True),
+    "function": (wp.OP_CALL, False),
+}
 
 
 @dataclass(slots=True)
 class Endpoint:
     spec: EndpointSpec
-    pool: Pool
+    pool: Pool | None
     codec: FeatureCodec | None
+    lookup: LookupEndpoint | None = None
+    enricher: Enricher | None = None
 
 
 @dataclass(slots=True)
@@ -124,18 +134,34 @@ class Registry:
         self._loads += 1
         gen = Generation(service, stored.version, stored, manifest, path)
         spec_base = {"package_dir": str(path), "onnx_threads": self.onnx_threads}
+        # Datasets load in a thread while the pools start: a big one takes seconds, and the
+        # event loop keeps serving every other service meanwhile.
+        in_front = asyncio.ensure_future(asyncio.to_thread(_front_parts, manifest, path))
 
         async def load_endpoint(ep: EndpointSpec) -> tuple[str, Endpoint]:
+            if ep.type not in _OPS:
+                lookups, _ = await in_front
+                return ep.id, Endpoint(ep, None, None, lookup=lookups[ep.id])
             settings = pool_settings.resolve(self.data_dir, service, ep.id, ep.pool)
             op, batchable = _OPS[ep.type]
             key = f"{service}/{ep.id}@{stored.version}"
             if key in self.sup.pools:  # the same version, new content, loading beside the old
                 key += f"~{self._loads}"
             pool = await self.sup.add_pool(key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable)
-            codec = FeatureCodec(ep) if ep.type == "prediction" else None
-            return ep.id, Endpoint(ep, pool, codec)
+            endpoint = Endpoint(ep, pool, None)
+            if ep.type == "prediction":
+                endpoint.codec = FeatureCodec(ep)
+            elif ep.type == "custom-prediction":
+                endpoint.codec = CustomCodec(ep)
+            try:
+                endpoint.enricher = (await in_front)[1].get(ep.id)
+            except BaseException:
+                await self.sup.remove_pool(pool, drain=False)
+                raise
+            return ep.id, endpoint
 
         results = await asyncio.gather(*(load_endpoint(e) for e in manifest.endpoints.values()), return_exceptions=True)
+        await asyncio.gather(in_front, return_exceptions=True)  # observed even if no endpoint waited for it
         for r in results:
             if isinstance(r, tuple):
                 gen.endpoints[r[0]] = r[1]
@@ -149,7 +175,8 @@ class Registry:
         return gen
 
     async def unload(self, gen: Generation, *, drain: bool) -> None:
-        await asyncio.gather(*(self.sup.remove_pool(e.pool, drain=drain) for e in gen.endpoints.values()))
+        pools = [e.pool for e in gen.endpoints.values() if e.pool is not None]
+        await asyncio.gather(*(self.sup.remove_pool(p, drain=drain) for p in pools))
 
     async def start(self) -> None:
         """Loads what the data dir says should serve (on node start)."""
@@ -235,8 +262,7 @@ class Registry:
                 "mapping": svc.state.mapping,
                 "enabled": svc.state.enabled,
                 "generations": {
-                    v: {ep_id: {"type": ep.spec.type, **ep.pool.status()} for ep_id, ep in g.endpoints.items()}
-                    for v, g in svc.loaded.items()
+                    v: {ep_id: _endpoint_status(ep) for ep_id, ep in g.endpoints.items()} for v, g in svc.loaded.items()
                 },
             }
         return out
@@ -252,6 +278,35 @@ class Registry:
                     reasons.append(f"{svc.id}@{version}: not loaded")
                     continue
                 for ep_id, ep in gen.endpoints.items():
-                    if not ep.pool.ready:
+                    if ep.pool is not None and not ep.pool.ready:
                         reasons.append(f"{svc.id}/{ep_id}@{version}: {ep.pool.not_ready_reason}")
         return not reasons, reasons
+
+
+def _endpoint_status(ep: Endpoint) -> dict[str, Any]:
+    if ep.pool is None:
+        return {"type": ep.spec.type, **(ep.lookup.describe() if ep.lookup else {})}
+    return {"type": ep.spec.type, **ep.pool.status()}
+
+
+def _front_parts(manifest: Manifest, path: Path) -> tuple[dict[str, LookupEndpoint], dict[str, Enricher]]:
+    """What the front process serves itself for a generation: lookup endpoints, and the
+    enrichment of prediction endpoints, over the bundled datasets they use (read once)."""
+    specs = manifest.raw.get("datasets") or {}
+    datasets: dict[str, Dataset] = {}
+
+    def dataset(name: str) -> Dataset:
+        if name not in datasets:
+            d = specs[name]
+            datasets[name] = load_dataset(name, path / d["path"], d["format"], d.get("schema"))
+        return datasets[name]
+
+    lookups: dict[str, LookupEndpoint] = {}
+    enrichers: dict[str, Enricher] = {}
+    for ep in manifest.endpoints.values():
+        if ep.type == "lookup":
+            lookups[ep.id] = LookupEndpoint(dataset(ep.raw["dataset"]), ep.raw)
+        elif ep.raw.get("enrich"):
+            entries = ep.raw["enrich"]
+            enrichers[ep.id] = Enricher.build(entries, {e["dataset"]: dataset(e["dataset"]) for e in entries})
+    return lookups, enrichers

@@ -52,11 +52,22 @@ def dispatch_to_py(msg: Any) -> dict[str, Any] | None:
 
 
 def prediction_to_pb(result: dict[str, Any]) -> pb.Prediction:
+    enriched = result.get("enrichedFeatures")
     return pb.Prediction(
         prediction=py_to_value(result.get("prediction")),
         probas=result.get("probas") or {},
         ignored=bool(result.get("ignored")),
         ignore_reason=result.get("ignoreReason") or "",
+        enriched_features={k: py_to_value(v) for k, v in enriched.items()} if enriched else None,
+    )
+
+
+def lookup_result_to_pb(result: dict[str, Any]) -> pb.LookupResult:
+    return pb.LookupResult(
+        data={k: py_to_value(v) for k, v in result["data"].items()},
+        ignored=bool(result.get("ignored")),
+        ignore_reason=result.get("ignoreReason") or "",
+        matches=result.get("matches", 0),
     )
 
 

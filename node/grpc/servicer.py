@@ -45,6 +45,8 @@ def _predict_body(request: pb.PredictRequest) -> dict[str, Any]:
     dispatch = convert.dispatch_to_py(request)
     if dispatch:
         body["dispatch"] = dispatch
+    if request.return_enriched:
+        body["returnEnriched"] = True
     return body
 
 
@@ -84,6 +86,8 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch
+        if request.return_enriched:
+            body["returnEnriched"] = True
         out = await self.dp.call(
             "predict-multi", request.service, request.endpoint, body, protocol="grpc", **caller(context)
         )
@@ -128,6 +132,21 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         )
         return pb.RunResponse(
             response=convert.json_to_value(out["response"]),
+            timing=out["timing"],
+            api_context=convert.context_to_pb(out["apiContext"]),
+        )
+
+    @mapped
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.LookupResponse:
+        items = [{"data": convert.features_to_py(i.data)} for i in request.items]
+        body: dict[str, Any] = items[0] if len(items) == 1 else {"items": items}
+        dispatch = convert.dispatch_to_py(request)
+        if dispatch:
+            body["dispatch"] = dispatch
+        verb = "lookup" if len(items) == 1 else "lookup-multi"
+        out = await self.dp.call(verb, request.service, request.endpoint, body, protocol="grpc", **caller(context))
+        return pb.LookupResponse(
+            results=[convert.lookup_result_to_pb(r) for r in out["results"]],
             timing=out["timing"],
             api_context=convert.context_to_pb(out["apiContext"]),
         )

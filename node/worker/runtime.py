@@ -1,4 +1,5 @@
-"""What a worker runs: an ONNX prediction model or a user's Python function.
+"""What a worker runs: an ONNX prediction model, a user's Python function, or a user's
+prediction class (custom-prediction).
 
 `load_runtime(spec)` builds the runtime named by `spec["kind"]` once, at worker start
 (this is where heavy things load); `handle(op, payload)` then serves one request or one
@@ -120,29 +121,35 @@ class PredictionRuntime:
         return {"kind": "prediction", "inputs": [i.name for i in self.session.get_inputs()]}
 
 
+def _import_user_module(package_dir: Path, code: dict[str, Any], folders: list[str]) -> Any:
+    """Imports the endpoint's module once; its top-level code sees the global `folders`."""
+    root = package_dir / code.get("root", "code")
+    path = package_dir / code["path"]
+    sys.path.insert(0, str(root))
+    name = ".".join(path.relative_to(root).with_suffix("").parts)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError_(p.ERR_USER, f"cannot import {code['path']}")
+    module = importlib.util.module_from_spec(spec)
+    module.folders = folders  # type: ignore[attr-defined]
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        detail = traceback.format_exc()
+        sys.stderr.write(f"error importing {code['path']}:\n{detail}")
+        raise RuntimeError_(
+            p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail
+        ) from exc
+    return module
+
+
 class FunctionRuntime:
     """Calls a user's Python function with the request's keyword arguments."""
 
     def __init__(self, package_dir: Path, endpoint: dict[str, Any], folders: list[str]) -> None:
         code = endpoint["code"]
-        root = package_dir / code.get("root", "code")
-        path = package_dir / code["path"]
-        sys.path.insert(0, str(root))
-        name = ".".join(path.relative_to(root).with_suffix("").parts)
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise RuntimeError_(p.ERR_USER, f"cannot import {code['path']}")
-        module = importlib.util.module_from_spec(spec)
-        module.folders = folders  # type: ignore[attr-defined]
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except Exception as exc:
-            detail = traceback.format_exc()
-            sys.stderr.write(f"error importing {code['path']}:\n{detail}")
-            raise RuntimeError_(
-                p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail
-            ) from exc
+        module = _import_user_module(package_dir, code, folders)
         fn = getattr(module, code["function"], None)
         if not callable(fn):
             raise RuntimeError_(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
@@ -174,13 +181,101 @@ class FunctionRuntime:
         return {"kind": "function", "function": self.label}
 
 
+class CustomPredictionRuntime:
+    """A user's class: `predict(df)` on the stacked rows of a batch, returning predictions,
+    or `(predictions, probas)` with probas a DataFrame of one column per class. Its
+    constructor receives the first managed folder's path, if the endpoint has folders."""
+
+    def __init__(self, package_dir: Path, endpoint: dict[str, Any], folders: list[str]) -> None:
+        code = endpoint["code"]
+        module = _import_user_module(package_dir, code, folders)
+        cls = getattr(module, code["class"], None)
+        self.label = f"{code['path']}:{code['class']}"
+        if not isinstance(cls, type):
+            raise RuntimeError_(p.ERR_USER, f"{code['path']} has no class {code['class']!r}")
+        try:
+            self.model = cls(folders[0]) if folders else cls()
+        except Exception as exc:
+            detail = traceback.format_exc()
+            sys.stderr.write(f"error creating {self.label}:\n{detail}")
+            raise RuntimeError_(p.ERR_USER, f"{self.label}(): {type(exc).__name__}: {exc}", detail) from exc
+        if not callable(getattr(self.model, "predict", None)):
+            raise RuntimeError_(p.ERR_USER, f"{self.label} has no predict(df) method")
+        self.names = [f["name"] for f in endpoint.get("features") or ()]
+
+    def handle(self, op: str, payload: Any) -> Any:
+        import pandas as pd
+
+        if op != p.OP_PREDICT:
+            raise RuntimeError_(p.ERR_INTERNAL, f"custom-prediction worker cannot {op!r}")
+        df = pd.DataFrame(payload, columns=self.names) if self.names else pd.DataFrame.from_records(payload)
+        try:
+            out = self.model.predict(df)
+        except Exception as exc:
+            detail = traceback.format_exc()
+            sys.stderr.write(f"error in {self.label}.predict:\n{detail}")
+            raise RuntimeError_(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
+        return (self._results(out, len(payload)),)
+
+    def _results(self, out: Any, n: int) -> list[dict[str, Any]]:
+        probas = None
+        if isinstance(out, tuple) and len(out) == 2:
+            out, probas = out
+        preds = _plain(np.asarray(out).reshape(-1).tolist() if not isinstance(out, list) else out)
+        if len(preds) != n:
+            raise RuntimeError_(p.ERR_USER, f"{self.label}.predict returned {len(preds)} predictions for {n} rows")
+        results: list[dict[str, Any]] = [{"prediction": v, "ignored": False} for v in preds]
+        if probas is not None:
+            frame = probas if hasattr(probas, "columns") else None
+            if frame is None or len(frame) != n:
+                raise RuntimeError_(
+                    p.ERR_USER,
+                    f"{self.label}.predict must return probas as a DataFrame of {n} rows, one column per class",
+                )
+            keys = [_label_key(c) for c in frame.columns]
+            for result, row in zip(results, frame.to_numpy(dtype=np.float64).tolist(), strict=True):
+                result["probas"] = dict(zip(keys, row, strict=True))
+        try:
+            orjson.dumps(results)
+        except TypeError as exc:
+            raise RuntimeError_(p.ERR_USER, f"{self.label}.predict returned values that are not JSON: {exc}") from None
+        return results
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "custom-prediction", "class": self.label}
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """numpy scalars and NaN as JSON-ready Python values."""
+    out = []
+    for v in values:
+        if hasattr(v, "item"):
+            v = v.item()
+        if isinstance(v, float) and v != v:
+            v = None
+        out.append(v)
+    return out
+
+
+def _label_key(label: Any) -> str:
+    if hasattr(label, "item"):
+        label = label.item()
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
+
+
 def load_runtime(spec: dict[str, Any]) -> Runtime:
     package_dir = Path(spec["package_dir"])
     endpoint = spec["endpoint"]
     kind = endpoint["type"]
     if kind == "prediction":
         return PredictionRuntime(package_dir, endpoint, int(spec.get("onnx_threads", 1)))
+    folders = [str(package_dir / f) for f in endpoint.get("folders", [])]
+    for f in folders:  # a package holds files only: an empty managed folder exists too
+        Path(f).mkdir(parents=True, exist_ok=True)
     if kind == "function":
-        folders = [str(package_dir / f) for f in endpoint.get("folders", [])]
         return FunctionRuntime(package_dir, endpoint, folders)
+    if kind == "custom-prediction":
+        return CustomPredictionRuntime(package_dir, endpoint, folders)
     raise RuntimeError_(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")

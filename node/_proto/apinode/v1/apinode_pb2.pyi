@@ -53,7 +53,7 @@ class PredictRequest(_message.Message):
     def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction", "probas", "ignored", "ignore_reason")
+    __slots__ = ("prediction", "probas", "ignored", "ignore_reason", "enriched_features")
     class ProbasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -61,15 +61,24 @@ class Prediction(_message.Message):
         key: str
         value: float
         def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    class EnrichedFeaturesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     PROBAS_FIELD_NUMBER: _ClassVar[int]
     IGNORED_FIELD_NUMBER: _ClassVar[int]
     IGNORE_REASON_FIELD_NUMBER: _ClassVar[int]
+    ENRICHED_FEATURES_FIELD_NUMBER: _ClassVar[int]
     prediction: Value
     probas: _containers.ScalarMap[str, float]
     ignored: bool
     ignore_reason: str
-    def __init__(self, prediction: _Optional[_Union[Value, _Mapping]] = ..., probas: _Optional[_Mapping[str, float]] = ..., ignored: _Optional[bool] = ..., ignore_reason: _Optional[str] = ...) -> None: ...
+    enriched_features: _containers.MessageMap[str, Value]
+    def __init__(self, prediction: _Optional[_Union[Value, _Mapping]] = ..., probas: _Optional[_Mapping[str, float]] = ..., ignored: _Optional[bool] = ..., ignore_reason: _Optional[str] = ..., enriched_features: _Optional[_Mapping[str, Value]] = ...) -> None: ...
 
 class ApiContext(_message.Message):
     __slots__ = ("service_id", "endpoint_id", "service_generation")
@@ -128,16 +137,18 @@ class PredictItem(_message.Message):
     def __init__(self, features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PredictMultiRequest(_message.Message):
-    __slots__ = ("service", "endpoint", "items", "dispatch")
+    __slots__ = ("service", "endpoint", "items", "dispatch", "return_enriched")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ENRICHED_FIELD_NUMBER: _ClassVar[int]
     service: str
     endpoint: str
     items: _containers.RepeatedCompositeFieldContainer[PredictItem]
     dispatch: Dispatch
-    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictItem, _Mapping]]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ...) -> None: ...
+    return_enriched: bool
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictItem, _Mapping]]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., return_enriched: _Optional[bool] = ...) -> None: ...
 
 class PredictMultiResponse(_message.Message):
     __slots__ = ("results", "timing", "api_context")
@@ -184,3 +195,64 @@ class RunResponse(_message.Message):
     timing: _containers.ScalarMap[str, float]
     api_context: ApiContext
     def __init__(self, response: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., timing: _Optional[_Mapping[str, float]] = ..., api_context: _Optional[_Union[ApiContext, _Mapping]] = ...) -> None: ...
+
+class LookupItem(_message.Message):
+    __slots__ = ("data",)
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    data: _containers.MessageMap[str, Value]
+    def __init__(self, data: _Optional[_Mapping[str, Value]] = ...) -> None: ...
+
+class LookupRequest(_message.Message):
+    __slots__ = ("service", "endpoint", "items", "dispatch")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    endpoint: str
+    items: _containers.RepeatedCompositeFieldContainer[LookupItem]
+    dispatch: Dispatch
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LookupItem, _Mapping]]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ...) -> None: ...
+
+class LookupResult(_message.Message):
+    __slots__ = ("data", "ignored", "ignore_reason", "matches")
+    class DataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    IGNORED_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_REASON_FIELD_NUMBER: _ClassVar[int]
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    data: _containers.MessageMap[str, Value]
+    ignored: bool
+    ignore_reason: str
+    matches: int
+    def __init__(self, data: _Optional[_Mapping[str, Value]] = ..., ignored: _Optional[bool] = ..., ignore_reason: _Optional[str] = ..., matches: _Optional[int] = ...) -> None: ...
+
+class LookupResponse(_message.Message):
+    __slots__ = ("results", "timing", "api_context")
+    class TimingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    API_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[LookupResult]
+    timing: _containers.ScalarMap[str, float]
+    api_context: ApiContext
+    def __init__(self, results: _Optional[_Iterable[_Union[LookupResult, _Mapping]]] = ..., timing: _Optional[_Mapping[str, float]] = ..., api_context: _Optional[_Union[ApiContext, _Mapping]] = ...) -> None: ...

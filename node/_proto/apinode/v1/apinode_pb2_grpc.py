@@ -54,6 +54,11 @@ class ApiNodeStub:
                 request_serializer=apinode_dot_v1_dot_apinode__pb2.RunRequest.SerializeToString,
                 response_deserializer=apinode_dot_v1_dot_apinode__pb2.RunResponse.FromString,
                 _registered_method=True)
+        self.Lookup = channel.unary_unary(
+                '/apinode.v1.ApiNode/Lookup',
+                request_serializer=apinode_dot_v1_dot_apinode__pb2.LookupRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_apinode__pb2.LookupResponse.FromString,
+                _registered_method=True)
 
 
 class ApiNodeServicer:
@@ -88,6 +93,14 @@ class ApiNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Lookup(self, request, context):
+        """A lookup endpoint: one result per item, in order (one item is the HTTP `lookup` verb,
+        several `lookup-multi`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +123,11 @@ def add_ApiNodeServicer_to_server(servicer, server):
                     servicer.Run,
                     request_deserializer=apinode_dot_v1_dot_apinode__pb2.RunRequest.FromString,
                     response_serializer=apinode_dot_v1_dot_apinode__pb2.RunResponse.SerializeToString,
+            ),
+            'Lookup': grpc.unary_unary_rpc_method_handler(
+                    servicer.Lookup,
+                    request_deserializer=apinode_dot_v1_dot_apinode__pb2.LookupRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_apinode__pb2.LookupResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +238,33 @@ class ApiNode:
             '/apinode.v1.ApiNode/Run',
             apinode_dot_v1_dot_apinode__pb2.RunRequest.SerializeToString,
             apinode_dot_v1_dot_apinode__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Lookup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.ApiNode/Lookup',
+            apinode_dot_v1_dot_apinode__pb2.LookupRequest.SerializeToString,
+            apinode_dot_v1_dot_apinode__pb2.LookupResponse.FromString,
             options,
             channel_credentials,
             insecure,
