@@ -170,8 +170,8 @@ class DataPlane:
                 entry["items"] = (
                     [i.get("features") for i in items if isinstance(i, dict)] if isinstance(items, list) else None
                 )
-        if enriched is not None:
-            entry["enrichedFeatures"] = enriched
+        if enriched is not None:  # the features the model saw, after enrichment
+            entry["enriched" if verb == "predict" else "enrichedItems"] = enriched
         if out is not None:
             entry["timing"] = out["timing"]
             if verb == "run":

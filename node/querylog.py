@@ -101,11 +101,13 @@ class QueryLog:
                 feats = entry.get(key)
                 if isinstance(feats, dict):
                     entry[key] = {k: v for k, v in feats.items() if k not in policy.exclude}
-            items = entry.get("items")
-            if isinstance(items, list):
-                entry["items"] = [
-                    {k: v for k, v in f.items() if k not in policy.exclude} if isinstance(f, dict) else f for f in items
-                ]
+            for key in ("items", "enrichedItems"):
+                items = entry.get(key)
+                if isinstance(items, list):
+                    entry[key] = [
+                        {k: v for k, v in f.items() if k not in policy.exclude} if isinstance(f, dict) else f
+                        for f in items
+                    ]
         entry["time"] = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
         line = orjson.dumps(entry, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS, default=str).decode()
         record = logging.LogRecord("query", logging.INFO, "", 0, line, None, None)

@@ -115,5 +115,5 @@ def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
 def test_code_must_live_in_a_folder(tmp_path: Path) -> None:
     folder = make(tmp_path, "e: {type: function, file: top.py, function: f}")
     (folder / "top.py").write_text("def f():\n    return 1\n")
-    with pytest.raises(CompileError, match=r"put function code in a folder of the service"):
+    with pytest.raises(CompileError, match=r"put the code in a folder of the service"):
         compile_service(folder, tmp_path / "out.apz", progress=False)

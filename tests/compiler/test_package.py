@@ -71,6 +71,13 @@ def test_manifest_datasets_and_generated_queries(tmp_path: Path) -> None:
         "onnxruntime",
         "numpy",
     }
+    schema = manifest["datasets"]["rows"].pop("schema")
+    assert schema == [
+        {"name": "amount", "type": "float"},
+        {"name": "kind", "type": "string"},
+        {"name": "unused", "type": manifest["datasets"]["few"]["schema"][2]["type"]},
+    ]
+    assert manifest["datasets"]["few"].pop("schema")[:2] == schema[:2]
     assert manifest["datasets"] == {
         "rows": {
             "path": "datasets/rows.csv",

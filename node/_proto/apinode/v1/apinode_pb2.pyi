@@ -30,7 +30,7 @@ class Dispatch(_message.Message):
     def __init__(self, forced_generation: _Optional[str] = ..., dispatch_key: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("service", "endpoint", "features", "context", "dispatch", "request_id")
+    __slots__ = ("service", "endpoint", "features", "context", "dispatch", "request_id", "return_enriched")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -44,13 +44,15 @@ class PredictRequest(_message.Message):
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ENRICHED_FIELD_NUMBER: _ClassVar[int]
     service: str
     endpoint: str
     features: _containers.MessageMap[str, Value]
     context: _struct_pb2.Struct
     dispatch: Dispatch
     request_id: str
-    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    return_enriched: bool
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., request_id: _Optional[str] = ..., return_enriched: _Optional[bool] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("prediction", "probas", "ignored", "ignore_reason", "enriched_features")
