@@ -57,6 +57,10 @@ def test_fraud_example_trains_and_compiles(tmp_path: Path) -> None:
         "function": "explain",
     }
     assert pkg.manifest["datasets"]["customers"]["rows"] >= 1000
+    assert {"name": "age", "type": "int"} in pkg.manifest["datasets"]["customers"]["schema"]
+    assert score["enrich"][0]["dataset"] == "customers"
+    assert score["enrich"][0]["keys"] == {"customer_id": "customer_id"}
+    assert pkg.endpoint("customer")["type"] == "lookup"
 
     model = joblib.load(folder / "model.joblib")
     final = model.steps[-1][1]
