@@ -17,7 +17,12 @@ together, and the node and its floor are measured alternately, round after round
 2. gRPC ``PredictStream`` over 16 streams: predictions per second (harness, and h2load
    sending 100 framed requests per stream).
 3. ``predict-multi`` with 100 rows: rows per second (harness, HTTP, concurrency 4).
-4. and 5. Overload and memory at rest: :mod:`loadtest.bench_overload`.
+4. The Open Inference Protocol: gRPC ``ModelInfer`` of one row, node against the gRPC floor's
+   ``Predict``, with h2load (:mod:`loadtest.bench_oip`).
+5. and 6. Overload and memory at rest: :mod:`loadtest.bench_overload`.
+
+``--parts`` runs a subset of 1.-4. (``http,grpc,stream,multi,oip``), e.g. ``--parts oip
+--models logreg --no-overload`` for the OIP row alone.
 
 Every generator checks itself: a row whose generator was CPU-bound (or starved of its CPU
 by other jobs) is flagged, never silently kept. Results go to ``bench/results/<date>.json``,
@@ -43,6 +48,7 @@ import orjson
 
 from loadtest import bench_tools as tools
 from loadtest.bench_env import Counters, cores, machine, memory, node_pids, pool_of, server_cpu, started
+from loadtest.bench_oip import bench_oip_grpc
 from loadtest.bench_overload import bench_overload
 from loadtest.bench_report import markdown, plot
 from loadtest.bench_runs import APINODE, Bench, Model, Row, compare, harness_row, say, show
@@ -56,9 +62,10 @@ MULTI_CONCURRENCY = 4
 STREAM_MESSAGES = 100
 # One core runs one worker best: a second would only take turns with the first.
 BENCH_POOL = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 256}
+PARTS = ("http", "grpc", "stream", "multi", "oip")
 
 
-def bench_model(m: Model, b: Bench) -> dict[str, Any]:
+def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
     data = b.work / f"data-{m.name}"
     cfg = data / "config" / "services" / m.service / f"{m.endpoint}.json"
     cfg.parent.mkdir(parents=True, exist_ok=True)
@@ -80,10 +87,17 @@ def bench_model(m: Model, b: Bench) -> dict[str, Any]:
         counters = Counters(http, m.service, m.endpoint)
         node_all = [p for group in pids.values() for p in group]
         fh_url, fg_addr = f"http://127.0.0.1:{fh['http']}", f"127.0.0.1:{fg['grpc']}"
-        out["http"] = _http(m, b, fh_url, http, counters, {"floor": [fh["pid"]], "node": node_all})
-        out["grpc"] = _grpc(m, b, fg_addr, grpc_addr, counters, {"floor": [fg["pid"]], "node": node_all})
-        out["stream"] = _stream(m, b, grpc_addr, counters)
-        out["multi"] = _multi(m, b, http)
+        if "http" in parts:
+            out["http"] = _http(m, b, fh_url, http, counters, {"floor": [fh["pid"]], "node": node_all})
+        if "grpc" in parts:
+            out["grpc"] = _grpc(m, b, fg_addr, grpc_addr, counters, {"floor": [fg["pid"]], "node": node_all})
+        if "stream" in parts:
+            out["stream"] = _stream(m, b, grpc_addr, counters)
+        if "multi" in parts:
+            out["multi"] = _multi(m, b, http)
+        if "oip" in parts:
+            grpc_pids = {"floor": [fg["pid"]], "node": node_all}
+            out["oip_grpc"] = bench_oip_grpc(m, b, fg_addr, grpc_addr, http, counters, grpc_pids, CONCURRENCY)
         out["node_counters"] = counters.total()
     return out
 
@@ -233,7 +247,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--models", default="fraud,logreg,forest")
     ap.add_argument("--no-overload", action="store_true", help="skip the overload and memory part")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"which rows per model (default {','.join(PARTS)})")
     args = ap.parse_args(argv)
+    parts = tuple(p for p in args.parts.split(",") if p)
+    if not set(parts) <= set(PARTS):
+        ap.error(f"--parts: choose among {', '.join(PARTS)}")
     t0 = time.monotonic()
     pin, gen_cpus = cores()
     doc: dict[str, Any] = {
@@ -254,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         models = []
         for m in _models(args.models.split(","), b.work):
             say(f"== {m.name}")
-            models.append((m, bench_model(m, b)))
+            models.append((m, bench_model(m, b, parts)))
         doc["models"] = [r for _, r in models]
         example = next((m for m, _ in models if m.name == "fraud"), None)
         if example is not None and not args.no_overload:

@@ -42,9 +42,13 @@ def _ratio_table(doc: dict[str, Any]) -> list[str]:
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for m in doc["models"]:
-        for api, label in (("http", "HTTP predict"), ("grpc", "gRPC Predict")):
+        for api, label in (("http", "HTTP predict"), ("grpc", "gRPC Predict"), ("oip_grpc", "OIP gRPC ModelInfer")):
+            if api not in m:
+                continue
             ref = m[api]["reference"]
             for tool in (ref, "harness"):
+                if tool not in m[api]:
+                    continue
                 c = m[api][tool]
                 floor, node, ratio = c["floor"], c["node"], c["ratio"]
                 shown = "-" if ratio is None else (f"**{ratio:.2f}**" if tool == ref else f"{ratio:.2f}")
@@ -64,6 +68,8 @@ def _throughput_table(doc: dict[str, Any]) -> list[str]:
         "|---|--:|--:|--:|--:|--:|",
     ]
     for m in doc["models"]:
+        if "stream" not in m or "multi" not in m:
+            continue
         s, multi, c = m["stream"], m["multi"], m["node_counters"]
         batch = c["batched_rows"] / c["batches"] if c.get("batches") else None
         lines.append(
@@ -122,13 +128,14 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every measured row with a label: model, what, server, tool."""
     out = []
     for m in doc["models"]:
-        for api in ("http", "grpc"):
-            for tool in (m[api]["reference"], "harness"):
-                for who in ("floor", "node"):
+        for api in ("http", "grpc", "oip_grpc"):
+            for tool in (m[api]["reference"], "harness") if api in m else ():
+                for who in ("floor", "node") if tool in m[api] else ():
                     out.append((f"{m['model']} {api} {who} ({tool})", m[api][tool][who]))
-        for tool in ("harness", "h2load"):
+        for tool in ("harness", "h2load") if "stream" in m else ():
             out.append((f"{m['model']} stream node ({tool})", m["stream"][tool]))
-        out.append((f"{m['model']} multi rows node (harness)", m["multi"]))
+        if "multi" in m:
+            out.append((f"{m['model']} multi rows node (harness)", m["multi"]))
     return out
 
 
@@ -153,7 +160,12 @@ def _warnings(doc: dict[str, Any]) -> list[str]:
         if bad:
             out.append(f"- {label}: the node counted errors h2load cannot see: {bad}")
     for m in doc["models"]:
-        for where, check in (("gRPC Predict", m["grpc"]["body_check"]), ("PredictStream", m["stream"]["body_check"])):
+        checks = [
+            (w, m[k]["body_check"])
+            for w, k in (("gRPC Predict", "grpc"), ("PredictStream", "stream"), ("OIP ModelInfer", "oip_grpc"))
+            if k in m
+        ]
+        for where, check in checks:
             problems = {k: v for k, v in (check.items() if isinstance(check, dict) else [("node", check)]) if v != "ok"}
             if problems:
                 out.append(f"- {m['model']} {where}: the h2load body failed its check: {problems}")
@@ -195,7 +207,9 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "from /proc; *node/floor by CPU* = floor cost / node cost. Unlike throughput it does not depend on how "
         "much of core 0 other jobs left each server: the scheduler shares a core per runnable thread, so on a "
         "busy machine the node (two busy processes) gets a larger share of core 0 than a one-process floor, "
-        "which flatters the node's throughput ratio.",
+        "which flatters the node's throughput ratio. *OIP gRPC ModelInfer*: the node answering the Open "
+        "Inference Protocol (one row in `raw_input_contents`, as tritonclient sends it) against the same gRPC "
+        "floor's `Predict`.",
         "",
         *_ratio_table(doc),
         "",

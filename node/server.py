@@ -18,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
+from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from node.admin import AdminPlane
 from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
@@ -26,6 +27,9 @@ from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import RefuseUndecodable
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
+from node.oip.grpc import InferenceServicer
+from node.oip.http import add_oip_routes
+from node.oip.plane import OipPlane
 from node.querylog import QueryLog
 from node.registry import Registry
 from node.settings import NodeSettings
@@ -58,6 +62,7 @@ class Node:
             max_string_chars=settings.max_string_chars,
         )
         self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
+        self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
         self.http_port = 0
@@ -76,6 +81,7 @@ class Node:
             log.info("serving %s %s from %s", result["service"], result["generation"], package)
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         add_admin_routes(app, self.admin, self.auth)
+        add_oip_routes(app, self.oip)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=s.shutdown_grace)
         await self._runner.setup()
         site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True, ssl_context=_http_tls(s))
@@ -95,10 +101,12 @@ class Node:
             AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
             self._grpc,
         )
+        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.oip), self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         names = (
             apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
