@@ -48,6 +48,7 @@ import orjson
 
 from loadtest import bench_tools as tools
 from loadtest.bench_env import Counters, cores, machine, memory, node_pids, pool_of, server_cpu, started
+from loadtest.bench_lookup import bench_lookup
 from loadtest.bench_oip import bench_oip_grpc
 from loadtest.bench_overload import bench_overload
 from loadtest.bench_report import markdown, plot
@@ -247,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     ap.add_argument("--models", default="fraud,logreg,forest")
     ap.add_argument("--no-overload", action="store_true", help="skip the overload and memory part")
+    ap.add_argument("--lookup-rows", type=int, default=1_000_000, help="rows of the lookup part (0: skip it)")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"which rows per model (default {','.join(PARTS)})")
     args = ap.parse_args(argv)
     parts = tuple(p for p in args.parts.split(",") if p)
@@ -277,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         example = next((m for m, _ in models if m.name == "fraud"), None)
         if example is not None and not args.no_overload:
             doc["overload"], doc["memory_at_rest"] = bench_overload(example, b)
+        if args.lookup_rows:
+            doc["lookup"] = bench_lookup(b.work, args.lookup_rows, pin, gen_cpus)
     doc["machine"]["loadavg_after"] = machine()["loadavg"]
     doc["elapsed_s"] = round(time.monotonic() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_lookup import markdown as lookup_markdown
+
 _SAT = " ⚠"  # the generator of this row was CPU-bound
 
 
@@ -229,6 +231,8 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
             "",
             *_memory(doc["memory_at_rest"]),
         ]
+    if doc.get("lookup"):
+        lines += ["", "## 6. Lookup endpoint over a million-row dataset", "", *lookup_markdown(doc["lookup"])]
     lines += ["", "## Generator self-check and warnings", "", *_warnings(doc)]
     if png:
         lines += ["", f"![throughput and latency per row]({png})"]

@@ -98,7 +98,7 @@ class OipPlane:
                 raise errors.NotFound(f"model {name!r} has no active version")
             gen = svc.loaded[active]
         ep = gen.endpoints.get(endpoint)
-        if ep is None or ep.codec is None:
+        if ep is None or ep.spec.type != "prediction" or ep.pool is None:
             raise errors.NotFound(f"unknown model {name!r}: service {svc.id!r} has no prediction endpoint {endpoint!r}")
         return svc, gen, ep
 
@@ -109,10 +109,12 @@ class OipPlane:
 
     def model_ready(self, name: str, version: str = "", **who: Any) -> bool:
         _, _, ep = self.find(name, version, **who)
+        assert ep.pool is not None
         return ep.pool.ready
 
     def model_config(self, name: str, version: str = "", **who: Any) -> dict[str, Any]:
         _, _, ep = self.find(name, version, **who)
+        assert ep.pool is not None
         return m.config(name, ep.spec, self.dp.limits.max_items, ep.pool.settings.ceil)
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
@@ -122,7 +124,7 @@ class OipPlane:
                 continue
             for version, gen in svc.loaded.items():
                 for ep in gen.endpoints.values():
-                    if ep.codec is None or (ready_only and not ep.pool.ready):
+                    if ep.spec.type != "prediction" or ep.pool is None or (ready_only and not ep.pool.ready):
                         continue
                     entry = {"name": m.model_name(svc.id, ep.spec.id), "version": version}
                     entry["state"] = "READY" if ep.pool.ready else "UNAVAILABLE"
