@@ -61,6 +61,8 @@ class AdminPlane:
                 try:
                     if ep.spec.type == "prediction":
                         out: Any = await self.dp.predict_on(gen, ep, body if isinstance(body, dict) else {})
+                    elif ep.spec.type == "sql":  # rolled back: a test query writes nothing
+                        out = await self.dp.query_on(gen, ep, body if isinstance(body, dict) else {}, dry_run=True)
                     else:
                         ran = await self.dp.run_on(gen, ep, body if isinstance(body, dict) else {})
                         out = {"response": orjson.loads(ran["response"])}

@@ -4,7 +4,8 @@ The aiohttp handlers and the gRPC servicers only decode, call :meth:`DataPlane.c
 encode. `call` resolves the generation (dispatch), runs the verb, and records the outcome
 and latency once, whatever the transport. Request and response shapes follow the Dataiku
 API node (see the README): `predict` answers `{"result", "timing", "apiContext"}`,
-`predict-multi` `{"results", ...}`, `run` the function's JSON and its context.
+`predict-multi` `{"results", ...}`, `run` the function's JSON and its context, `query` an SQL
+endpoint's `{"columns", "rows"}` or `{"updatedRows"}` (:mod:`node.worker.sql`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from node.metrics import Metrics
 from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
 
-VERBS = ("predict", "predict-multi", "run")
+VERBS = ("predict", "predict-multi", "run", "query")
+FLAT_VERBS = ("run", "query")  # the body is the arguments themselves: dispatch travels beside it
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,8 @@ class DataPlane:
         peer: str | None = None,
     ) -> dict[str, Any]:
         """Runs one user operation. For `run`, `body` is the function's arguments and the
-        answer's `response` holds the JSON bytes of its return value."""
+        answer's `response` holds the JSON bytes of its return value; for `query`, `body`
+        is the SQL parameters."""
         t0 = time.perf_counter()
         generation = ""
         key_id = None
@@ -80,12 +83,14 @@ class DataPlane:
             key_id = self.keys.check(service, api_key, peer)
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
-            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
+            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch"))
             generation = gen.version
             if verb == "predict":
                 out = await self.predict_on(gen, ep, body)
             elif verb == "predict-multi":
                 out = await self.predict_multi_on(gen, ep, body)
+            elif verb == "query":
+                out = await self.query_on(gen, ep, body)
             else:
                 out = await self.run_on(gen, ep, body)
         except errors.ApiNodeError as exc:
@@ -143,6 +148,8 @@ class DataPlane:
             entry["error"] = error
         if verb == "run":
             entry["arguments"] = body
+        elif verb == "query":
+            entry["parameters"] = body
         else:
             entry["context"] = body.get("context")
             if verb == "predict":
@@ -156,6 +163,12 @@ class DataPlane:
             entry["timing"] = out["timing"]
             if verb == "run":
                 entry["response"] = orjson.Fragment(out["response"])
+            elif verb == "query":  # the size of the answer, not its rows: a query log is not a copy of the database
+                entry["result"] = (
+                    {"columns": out["columns"], "rowCount": len(out["rows"])}
+                    if "rows" in out
+                    else {"updatedRows": out["updatedRows"]}
+                )
             else:
                 entry["result" if verb == "predict" else "results"] = out.get("result", out.get("results"))
         self.querylog.record(entry)
@@ -211,6 +224,21 @@ class DataPlane:
         out = await ep.pool.submit(arguments)
         return {
             "response": out.result,  # JSON bytes, serialised by the worker
+            "timing": {"wait": out.wait_us, "execution": out.compute_us},
+            "apiContext": _context(gen, ep.spec.id),
+        }
+
+    async def query_on(
+        self, gen: Generation, ep: Endpoint, parameters: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Runs an SQL endpoint's statements with `parameters`; a dry run rolls back."""
+        if ep.spec.type != "sql":
+            raise errors.BadRequest(
+                f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not an SQL query"
+            )
+        out = await ep.pool.submit((parameters, dry_run))
+        return {
+            **out.result,
             "timing": {"wait": out.wait_us, "execution": out.compute_us},
             "apiContext": _context(gen, ep.spec.id),
         }

@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from node import errors
+from node import connections, errors
 from node.auth import ApiKeys
 from node.features import FeatureCodec
 from node.package import ID_RE, EndpointSpec, Manifest, PackageError
@@ -34,7 +34,7 @@ from node.worker import protocol as wp
 
 log = logging.getLogger("node.registry")
 
-_OPS = {"prediction": (wp.OP_PREDICT, True), "function": (wp.OP_CALL, False)}
+_OPS = {"prediction": (wp.OP_PREDICT, True), "function": (wp.OP_CALL, False), "sql": (wp.OP_QUERY, False)}
 
 
 @dataclass(slots=True)
@@ -93,13 +93,16 @@ class Service:
 
 
 class Registry:
-    def __init__(self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
+    def __init__(
+        self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1, connections_file: Path | None = None
+    ) -> None:
         self.keys = ApiKeys(storage.root)
         self.querylog: QueryLog | None = None
         self.storage = storage
         self.data_dir = storage.root
         self.sup = supervisor
         self.onnx_threads = onnx_threads
+        self.connections_file = connections_file or connections.default_path(storage.root)
         self.services: dict[str, Service] = {}
         self._loads = 0
 
@@ -131,7 +134,10 @@ class Registry:
             key = f"{service}/{ep.id}@{stored.version}"
             if key in self.sup.pools:  # the same version, new content, loading beside the old
                 key += f"~{self._loads}"
-            pool = await self.sup.add_pool(key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable)
+            spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
+            if ep.type == "sql" and ep.raw.get("connection") is not None:
+                spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
+            pool = await self.sup.add_pool(key, spec, settings, op=op, batchable=batchable)
             codec = FeatureCodec(ep) if ep.type == "prediction" else None
             return ep.id, Endpoint(ep, pool, codec)
 

@@ -54,6 +54,11 @@ class ApiNodeStub:
                 request_serializer=apinode_dot_v1_dot_apinode__pb2.RunRequest.SerializeToString,
                 response_deserializer=apinode_dot_v1_dot_apinode__pb2.RunResponse.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/apinode.v1.ApiNode/Query',
+                request_serializer=apinode_dot_v1_dot_apinode__pb2.QueryRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_apinode__pb2.QueryResponse.FromString,
+                _registered_method=True)
 
 
 class ApiNodeServicer:
@@ -88,6 +93,13 @@ class ApiNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """Runs an SQL query endpoint's statements with named parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -110,6 +122,11 @@ def add_ApiNodeServicer_to_server(servicer, server):
                     servicer.Run,
                     request_deserializer=apinode_dot_v1_dot_apinode__pb2.RunRequest.FromString,
                     response_serializer=apinode_dot_v1_dot_apinode__pb2.RunResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=apinode_dot_v1_dot_apinode__pb2.QueryRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_apinode__pb2.QueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -220,6 +237,33 @@ class ApiNode:
             '/apinode.v1.ApiNode/Run',
             apinode_dot_v1_dot_apinode__pb2.RunRequest.SerializeToString,
             apinode_dot_v1_dot_apinode__pb2.RunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.ApiNode/Query',
+            apinode_dot_v1_dot_apinode__pb2.QueryRequest.SerializeToString,
+            apinode_dot_v1_dot_apinode__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
