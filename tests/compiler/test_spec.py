@@ -95,7 +95,7 @@ def test_good_service(tmp_path: Path) -> None:
         (
             "type: prediction",
             "type: predict",
-            "line 7: endpoints.score.type: must be one of prediction, function, got 'predict'",
+            "line 7: endpoints.score.type: must be one of prediction, function, sql, got 'predict'",
         ),
         (
             "service: fraud",
