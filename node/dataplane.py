@@ -146,10 +146,8 @@ class DataPlane:
         }
         if error is not None:
             entry["error"] = error
-        if verb == "run":
+        if verb in FLAT_VERBS:  # function arguments, SQL parameters: `exclude` applies to both
             entry["arguments"] = body
-        elif verb == "query":
-            entry["parameters"] = body
         else:
             entry["context"] = body.get("context")
             if verb == "predict":

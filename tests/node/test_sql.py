@@ -87,7 +87,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
     (folder / "data" / "customers.csv").write_text(CUSTOMERS)
     (folder / "service.yaml").write_text(BUNDLED)
     pkg = compile_service(folder, tmp / "shop.apz", progress=False).out
-    with run_node(tmp / "data", pkg) as node:
+    with run_node(tmp / "data", pkg, args=["--query-log", str(tmp / "querylog")]) as node:
         yield node
 
 
@@ -325,3 +325,17 @@ def test_unknown_connection_fails_the_load(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError) as info:
         start_node(tmp_path / "data2", pkg)
     assert f"there is no connections file {tmp_path / 'data2' / 'config' / 'connections.json'}" in str(info.value)
+
+
+def test_queries_are_in_the_query_log(shop: NodeProc) -> None:
+    client(shop, "shop").sql_query("by_name", {"name": "logged"})
+    path = shop.data_dir.parent / "querylog" / "queries.jsonl"
+
+    def logged() -> list[dict[str, Any]]:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [e for e in map(json.loads, lines) if e.get("arguments") == {"name": "logged"}]
+
+    shop.wait_for(lambda: logged(), what="the query log line")
+    entry = logged()[0]
+    assert (entry["verb"], entry["status"], entry["protocol"]) == ("query", "ok", "http")
+    assert entry["result"] == {"columns": ["customer_id"], "rowCount": 0}
