@@ -1,7 +1,7 @@
 """`compile_service`: a service folder -> one package file, the compiler's entry point.
 
 It reads service.yaml, builds each endpoint (prediction: compiler/prediction.py; function:
-compiler/functions.py), describes the bundled datasets, and writes the package with the
+compiler/functions.py; sql: compiler/sqlite.py for a bundled database), describes the bundled datasets, and writes the package with the
 node's own `write_package`, which validates the manifest with the node's parser.
 """
 
@@ -28,6 +28,7 @@ from compiler.spec import (
     LookupEndpoint,
     PredictionEndpoint,
     ServiceSpec,
+    SqlEndpoint,
     read_service,
 )
 from node.package import PackageError, write_package
@@ -69,6 +70,7 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
     boosters = False
     datasets = _datasets(spec, files, rep)
     folders: dict[str, list[Path]] = {}
+    sqlite_db = _bundled_database(spec, files, rep)
     for eid, ep in spec.endpoints.items():
         queries: list[dict[str, Any]] | None
         if isinstance(ep, PredictionEndpoint):
@@ -101,6 +103,8 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
                     entry[key] = value
             folders[eid] = list(ep.folders)
             queries = ep.test_queries
+        elif isinstance(ep, SqlEndpoint):
+            entry, queries = _sql_entry(spec, ep, sqlite_db, rep), ep.test_queries
         else:
             assert isinstance(ep, FunctionEndpoint)
             rep.step(f"checking {eid}: {ep.file.name}:{ep.function}()")
@@ -152,6 +156,35 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
     size = out.stat().st_size
     rep.done(out, size, sha)
     return CompileReport(out, sha, size, written, parity, rep.warnings)
+
+
+def _bundled_database(spec: ServiceSpec, files: dict[str, bytes | Path], rep: Reporter) -> bytes | None:
+    """The SQLite database of the service's datasets, when a sql endpoint uses it."""
+    if not any(isinstance(e, SqlEndpoint) and e.database == "bundled" for e in spec.endpoints.values()):
+        return None
+    from compiler.sqlite import build_database, package_path
+
+    rep.step(f"building the SQLite database {package_path(spec.service)} from {len(spec.datasets)} dataset(s)")
+    db, tables = build_database(spec.datasets)
+    for name, columns in tables.items():
+        rep.note(f"table {name}: " + ", ".join(f"{c} {t}" for c, t in columns.items()))
+    files[package_path(spec.service)] = db
+    return db
+
+
+def _sql_entry(spec: ServiceSpec, ep: SqlEndpoint, db: bytes | None, rep: Reporter) -> dict[str, Any]:
+    entry: dict[str, Any] = {"type": "sql", "statements": list(ep.statements)}
+    if ep.connection is not None:
+        rep.step(f"{ep.id}: {len(ep.statements)} statement(s) on the node's connection {ep.connection!r}")
+        entry["connection"] = ep.connection
+        return entry
+    from compiler.sqlite import check_statements, package_path
+
+    assert db is not None
+    rep.step(f"checking {ep.id}: {len(ep.statements)} statement(s) against the bundled database")
+    check_statements(db, ep.id, ep.statements, spec.folder / SERVICE_FILE, ep.line)
+    entry["database"] = package_path(spec.service)
+    return entry
 
 
 def _listing(files: dict[str, bytes | Path]) -> dict[str, dict[str, Any]]:

@@ -19,6 +19,8 @@ import yaml
 
 from compiler.errors import CompileError
 from node.package import ENRICH_POLICIES, FEATURE_TYPES, ID_RE, LOOKUP_POLICIES, TASKS
+from node.sqlparams import SqlTextError
+from node.sqlparams import parse as parse_sql
 
 SERVICE_FILE = "service.yaml"
 DEFAULT_PARITY_TOLERANCE = 1e-4
@@ -50,8 +52,10 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
         "test_queries",
         "pool",
     ),
+    "sql": ("type", "database", "connection", "statements", "test_queries", "pool"),
 }
 ENRICH_KEYS = ("dataset", "keys", "columns", "override", *ENRICH_POLICIES)
+SQL_DATABASES = ("bundled",)  # `database:` values; a referenced database is `connection: NAME`
 FEATURE_KEYS = ("type", "nullable")
 # The node's pool settings (node/supervisor/settings.py); the compiler checks their shape
 # and floor <= cruise <= ceil the way the node will, with the node's defaults.
@@ -125,7 +129,18 @@ class CustomPredictionEndpoint:
     pool: dict[str, int]
 
 
-Endpoint = PredictionEndpoint | FunctionEndpoint | LookupEndpoint | CustomPredictionEndpoint
+@dataclass(frozen=True, slots=True)
+class SqlEndpoint:
+    id: str
+    database: str | None  # "bundled": the service's datasets as one SQLite database
+    connection: str | None  # a name the node maps to a real database
+    statements: tuple[str, ...]
+    test_queries: list[dict[str, Any]] | None
+    pool: dict[str, int]
+    line: int  # of the endpoint in service.yaml, for errors found while building
+
+
+Endpoint = PredictionEndpoint | FunctionEndpoint | LookupEndpoint | CustomPredictionEndpoint | SqlEndpoint
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +294,11 @@ def read_service(folder: Path) -> ServiceSpec:
         if not isinstance(eid, str) or not ID_RE.match(eid):
             raise r.fail(eps, eid, "endpoints", f"bad endpoint id {eid!r} ([A-Za-z0-9_-]+)")
         endpoints[eid] = _endpoint(r, eps, eid)
+    for eid, ep in endpoints.items():
+        if isinstance(ep, SqlEndpoint) and ep.database == "bundled" and not datasets:
+            raise r.fail(
+                eps[eid], "database", f"endpoints.{eid}.database", "'bundled' builds a database from 'datasets:': none"
+            )
     return ServiceSpec(folder, service, version, datasets, endpoints, _api_keys(r, doc), _query_log(r, doc))
 
 
@@ -507,11 +527,68 @@ def _enrich(r: _Reader, e: _Map, where: str) -> list[dict[str, Any]]:
     return out
 
 
+def _sql(r: _Reader, e: _Map, eid: str) -> SqlEndpoint:
+    where = f"endpoints.{eid}"
+    has_db, has_conn = e.get("database") is not None, e.get("connection") is not None
+    if has_db == has_conn:
+        key = "database" if has_db else "type"
+        raise r.fail(e, key, where, "an sql endpoint needs exactly one of 'database: bundled' and 'connection: <name>'")
+    if has_db and e["database"] not in SQL_DATABASES:
+        raise r.fail(
+            e,
+            "database",
+            f"{where}.database",
+            f"must be 'bundled' (a referenced database is 'connection: <name>'), got {_kind(e['database'])}",
+        )
+    if has_conn and ("://" in str(e["connection"]) or "=" in str(e["connection"])):  # never echo a DSN
+        raise r.fail(
+            e,
+            "connection",
+            f"{where}.connection",
+            "expected a connection name, not a DSN (the node maps names to DSNs)",
+        )
+    connection = r.ident(e, "connection", f"{where}.connection") if has_conn else None
+    raw = e.get("statements")
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not raw:
+        raise r.fail(
+            e, "statements" if "statements" in e else "type", f"{where}.statements", "needs a list of SQL statements"
+        )
+    names: set[str] = set()
+    for i, sql in enumerate(raw):
+        if not isinstance(sql, str) or not sql.strip():
+            raise r.fail(e, "statements", f"{where}.statements[{i}]", f"expected an SQL statement, got {_kind(sql)}")
+        try:
+            names.update(parse_sql(sql).names)
+        except SqlTextError as exc:
+            raise r.fail(e, "statements", f"{where}.statements[{i}]", str(exc)) from None
+    queries = _test_queries(r, e, where, prediction=False)
+    for i, q in enumerate(queries or []):
+        missing, unexpected = sorted(names - set(q)), sorted(set(q) - names)
+        if missing or unexpected:
+            what = f"lacks {', '.join(missing)}" if missing else f"has unknown {', '.join(unexpected)}"
+            takes = ", ".join(sorted(names)) or "none"
+            raise r.fail(
+                e, "test_queries", f"{where}.test_queries[{i}]", f"{what} (the statements' parameters: {takes})"
+            )
+    return SqlEndpoint(
+        id=eid,
+        database=e.get("database"),
+        connection=connection,
+        statements=tuple(s.strip() for s in raw),
+        test_queries=queries,
+        pool=_pool(r, e, where),
+        line=e.lines.get("statements", e.line),
+    )
+
+
 _PARSERS: dict[str, Callable[[_Reader, _Map, str], Endpoint]] = {
     "prediction": _prediction,
     "function": _function,
     "lookup": _lookup,
     "custom-prediction": _custom_prediction,
+    "sql": _sql,
 }
 
 

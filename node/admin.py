@@ -60,7 +60,11 @@ class AdminPlane:
                 t0 = time.perf_counter()
                 try:
                     verb = TEST_VERB[ep.spec.type]
-                    out: Any = await self.dp.call_on(verb, gen, ep, body if isinstance(body, dict) else {})
+                    args = body if isinstance(body, dict) else {}
+                    if verb == "query":  # rolled back: a test query writes nothing
+                        out: Any = await self.dp.query_on(gen, ep, args, dry_run=True)
+                    else:
+                        out = await self.dp.call_on(verb, gen, ep, args)
                     out.pop("_enriched", None)
                     if verb == "run":
                         out = {"response": orjson.loads(out["response"])}

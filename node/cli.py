@@ -54,6 +54,11 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--tls-client-ca", type=Path, help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--query-log", type=Path, help="directory of the query log (queries.jsonl); off when absent")
     p.add_argument("--query-log-max-mb", type=float, default=64, help="size at which the query log rotates")
+    p.add_argument(
+        "--connections",
+        type=Path,
+        help="JSON file of database connections for SQL endpoints (default DATA_DIR/config/connections.json)",
+    )
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
     p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
     p.add_argument("--log-level", default="INFO")
@@ -90,6 +95,7 @@ def _serve(args: argparse.Namespace) -> int:
         tls_key=args.tls_key,
         tls_client_ca=args.tls_client_ca,
         query_log_max_mb=args.query_log_max_mb,
+        connections_file=args.connections,
     )
     bad_limit = _check_limits(args)
     if bad_limit:
@@ -178,9 +184,10 @@ def _usage(node: Any, host: str) -> str:
                 lines.append(
                     f"  grpcurl -plaintext -d {shlex.quote(json.dumps(grpc_body))} {host}:{node.grpc_port} apinode.v1.ApiNode/Predict"
                 )
-            elif ep.spec.type == "function":
-                url = f"{base}/public/api/v1/{sid}/{eid}/run"
-                lines.append(f"\n  # {eid}: Python function")
+            elif ep.spec.type in ("function", "sql"):
+                verb, what = ("run", "Python function") if ep.spec.type == "function" else ("query", "SQL query")
+                url = f"{base}/public/api/v1/{sid}/{eid}/{verb}"
+                lines.append(f"\n  # {eid}: {what}")
                 lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body or {}))}")
     lines.append(f"\n  curl -s {base}/admin/status    # pools, queues, counters")
     lines.append("\nCtrl-C stops the node.")

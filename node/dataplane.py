@@ -5,7 +5,8 @@ encode. `call` resolves the generation (dispatch), runs the verb, and records th
 and latency once, whatever the transport. Request and response shapes follow the Dataiku
 API node (see the README): `predict` answers `{"result", "timing", "apiContext"}`,
 `predict-multi` `{"results", ...}`, `run` the function's JSON and its context, `lookup`
-`{"results": [{"data"}]}`. Lookups and enrichment run here, in the front process, from
+`{"results": [{"data"}]}`, `query` an SQL endpoint's `{"columns", "rows"}` or `{"updatedRows"}`
+(:mod:`node.worker.sql`). Lookups and enrichment run here, in the front process, from
 indexes of the bundled datasets (:mod:`node.lookup`): no worker round trip.
 """
 
@@ -25,9 +26,16 @@ from node.metrics import Metrics
 from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
 
-VERBS = ("predict", "predict-multi", "run", "lookup", "lookup-multi")
+VERBS = ("predict", "predict-multi", "run", "lookup", "lookup-multi", "query")
+FLAT_VERBS = ("run", "query")  # the body is the arguments themselves: dispatch travels beside it
 # The verb that plays an endpoint kind's test queries
-TEST_VERB = {"prediction": "predict", "custom-prediction": "predict", "function": "run", "lookup": "lookup"}
+TEST_VERB = {
+    "prediction": "predict",
+    "custom-prediction": "predict",
+    "function": "run",
+    "lookup": "lookup",
+    "sql": "query",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +85,8 @@ class DataPlane:
         peer: str | None = None,
     ) -> dict[str, Any]:
         """Runs one user operation. For `run`, `body` is the function's arguments and the
-        answer's `response` holds the JSON bytes of its return value."""
+        answer's `response` holds the JSON bytes of its return value; for `query`, `body`
+        is the SQL parameters."""
         t0 = time.perf_counter()
         generation = ""
         key_id = None
@@ -85,7 +94,7 @@ class DataPlane:
             key_id = self.keys.check(service, api_key, peer)
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
-            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb == "run" else body.get("dispatch"))
+            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch"))
             generation = gen.version
             out = await self.call_on(verb, gen, ep, body)
         except errors.ApiNodeError as exc:
@@ -117,6 +126,8 @@ class DataPlane:
             return self.lookup_on(gen, ep, body)
         if verb == "lookup-multi":
             return self.lookup_multi_on(gen, ep, body)
+        if verb == "query":
+            return await self.query_on(gen, ep, body)
         raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
 
     def _metric_names(self, service: str, endpoint: str) -> tuple[str, str]:
@@ -157,7 +168,7 @@ class DataPlane:
         }
         if error is not None:
             entry["error"] = error
-        if verb == "run":
+        if verb in FLAT_VERBS:  # function arguments, SQL parameters: `exclude` applies to both
             entry["arguments"] = body
         elif verb.startswith("lookup"):
             entry["data"] = body.get("data") if verb == "lookup" else body.get("items")
@@ -176,6 +187,12 @@ class DataPlane:
             entry["timing"] = out["timing"]
             if verb == "run":
                 entry["response"] = orjson.Fragment(out["response"])
+            elif verb == "query":  # the size of the answer, not its rows: a query log is not a copy of the database
+                entry["result"] = (
+                    {"columns": out["columns"], "rowCount": len(out["rows"])}
+                    if "rows" in out
+                    else {"updatedRows": out["updatedRows"]}
+                )
             else:
                 entry["result" if verb == "predict" else "results"] = out.get("result", out.get("results"))
         self.querylog.record(entry)
@@ -302,6 +319,21 @@ class DataPlane:
         out = await ep.pool.submit(arguments)
         return {
             "response": out.result,  # JSON bytes, serialised by the worker
+            "timing": {"wait": out.wait_us, "execution": out.compute_us},
+            "apiContext": _context(gen, ep.spec.id),
+        }
+
+    async def query_on(
+        self, gen: Generation, ep: Endpoint, parameters: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """Runs an SQL endpoint's statements with `parameters`; a dry run rolls back."""
+        if ep.spec.type != "sql" or ep.pool is None:
+            raise errors.BadRequest(
+                f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not an SQL query"
+            )
+        out = await ep.pool.submit((parameters, dry_run))
+        return {
+            **out.result,
             "timing": {"wait": out.wait_us, "execution": out.compute_us},
             "apiContext": _context(gen, ep.spec.id),
         }

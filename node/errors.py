@@ -5,7 +5,8 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
 
     ApiNodeError
     ├── BadRequest                 400  INVALID_ARGUMENT     (malformed body, missing feature, ...)
-    │   └── PayloadTooLarge        413  INVALID_ARGUMENT
+    │   ├── PayloadTooLarge        413  INVALID_ARGUMENT
+    │   └── SqlBadValue            400  INVALID_ARGUMENT     (the database refused a caller's value)
     ├── Unauthorized               401  UNAUTHENTICATED
     ├── Forbidden                  403  PERMISSION_DENIED
     ├── NotFound                   404  NOT_FOUND            (service, endpoint, generation)
@@ -19,6 +20,8 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     ├── WorkerCrashed              500  UNAVAILABLE          (the worker died with the request)
     ├── RunTimeout                 504  DEADLINE_EXCEEDED    (max_run_ms reached; worker replaced)
     ├── UserCodeError              500  INTERNAL             (an exception in the endpoint's code)
+    ├── SqlError                   500  INTERNAL             (an SQL endpoint's statement failed)
+    ├── DatabaseUnavailable        503  UNAVAILABLE          (an SQL endpoint's database cannot be reached)
     └── InternalError              500  INTERNAL
 """
 
@@ -53,6 +56,11 @@ class BadRequest(ApiNodeError):
 
 class PayloadTooLarge(BadRequest):
     pass
+
+
+class SqlBadValue(BadRequest):
+    """The database refused a value of the caller: not a number for an integer column, a
+    duplicate key (SQLSTATE classes 22 and 23)."""
 
 
 class Unauthorized(ApiNodeError):
@@ -111,6 +119,15 @@ class UserCodeError(ApiNodeError):
     pass
 
 
+class SqlError(ApiNodeError):
+    """An SQL endpoint's statement failed in the database for a reason of its own (syntax,
+    unknown table, permission): the service must be fixed, not the request."""
+
+
+class DatabaseUnavailable(ApiNodeError):
+    """An SQL endpoint's database cannot be reached (even after reconnecting once)."""
+
+
 class InternalError(ApiNodeError):
     pass
 
@@ -139,6 +156,9 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
     WorkerCrashed: ErrorKind(500, grpc.StatusCode.UNAVAILABLE, "WORKER_CRASHED"),
     RunTimeout: ErrorKind(504, grpc.StatusCode.DEADLINE_EXCEEDED, "RUN_TIMEOUT"),
     UserCodeError: ErrorKind(500, grpc.StatusCode.INTERNAL, "USER_CODE_ERROR"),
+    SqlBadValue: ErrorKind(400, grpc.StatusCode.INVALID_ARGUMENT, "SQL_BAD_VALUE"),
+    SqlError: ErrorKind(500, grpc.StatusCode.INTERNAL, "SQL_ERROR"),
+    DatabaseUnavailable: ErrorKind(503, grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE"),
     InternalError: ErrorKind(500, grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
 }
 

@@ -5,9 +5,15 @@ A package (`.apz`) is a zip file:
     manifest.json            what the package holds (see :class:`Manifest`), versioned
     models/<endpoint>.onnx   one ONNX model per prediction endpoint
     datasets/<name>.<ext>    bundled datasets (csv or parquet), typed by the manifest's `schema`
+    sqlite/<service>.db      the datasets as one SQLite database (when a sql endpoint uses it)
     code/...                 the service's Python code (function and custom-prediction endpoints)
     folders/<name>/...       managed folders of function and custom-prediction endpoints
     tests/<endpoint>.json    the endpoint's test queries (a JSON list of request bodies)
+
+A `sql` endpoint's entry is `{"type": "sql", "statements": [SQL, ...]}` with either
+`"database": "sqlite/<service>.db"` (a file of the package) or `"connection": NAME` (a name
+the node maps to a real database in its own configuration: a package never holds a DSN).
+Statements name their parameters `:name` (:mod:`node.sqlparams` reads them).
 
 `manifest.json` lists every other file with its size and sha256; a package whose files do
 not match, that holds a file the manifest does not list, whose paths (of its members or in
@@ -34,13 +40,16 @@ from typing import Any
 
 import orjson
 
+from node.sqlparams import SqlTextError
+from node.sqlparams import parse as parse_sql
+
 FORMAT = "apinode-package"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 FEATURE_TYPES = ("float", "int", "string", "bool")
 ONNX_TYPES = ("float", "double", "int64", "string", "bool")
-ENDPOINT_TYPES = ("prediction", "function", "lookup", "custom-prediction")
+ENDPOINT_TYPES = ("prediction", "function", "lookup", "custom-prediction", "sql")
 COLUMN_TYPES = ("int", "float", "string", "bool", "date", "datetime")  # of a bundled dataset's columns
 # Policies of lookup endpoints and enrichment (the first is the default; node/lookup.py says what they do)
 LOOKUP_POLICIES = {"on_no_match": ("null", "fail"), "on_multiple": ("first", "null", "fail")}
@@ -298,6 +307,31 @@ def _check_code(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
             raise PackageError(f"manifest.json: {where}.folders: {exc}") from None
 
 
+def _check_sql(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
+    statements: list[Any] = e.get("statements") or []
+    _require(
+        isinstance(statements, list) and bool(statements) and all(isinstance(s, str) and s.strip() for s in statements),
+        f"{where}.statements must be a non-empty list of SQL statements",
+    )
+    for i, sql in enumerate(statements):
+        try:
+            parse_sql(sql)
+        except SqlTextError as exc:
+            raise PackageError(f"manifest.json: {where}.statements[{i}]: {exc}") from None
+    database, connection = e.get("database"), e.get("connection")
+    _require((database is None) != (connection is None), f"{where} needs one of 'database' and 'connection'")
+    if database is not None:
+        _require(
+            isinstance(database, str) and database in files,
+            f"{where}.database {database!r} is not a file of the package",
+        )
+    else:
+        _require(
+            isinstance(connection, str) and bool(ID_RE.match(connection)),
+            f"{where}.connection {connection!r} is not a connection name ([A-Za-z0-9_-]+)",
+        )
+
+
 def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str, Any]) -> EndpointSpec:
     where = f"endpoints.{eid}"
     _require(bool(ID_RE.match(eid)), f"bad endpoint id {eid!r}")
@@ -310,6 +344,9 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str,
     )
     pool = e.get("pool") or {}
     _require(isinstance(pool, dict), f"{where}.pool must be an object")
+    if etype == "sql":
+        _check_sql(where, e, files)
+        return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)
     if etype == "lookup":
         _check_lookup(where, e, datasets)
         return EndpointSpec(id=eid, type=etype, raw=e, test_queries=tq, pool=pool)

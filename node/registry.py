@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from node import errors
+from node import connections, errors
 from node.auth import ApiKeys
 from node.datasets import Dataset, load_dataset
 from node.features import CustomCodec, FeatureCodec
@@ -42,6 +42,7 @@ _OPS = {
     "prediction": (wp.OP_PREDICT, True),
     "custom-prediction": (wp.OP_PREDICT, True),
     "function": (wp.OP_CALL, False),
+    "sql": (wp.OP_QUERY, False),
 }
 
 
@@ -103,13 +104,16 @@ class Service:
 
 
 class Registry:
-    def __init__(self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1) -> None:
+    def __init__(
+        self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1, connections_file: Path | None = None
+    ) -> None:
         self.keys = ApiKeys(storage.root)
         self.querylog: QueryLog | None = None
         self.storage = storage
         self.data_dir = storage.root
         self.sup = supervisor
         self.onnx_threads = onnx_threads
+        self.connections_file = connections_file or connections.default_path(storage.root)
         self.services: dict[str, Service] = {}
         self._loads = 0
 
@@ -147,7 +151,10 @@ class Registry:
             key = f"{service}/{ep.id}@{stored.version}"
             if key in self.sup.pools:  # the same version, new content, loading beside the old
                 key += f"~{self._loads}"
-            pool = await self.sup.add_pool(key, {**spec_base, "endpoint": ep.raw}, settings, op=op, batchable=batchable)
+            spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
+            if ep.type == "sql" and ep.raw.get("connection") is not None:
+                spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
+            pool = await self.sup.add_pool(key, spec, settings, op=op, batchable=batchable)
             endpoint = Endpoint(ep, pool, None)
             if ep.type == "prediction":
                 endpoint.codec = FeatureCodec(ep)

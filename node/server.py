@@ -54,7 +54,12 @@ class Node:
             else None
         )
         self.supervisor.querylog = self.querylog  # type: ignore[attr-defined]  # for the dropped-lines metric
-        self.registry = Registry(self.storage, self.supervisor, onnx_threads=settings.onnx_threads)
+        self.registry = Registry(
+            self.storage,
+            self.supervisor,
+            onnx_threads=settings.onnx_threads,
+            connections_file=settings.connections_file,
+        )
         self.registry.querylog = self.querylog
         limits = Limits(
             max_items=settings.max_items,

@@ -29,4 +29,5 @@ class NodeSettings:
     tls_client_ca: Path | None = None  # require client certificates signed by this CA
     query_log_dir: Path | None = None  # None: no query log
     query_log_max_mb: float = 64
+    connections_file: Path | None = None  # None: DATA_DIR/config/connections.json
     packages: list[Path] = field(default_factory=list)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from google.protobuf import json_format, struct_pb2
 
 from node import errors
@@ -33,6 +34,25 @@ def py_to_value(x: Any) -> pb.Value:
     if isinstance(x, float):
         return pb.Value(number=x)
     return pb.Value(text=str(x))
+
+
+def cell_to_value(x: Any) -> pb.Value:
+    """A JSON-safe database value (node.worker.sql.json_safe) as a typed Value."""
+    if isinstance(x, int) and not isinstance(x, bool) and not -(2**63) <= x < 2**63:
+        return pb.Value(text=str(x))
+    if isinstance(x, list | dict):
+        return pb.Value(text=orjson.dumps(x).decode())
+    return py_to_value(x)
+
+
+def query_to_pb(out: dict[str, Any]) -> pb.QueryResponse:
+    msg = pb.QueryResponse(timing=out["timing"], api_context=context_to_pb(out["apiContext"]))
+    if "rows" in out:
+        msg.columns.extend(out["columns"])
+        msg.rows.extend(pb.Row(values=[cell_to_value(v) for v in row]) for row in out["rows"])
+    else:
+        msg.updated_rows = out["updatedRows"]
+    return msg
 
 
 def features_to_py(features: Any) -> dict[str, Any]:

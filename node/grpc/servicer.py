@@ -150,3 +150,15 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
             timing=out["timing"],
             api_context=convert.context_to_pb(out["apiContext"]),
         )
+
+    async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
+        out = await self.dp.call(
+            "query",
+            request.service,
+            request.endpoint,
+            convert.features_to_py(request.parameters),
+            protocol="grpc",
+            dispatch=convert.dispatch_to_py(request),
+            **caller(context),
+        )
+        return convert.query_to_pb(out)

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from node import errors
 from node.auth import key_from_header
-from node.dataplane import DataPlane, loads_body
+from node.dataplane import FLAT_VERBS, DataPlane, loads_body
 
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
@@ -83,7 +83,7 @@ async def user_call(request: web.Request) -> web.Response:
     dataplane = request.app[DATAPLANE]
     body = loads_body(await request.read(), dataplane.limits)
     dispatch = None
-    if mi["verb"] == "run":  # the body is the arguments: dispatch travels in headers
+    if mi["verb"] in FLAT_VERBS:  # the body is the arguments: dispatch travels in headers
         dispatch = {
             k: v
             for k, v in (

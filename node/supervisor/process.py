@@ -24,6 +24,11 @@ from node.worker import protocol as p
 
 log = logging.getLogger("node.supervisor")
 _ids = itertools.count(1)
+_SQL_ERRORS: dict[str, type[errors.ApiNodeError]] = {
+    p.ERR_SQL: errors.SqlError,
+    p.ERR_SQL_VALUE: errors.SqlBadValue,
+    p.ERR_UNAVAILABLE: errors.DatabaseUnavailable,
+}
 
 
 class _FrameProtocol(asyncio.Protocol):
@@ -149,6 +154,8 @@ class WorkerProcess:
         elif kind == p.ERR_USER:
             # the traceback went to the node's log (the worker's stderr), not to the caller
             fut.set_exception(errors.UserCodeError(message))
+        elif kind in _SQL_ERRORS:
+            fut.set_exception(_SQL_ERRORS[kind](message))
         else:
             fut.set_exception(errors.InternalError(message, detail=detail))
 

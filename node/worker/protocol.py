@@ -24,11 +24,15 @@ MAX_FRAME = 1 << 30
 OP_INIT = "init"
 OP_PREDICT = "predict"
 OP_CALL = "call"
+OP_QUERY = "query"
 
 # error kinds a worker reports: (kind, message, detail)
 ERR_BAD_REQUEST = "bad_request"
 ERR_USER = "user_error"
 ERR_INTERNAL = "internal"
+ERR_SQL = "sql_error"  # the statement failed in the database
+ERR_SQL_VALUE = "sql_bad_value"  # the database refused a value of the caller
+ERR_UNAVAILABLE = "database_unavailable"  # the database cannot be reached
 
 
 def encode(msg: Any) -> bytes:

@@ -1,5 +1,5 @@
-"""What a worker runs: an ONNX prediction model, a user's Python function, or a user's
-prediction class (custom-prediction).
+"""What a worker runs: an ONNX prediction model, a user's Python function, a user's
+prediction class (custom-prediction), or SQL statements (:mod:`node.worker.sql`).
 
 `load_runtime(spec)` builds the runtime named by `spec["kind"]` once, at worker start
 (this is where heavy things load); `handle(op, payload)` then serves one request or one
@@ -278,4 +278,8 @@ def load_runtime(spec: dict[str, Any]) -> Runtime:
         return FunctionRuntime(package_dir, endpoint, folders)
     if kind == "custom-prediction":
         return CustomPredictionRuntime(package_dir, endpoint, folders)
+    if kind == "sql":
+        from node.worker.sql import SqlRuntime
+
+        return SqlRuntime(package_dir, str(spec.get("endpoint_id", "")), endpoint, spec.get("connection"))
     raise RuntimeError_(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")

@@ -95,7 +95,8 @@ def test_good_service(tmp_path: Path) -> None:
         (
             "type: prediction",
             "type: predict",
-            "line 7: endpoints.score.type: must be one of prediction, function, lookup, custom-prediction, got 'predict'",
+            "line 7: endpoints.score.type: must be one of prediction, function, lookup, custom-prediction, sql, "
+            "got 'predict'",
         ),
         (
             "service: fraud",

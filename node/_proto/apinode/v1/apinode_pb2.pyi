@@ -258,3 +258,49 @@ class LookupResponse(_message.Message):
     timing: _containers.ScalarMap[str, float]
     api_context: ApiContext
     def __init__(self, results: _Optional[_Iterable[_Union[LookupResult, _Mapping]]] = ..., timing: _Optional[_Mapping[str, float]] = ..., api_context: _Optional[_Union[ApiContext, _Mapping]] = ...) -> None: ...
+
+class QueryRequest(_message.Message):
+    __slots__ = ("service", "endpoint", "parameters", "dispatch")
+    class ParametersEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: Value
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    DISPATCH_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    endpoint: str
+    parameters: _containers.MessageMap[str, Value]
+    dispatch: Dispatch
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., parameters: _Optional[_Mapping[str, Value]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ...) -> None: ...
+
+class Row(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedCompositeFieldContainer[Value]
+    def __init__(self, values: _Optional[_Iterable[_Union[Value, _Mapping]]] = ...) -> None: ...
+
+class QueryResponse(_message.Message):
+    __slots__ = ("columns", "rows", "updated_rows", "timing", "api_context")
+    class TimingEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    TIMING_FIELD_NUMBER: _ClassVar[int]
+    API_CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    columns: _containers.RepeatedScalarFieldContainer[str]
+    rows: _containers.RepeatedCompositeFieldContainer[Row]
+    updated_rows: int
+    timing: _containers.ScalarMap[str, float]
+    api_context: ApiContext
+    def __init__(self, columns: _Optional[_Iterable[str]] = ..., rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., updated_rows: _Optional[int] = ..., timing: _Optional[_Mapping[str, float]] = ..., api_context: _Optional[_Union[ApiContext, _Mapping]] = ...) -> None: ...

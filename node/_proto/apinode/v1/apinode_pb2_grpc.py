@@ -59,6 +59,11 @@ class ApiNodeStub:
                 request_serializer=apinode_dot_v1_dot_apinode__pb2.LookupRequest.SerializeToString,
                 response_deserializer=apinode_dot_v1_dot_apinode__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.Query = channel.unary_unary(
+                '/apinode.v1.ApiNode/Query',
+                request_serializer=apinode_dot_v1_dot_apinode__pb2.QueryRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_apinode__pb2.QueryResponse.FromString,
+                _registered_method=True)
 
 
 class ApiNodeServicer:
@@ -101,6 +106,13 @@ class ApiNodeServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Query(self, request, context):
+        """Runs an SQL query endpoint's statements with named parameters.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ApiNodeServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -128,6 +140,11 @@ def add_ApiNodeServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=apinode_dot_v1_dot_apinode__pb2.LookupRequest.FromString,
                     response_serializer=apinode_dot_v1_dot_apinode__pb2.LookupResponse.SerializeToString,
+            ),
+            'Query': grpc.unary_unary_rpc_method_handler(
+                    servicer.Query,
+                    request_deserializer=apinode_dot_v1_dot_apinode__pb2.QueryRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_apinode__pb2.QueryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -265,6 +282,33 @@ class ApiNode:
             '/apinode.v1.ApiNode/Lookup',
             apinode_dot_v1_dot_apinode__pb2.LookupRequest.SerializeToString,
             apinode_dot_v1_dot_apinode__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Query(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.ApiNode/Query',
+            apinode_dot_v1_dot_apinode__pb2.QueryRequest.SerializeToString,
+            apinode_dot_v1_dot_apinode__pb2.QueryResponse.FromString,
             options,
             channel_credentials,
             insecure,
