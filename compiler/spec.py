@@ -54,7 +54,7 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "sql": ("type", "database", "connection", "statements", "test_queries", "pool"),
 }
-ENRICH_KEYS = ("dataset", "keys", "columns", "override", *ENRICH_POLICIES)
+ENRICH_KEYS = ("dataset", "table", "connection", "keys", "columns", "override", *ENRICH_POLICIES)
 SQL_DATABASES = ("bundled",)  # `database:` values; a referenced database is `connection: NAME`
 FEATURE_KEYS = ("type", "nullable")
 # The node's pool settings (node/supervisor/settings.py); the compiler checks their shape
@@ -504,12 +504,25 @@ def _enrich(r: _Reader, e: _Map, where: str) -> list[dict[str, Any]]:
         if not isinstance(x, _Map):
             raise r.fail(e, "enrich", w, f"expected a mapping, got {_kind(x)}")
         r.known(x, ENRICH_KEYS, w)
-        for key in ("dataset", "keys", "columns"):
+        if ("dataset" in x) == ("table" in x):
+            raise r.fail(x, next(iter(x), "dataset"), w, "an enrichment needs one of 'dataset:' and 'table:'")
+        for key in ("keys", "columns", *(("connection",) if "table" in x else ())):
             if key not in x:
                 raise r.fail(x, next(iter(x), key), w, f"an enrichment needs '{key}:'")
-        if not isinstance(x["dataset"], str):
-            raise r.fail(x, "dataset", f"{w}.dataset", f"expected a dataset name, got {_kind(x['dataset'])}")
-        entry: dict[str, Any] = {"dataset": x["dataset"]}
+        entry: dict[str, Any]
+        if "dataset" in x:
+            if not isinstance(x["dataset"], str):
+                raise r.fail(x, "dataset", f"{w}.dataset", f"expected a dataset name, got {_kind(x['dataset'])}")
+            entry = {"dataset": x["dataset"]}
+        else:
+            table = x["table"]
+            if (
+                not isinstance(table, str)
+                or not all(p.isidentifier() for p in table.split("."))
+                or table.count(".") > 1
+            ):
+                raise r.fail(x, "table", f"{w}.table", f"expected a table name ([schema.]name), got {_kind(table)}")
+            entry = {"table": table, "connection": r.ident(x, "connection", f"{w}.connection")}
         for key in ("keys", "columns"):
             value = x[key]
             if isinstance(value, _Map):

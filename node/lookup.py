@@ -1,5 +1,8 @@
 """Dataset lookup endpoints and enrichment of prediction requests, in the front process.
 
+Enrichment may also read a table of a database the node connects to: that goes through an
+SQL worker pool of the endpoint (:class:`TableSource`).
+
 Both answer from a :class:`~node.datasets.KeyIndex` of a bundled dataset: one dict access,
 no worker round trip, no user code. What happens when a key matches no row or several rows
 is the endpoint's policy (manifest keys, documented in the README):
@@ -23,6 +26,7 @@ from typing import Any
 
 from node import errors
 from node.datasets import Dataset, KeyIndex
+from node.supervisor.pool import Pool
 
 MISSING_KEY = "MISSING_LOOKUP_KEY"
 NO_MATCH = "NO_LOOKUP_MATCH"
@@ -77,10 +81,39 @@ class LookupEndpoint:
         return {"dataset": self.dataset.name, "rows": self.dataset.rows, "keys": list(self.keys)}
 
 
+class TableSource:
+    """A table of a database the node connects to (`connection:`), read through an SQL
+    worker pool: the front process never talks to a database itself."""
+
+    def __init__(self, pool: Pool, name: str) -> None:
+        self.pool, self.name = pool, name
+
+    async def fetch(self, key: tuple[Any, ...]) -> list[dict[str, Any]]:
+        out = await self.pool.submit(({f"k{i}": v for i, v in enumerate(key)}, False))
+        columns = out.result["columns"]
+        return [dict(zip(columns, row, strict=True)) for row in out.result["rows"]]
+
+
+def table_statement(entry: dict[str, Any]) -> str:
+    """The SELECT an enrichment from a table runs: its columns, by key, at most two rows
+    (two are enough to tell one match from several). Names are quoted identifiers; the
+    values are bound parameters."""
+    columns = ", ".join(_quote(c) for c in entry["columns"])
+    where = " AND ".join(f"{_quote(k)} = :k{i}" for i, k in enumerate(entry["keys"]))
+    table = ".".join(_quote(part) for part in entry["table"].split("."))
+    return f"SELECT {columns} FROM {table} WHERE {where} LIMIT 2"
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 @dataclass(frozen=True, slots=True)
 class EnrichSource:
-    dataset: Dataset
-    index: KeyIndex
+    name: str  # for messages: dataset 'x' or table 'y'
+    dataset: Dataset | None  # a bundled dataset, indexed...
+    index: KeyIndex | None
+    table: TableSource | None  # ... or a table read through a worker pool
     key_columns: tuple[str, ...]
     key_features: tuple[str, ...]  # the request features holding the keys, in key column order
     columns: tuple[tuple[str, str], ...]  # (dataset column, feature it becomes)
@@ -89,27 +122,60 @@ class EnrichSource:
     on_multiple: str
     override: bool  # looked-up values replace values the caller sent
 
+    def key_of(self, data: dict[str, Any], where: str) -> Any:
+        if self.index is not None:
+            return self.index.key_of(data, self.key_features, where)
+        values = tuple(data.get(f) for f in self.key_features)
+        if any(v is None for v in values):
+            return None
+        for f, v in zip(self.key_features, values, strict=True):
+            if not isinstance(v, str | int | float | bool):
+                raise errors.BadRequest(
+                    f"{where}feature {f!r} must be a string, number or boolean to look up {self.name}"
+                )
+        return values
+
+    async def matches(self, key: Any) -> list[Any]:
+        """Rows of `key`: row numbers of the dataset, or dicts from the table."""
+        if self.table is not None:
+            return await self.table.fetch(key)
+        assert self.index is not None
+        return self.index.find(key)
+
+    def value(self, row: Any, column: str) -> Any:
+        if self.table is not None:
+            return row.get(column)
+        assert self.dataset is not None
+        return self.dataset.columns[column].get(row)
+
 
 class Enricher:
-    """Completes a request's features from bundled datasets before the model sees them."""
+    """Completes a request's features from bundled datasets or database tables before the
+    model sees them."""
 
     def __init__(self, sources: Sequence[EnrichSource]) -> None:
         self.sources = tuple(sources)
 
     @classmethod
-    def build(cls, entries: Sequence[dict[str, Any]], datasets: dict[str, Dataset]) -> Enricher:
+    def build(
+        cls, entries: Sequence[dict[str, Any]], datasets: dict[str, Dataset], tables: dict[int, TableSource]
+    ) -> Enricher:
+        """`tables[i]` reads the table of `entries[i]` when that entry names a table."""
         sources = []
-        for e in entries:
-            ds = datasets[e["dataset"]]
+        for i, e in enumerate(entries):
             keys: dict[str, str] = e["keys"]  # dataset key column -> request feature
             key_columns = tuple(keys)
             columns = tuple((c, f) for c, f in e["columns"].items())
-            for c, _ in columns:
-                ds.column(c)
+            ds = datasets.get(e["dataset"]) if "dataset" in e else None
+            if ds is not None:
+                for c, _ in columns:
+                    ds.column(c)
             sources.append(
                 EnrichSource(
+                    name=f"dataset {e['dataset']!r}" if ds is not None else f"table {e['table']!r}",
                     dataset=ds,
-                    index=ds.index(key_columns),
+                    index=ds.index(key_columns) if ds is not None else None,
+                    table=tables.get(i) if ds is None else None,
                     key_columns=key_columns,
                     key_features=tuple(keys[c] for c in key_columns),
                     columns=columns,
@@ -121,38 +187,37 @@ class Enricher:
             )
         return cls(sources)
 
-    def apply(self, features: Any, where: str = "") -> tuple[dict[str, Any], str | None]:
+    async def apply(self, features: Any, where: str = "") -> tuple[dict[str, Any], str | None]:
         """The completed features, and the reason to ignore the row (None: predict it)."""
         if not isinstance(features, dict):
             raise errors.BadRequest(f"{where}'features' must be a JSON object of feature name -> value")
         out = dict(features)
         for s in self.sources:
-            key = s.index.key_of(out, s.key_features, where)
+            key = s.key_of(out, where)
             if key is None:
                 if s.on_missing_key == "fail":
                     name = next(f for f in s.key_features if out.get(f) is None)
                     raise errors.BadRequest(
                         f"{where}feature {name!r} is missing or null: it is the key to look up "
-                        f"{', '.join(c for c, _ in s.columns)} in dataset {s.dataset.name!r}"
+                        f"{', '.join(c for c, _ in s.columns)} in {s.name}"
                     )
                 if s.on_missing_key == "ignore":
                     return out, MISSING_KEY
                 continue
-            rows = s.index.find(key)
+            rows = await s.matches(key)
             if len(rows) != 1:
                 reason, policy = (NO_MATCH, s.on_no_match) if not rows else (MULTIPLE, s.on_multiple)
                 if policy == "fail":
-                    what = _describe(s.dataset, s.key_columns, out, s.key_features)
+                    shown = ", ".join(f"{k}={out.get(n)!r}" for k, n in zip(s.key_columns, s.key_features, strict=True))
                     if not rows:
-                        raise errors.NoLookupMatch(f"{where}enrichment: no row of {what}")
-                    raise errors.MultipleLookupMatches(f"{where}enrichment: {len(rows)} rows of {what} match")
+                        raise errors.NoLookupMatch(f"{where}enrichment: no row of {s.name} ({shown})")
+                    raise errors.MultipleLookupMatches(f"{where}enrichment: several rows of {s.name} ({shown}) match")
                 if policy == "ignore":
                     return out, reason
                 if policy == "continue":
                     continue
             row = rows[0]
-            cols = s.dataset.columns
             for column, feature in s.columns:
                 if s.override or out.get(feature) is None:
-                    out[feature] = cols[column].get(row)
+                    out[feature] = s.value(row, column)
         return out, None

@@ -47,6 +47,7 @@ FORMAT = "apinode-package"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 FEATURE_TYPES = ("float", "int", "string", "bool")
 ONNX_TYPES = ("float", "double", "int64", "string", "bool")
 ENDPOINT_TYPES = ("prediction", "function", "lookup", "custom-prediction", "sql")
@@ -243,9 +244,19 @@ def _check_enrich(where: str, e: dict[str, Any], datasets: dict[str, Any]) -> No
         w = f"{where}.enrich[{i}]"
         _require(isinstance(x, dict), f"{w} must be an object")
         ds = x.get("dataset")
-        if not (isinstance(ds, str) and ds in datasets):
+        if "table" in x:  # a table of a database the node connects to: its columns are unknown here
+            _require(ds is None, f"{w} names both a dataset and a table")
+            table, conn = x.get("table"), x.get("connection")
+            _require(
+                isinstance(table, str) and bool(_TABLE_RE.match(table)),
+                f"{w}.table {table!r} is not a table name ([schema.]name, letters, digits and '_')",
+            )
+            _require(isinstance(conn, str) and bool(ID_RE.match(conn)), f"{w}.connection {conn!r} is not a name")
+            columns = None
+        elif not (isinstance(ds, str) and ds in datasets):
             raise PackageError(f"manifest.json: {w}.dataset {ds!r} is not a dataset of the package")
-        columns = dataset_columns(datasets, ds)
+        else:
+            columns = dataset_columns(datasets, ds)
         for part in ("keys", "columns"):
             m = x.get(part)
             _require(

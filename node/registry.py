@@ -25,7 +25,7 @@ from node import connections, errors
 from node.auth import ApiKeys
 from node.datasets import Dataset, load_dataset
 from node.features import CustomCodec, FeatureCodec
-from node.lookup import Enricher, LookupEndpoint
+from node.lookup import Enricher, LookupEndpoint, TableSource, table_statement
 from node.package import ID_RE, EndpointSpec, Manifest, PackageError
 from node.querylog import LogPolicy, QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
@@ -38,6 +38,7 @@ log = logging.getLogger("node.registry")
 
 # Endpoint kinds served by a worker pool: the worker op, and whether queued requests batch.
 # Lookup endpoints have no pool: the front answers them from an index (node/lookup.py).
+_ENRICH_POOL = {"floor": 1, "cruise": 1, "ceil": 4, "queue": 256}  # per enrichment table (connections)
 _OPS = {
     "prediction": (wp.OP_PREDICT, True),
     "custom-prediction": (wp.OP_PREDICT, True),
@@ -53,6 +54,7 @@ class Endpoint:
     codec: FeatureCodec | None
     lookup: LookupEndpoint | None = None
     enricher: Enricher | None = None
+    enrich_pools: list[Pool] = field(default_factory=list)  # SQL pools reading enrichment tables
 
 
 @dataclass(slots=True)
@@ -161,9 +163,10 @@ class Registry:
             elif ep.type == "custom-prediction":
                 endpoint.codec = CustomCodec(ep)
             try:
-                endpoint.enricher = (await in_front)[1].get(ep.id)
+                if ep.raw.get("enrich"):
+                    await self._enricher(endpoint, key, spec_base, (await in_front)[1])
             except BaseException:
-                await self.sup.remove_pool(pool, drain=False)
+                await asyncio.gather(*(self.sup.remove_pool(p, drain=False) for p in [pool, *endpoint.enrich_pools]))
                 raise
             return ep.id, endpoint
 
@@ -181,8 +184,33 @@ class Registry:
         log.info("loaded %s %s (%d endpoints)", service, stored.version, len(gen.endpoints))
         return gen
 
+    async def _enricher(
+        self, endpoint: Endpoint, key: str, spec_base: dict[str, Any], datasets: dict[str, Dataset]
+    ) -> None:
+        """The endpoint's enrichment: bundled datasets (indexed already), and one SQL pool
+        per table of a node connection."""
+        ep = endpoint.spec
+        entries = ep.raw["enrich"]
+        tables: dict[int, TableSource] = {}
+        for i, e in enumerate(entries):
+            if "table" not in e:
+                continue
+            sql = {"type": "sql", "connection": e["connection"], "statements": [table_statement(e)]}
+            spec = {
+                **spec_base,
+                "endpoint": sql,
+                "endpoint_id": f"{ep.id}.enrich{i}",
+                "connection": connections.resolve(self.connections_file, e["connection"], ep.id),
+            }
+            name = f"{ep.id}.enrich{i}"
+            settings = pool_settings.resolve(self.data_dir, key.split("/")[0], name, dict(_ENRICH_POOL))
+            pool = await self.sup.add_pool(f"{key}#enrich{i}", spec, settings, op=wp.OP_QUERY, batchable=False)
+            endpoint.enrich_pools.append(pool)
+            tables[i] = TableSource(pool, e["table"])
+        endpoint.enricher = Enricher.build(entries, datasets, tables)
+
     async def unload(self, gen: Generation, *, drain: bool) -> None:
-        pools = [e.pool for e in gen.endpoints.values() if e.pool is not None]
+        pools = [p for e in gen.endpoints.values() for p in (e.pool, *e.enrich_pools) if p is not None]
         await asyncio.gather(*(self.sup.remove_pool(p, drain=drain) for p in pools))
 
     async def start(self) -> None:
@@ -296,9 +324,10 @@ def _endpoint_status(ep: Endpoint) -> dict[str, Any]:
     return {"type": ep.spec.type, **ep.pool.status()}
 
 
-def _front_parts(manifest: Manifest, path: Path) -> tuple[dict[str, LookupEndpoint], dict[str, Enricher]]:
+def _front_parts(manifest: Manifest, path: Path) -> tuple[dict[str, LookupEndpoint], dict[str, Dataset]]:
     """What the front process serves itself for a generation: lookup endpoints, and the
-    enrichment of prediction endpoints, over the bundled datasets they use (read once)."""
+    bundled datasets enrichment reads (each read once, its key indexes built here, in a
+    thread, rather than on the event loop)."""
     specs = manifest.raw.get("datasets") or {}
     datasets: dict[str, Dataset] = {}
 
@@ -309,11 +338,10 @@ def _front_parts(manifest: Manifest, path: Path) -> tuple[dict[str, LookupEndpoi
         return datasets[name]
 
     lookups: dict[str, LookupEndpoint] = {}
-    enrichers: dict[str, Enricher] = {}
     for ep in manifest.endpoints.values():
         if ep.type == "lookup":
             lookups[ep.id] = LookupEndpoint(dataset(ep.raw["dataset"]), ep.raw)
-        elif ep.raw.get("enrich"):
-            entries = ep.raw["enrich"]
-            enrichers[ep.id] = Enricher.build(entries, {e["dataset"]: dataset(e["dataset"]) for e in entries})
-    return lookups, enrichers
+        for e in ep.raw.get("enrich") or ():
+            if "dataset" in e:
+                dataset(e["dataset"]).index(tuple(e["keys"]))
+    return lookups, datasets

@@ -22,6 +22,7 @@ from compiler.build import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from tests.nodeproc import NodeProc, run_node
+from tests.pg import PgServer
 
 CUSTOMERS = """\
 customer_id,age,tenure_days,country,since,vip
@@ -345,3 +346,51 @@ def test_custom_prediction_with_folder_and_function_reading_a_pickle(tmp_path: P
             )
         assert out.result.prediction.text == "LOW"
         assert out.result.probas["LOW"] == pytest.approx(1 - 1 / (1 + np.exp(-(-1.0 + 0.5))))
+
+
+def test_enrichment_from_a_postgresql_table(tmp_path: Path, postgres: PgServer) -> None:
+    postgres.execute("CREATE TABLE IF NOT EXISTS clients (id text, age int, tenure_days int)")
+    postgres.execute("DELETE FROM clients")
+    postgres.execute("INSERT INTO clients VALUES ('C1', 34, 1200), ('C3', 22, NULL), ('C4', 45, 800), ('C4', 46, 1)")
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    joblib.dump(model := _model(), folder / "model.joblib")
+    (folder / "service.yaml").write_text(
+        textwrap.dedent(
+            """
+            service: remote
+            version: v1
+            endpoints:
+              score:
+                type: prediction
+                model: model.joblib
+                features: {amount: float, age: int, tenure_days: {type: float, nullable: true}}
+                enrich:
+                  - table: clients
+                    connection: crm
+                    keys: {id: customer}
+                    columns: [age, tenure_days]
+                test_queries: [{features: {customer: C1, amount: 5.0}}]
+            """
+        )
+    )
+    pkg = compile_service(folder, tmp_path / "remote.apz", progress=False).out
+    conns = tmp_path / "connections.json"
+    conns.write_text(json.dumps({"crm": {"type": "postgresql", "dsn": postgres.dsn}}))
+    with run_node(tmp_path / "data", pkg, args=["--connections", str(conns)]) as node:
+        url = node.url("remote", "score", "predict")
+        out = requests.post(url, json={"features": {"customer": "C1", "amount": 80.0}, "returnEnriched": True}).json()
+        assert out["result"]["enrichedFeatures"] == {"customer": "C1", "amount": 80.0, "age": 34, "tenure_days": 1200}
+        assert out["result"]["probas"]["HIGH"] == pytest.approx(_proba(model, 80.0, 34, 1200), abs=1e-6)
+        # the database's value is read per request: a change shows at once
+        postgres.execute("UPDATE clients SET age = 70 WHERE id = 'C1'")
+        again = requests.post(url, json={"features": {"customer": "C1", "amount": 80.0}}).json()
+        assert again["result"]["probas"]["HIGH"] == pytest.approx(_proba(model, 80.0, 70, 1200), abs=1e-6)
+        multi = requests.post(
+            node.url("remote", "score", "predict-multi"),
+            json={"items": [{"features": {"customer": c, "amount": 10.0}} for c in ("C3", "nobody", "C4", "C1")]},
+        ).json()["results"]
+        assert [r.get("ignoreReason") for r in multi] == [None, "NO_LOOKUP_MATCH", "MULTIPLE_LOOKUP_MATCHES", None]
+        assert multi[3]["probas"]["HIGH"] == pytest.approx(_proba(model, 10.0, 70, 1200), abs=1e-6)
+        r = requests.post(url, json={"features": {"customer": ["C1"], "amount": 1.0}})
+        assert r.status_code == 400 and "customer" in r.json()["message"]
