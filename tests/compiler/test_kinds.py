@@ -116,6 +116,20 @@ def test_lookup_custom_and_folders_compile(tmp_path: Path) -> None:
             "enrich: [{dataset: customers, keys: id, columns: age, on_multiple: all}]}",
             "on_multiple: must be one of ignore, fail, first",
         ),
+        (
+            "x: {type: custom-prediction, file: code/m.py, class: Model, "
+            "enrich: [{dataset: customers, table: t, connection: crm, keys: id, columns: age}]}",
+            "an enrichment needs one of 'dataset:' and 'table:'",
+        ),
+        (
+            "x: {type: custom-prediction, file: code/m.py, class: Model, enrich: [{table: t, keys: id, columns: age}]}",
+            "an enrichment needs 'connection:'",
+        ),
+        (
+            "x: {type: custom-prediction, file: code/m.py, class: Model, "
+            "enrich: [{table: 't; drop', connection: crm, keys: id, columns: age}]}",
+            "expected a table name",
+        ),
     ],
 )
 def test_mistakes(tmp_path: Path, endpoints: str, expected: str) -> None:
