@@ -168,7 +168,7 @@ def _usage(node: Any, host: str) -> str:
         lines.append(f"Serving {sid} {gen.version}: HTTP {base}  gRPC {host}:{node.grpc_port}")
         for eid, ep in gen.endpoints.items():
             body = _first_test_query(gen.path, ep.spec.test_queries)
-            if ep.spec.type == "prediction":
+            if ep.spec.type in ("prediction", "custom-prediction"):
                 body = body or {"features": {f.name: None for f in ep.spec.features}}
                 url = f"{base}/public/api/v1/{sid}/{eid}/predict"
                 lines.append(f"\n  # {eid}: prediction over JSON HTTP")
@@ -184,8 +184,12 @@ def _usage(node: Any, host: str) -> str:
                 lines.append(
                     f"  grpcurl -plaintext -d {shlex.quote(json.dumps(grpc_body))} {host}:{node.grpc_port} apinode.v1.ApiNode/Predict"
                 )
-            elif ep.spec.type in ("function", "sql"):
-                verb, what = ("run", "Python function") if ep.spec.type == "function" else ("query", "SQL query")
+            elif ep.spec.type in ("function", "sql", "lookup"):
+                verb, what = {
+                    "function": ("run", "Python function"),
+                    "sql": ("query", "SQL query"),
+                    "lookup": ("lookup", "dataset lookup"),
+                }[ep.spec.type]
                 url = f"{base}/public/api/v1/{sid}/{eid}/{verb}"
                 lines.append(f"\n  # {eid}: {what}")
                 lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body or {}))}")
