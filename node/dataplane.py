@@ -172,7 +172,14 @@ class DataPlane:
         if verb in FLAT_VERBS:  # function arguments, SQL parameters: `exclude` applies to both
             entry["arguments"] = body
         elif verb.startswith("lookup"):
-            entry["data"] = body.get("data") if verb == "lookup" else body.get("items")
+            items = body.get("items")
+            entry["data"] = (
+                body.get("data")
+                if verb == "lookup"
+                else [i.get("data") for i in items if isinstance(i, dict)]
+                if isinstance(items, list)
+                else None
+            )
         else:
             entry["context"] = body.get("context")
             if verb == "predict":

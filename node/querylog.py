@@ -97,11 +97,11 @@ class QueryLog:
         if not policy.enabled or (policy.sample_rate < 1 and random.random() >= policy.sample_rate):
             return
         if policy.exclude:
-            for key in ("features", "enriched", "arguments"):
+            for key in ("features", "enriched", "arguments", "data"):
                 feats = entry.get(key)
                 if isinstance(feats, dict):
                     entry[key] = {k: v for k, v in feats.items() if k not in policy.exclude}
-            for key in ("items", "enrichedItems"):
+            for key in ("items", "enrichedItems", "data"):
                 items = entry.get(key)
                 if isinstance(items, list):
                     entry[key] = [

@@ -151,6 +151,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
             api_context=convert.context_to_pb(out["apiContext"]),
         )
 
+    @mapped
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
         out = await self.dp.call(
             "query",
