@@ -38,7 +38,12 @@ service: shop
 version: v1
 datasets:
   customers: data/customers.csv
+  accounts: data/accounts.parquet
 endpoints:
+  account:
+    type: lookup
+    dataset: accounts
+    keys: [bank, number]
   customer:
     type: lookup
     dataset: customers
@@ -88,6 +93,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc,
     folder = tmp / "svc"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "customers.csv").write_text(CUSTOMERS)
+    pd.DataFrame(
+        {
+            "bank": ["B1", "B1", "B2"],
+            "number": [1, 2, 1],
+            "opened": pd.to_datetime(["2020-01-02", "2021-03-04", "2022-05-06"]).date,
+            "limit": pd.array([100, None, 300], dtype="Int64"),
+        }
+    ).to_parquet(folder / "data" / "accounts.parquet")
     (folder / "service.yaml").write_text(SERVICE)
     model = _model()
     joblib.dump(model, folder / "model.joblib")
@@ -119,6 +132,20 @@ def test_dataiku_client_lookups_keep_types(served: tuple[NodeProc, Any, Path]) -
     assert first["data"]["age"] == 22 and first["data"]["vip"] is None
     assert missing == {"data": dict.fromkeys(first["data"]), "ignored": True, "ignoreReason": "NO_LOOKUP_MATCH"}
     assert several["data"]["country"] == "FR" and several["matches"] == 2  # the first row in file order
+
+
+def test_parquet_dataset_with_a_composite_key(served: tuple[NodeProc, Any, Path]) -> None:
+    node, _, _ = served
+    url = node.url("shop", "account", "lookup-multi")
+    items = [
+        {"data": {"bank": "B1", "number": "2"}},
+        {"data": {"bank": "B2", "number": 1}},
+        {"data": {"bank": "B2", "number": 2}},
+    ]
+    got = requests.post(url, json={"items": items}).json()["results"]
+    assert got[0]["data"] == {"bank": "B1", "number": 2, "opened": "2021-03-04", "limit": None}
+    assert got[1]["data"] == {"bank": "B2", "number": 1, "opened": "2022-05-06", "limit": 300}
+    assert got[2]["ignored"] is True
 
 
 def test_lookup_policies_and_bad_keys_are_api_errors(served: tuple[NodeProc, Any, Path]) -> None:
