@@ -24,7 +24,7 @@ from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
 from node.grpc.admin import AdminServicer
 from node.grpc.servicer import ApiNodeServicer
-from node.grpc.undecodable import RefuseUndecodable
+from node.grpc.undecodable import add_refusing_undecodable
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.oip.grpc import InferenceServicer
@@ -100,9 +100,12 @@ class Node:
             ("grpc.max_send_message_length", s.max_grpc_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
-        self._grpc = grpc.aio.server(options=opts, interceptors=[RefuseUndecodable()])
-        apinode_pb2_grpc.add_ApiNodeServicer_to_server(ApiNodeServicer(self.dataplane), self._grpc)
-        admin_pb2_grpc.add_AdminServicer_to_server(
+        self._grpc = grpc.aio.server(options=opts)
+        add_refusing_undecodable(
+            apinode_pb2_grpc.add_ApiNodeServicer_to_server, ApiNodeServicer(self.dataplane), self._grpc
+        )
+        add_refusing_undecodable(
+            admin_pb2_grpc.add_AdminServicer_to_server,
             AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
             self._grpc,
         )

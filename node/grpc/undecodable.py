@@ -2,22 +2,21 @@
 
 On its own, grpc answers a message that protobuf refuses (corrupt bytes, a string that is
 not UTF-8, nesting past protobuf's depth limit) with UNKNOWN "Unexpected DecodeError",
-as if the node had failed. :class:`RefuseUndecodable` wraps the deserializer of every
-`apinode.v1` method so that such a message becomes an :class:`Undecodable` marker, and
-the method's behaviour so that the marker ends the call with INVALID_ARGUMENT before any
-servicer sees it. Wrapped handlers are built once per method.
+as if the node had failed. apinode wraps the deserializer of every
+method registered through :func:`add_refusing_undecodable` so that such a message becomes
+an :class:`Undecodable` marker, and the method's behaviour so that the marker ends the call
+with INVALID_ARGUMENT before any servicer sees it. Handlers are wrapped once, when they are
+registered.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 
 from node import errors
-
-_PREFIX = "/apinode.v1."
 
 
 class Undecodable:
@@ -81,20 +80,39 @@ def _wrap(handler: Any, method: str) -> Any:
     return handler._replace(**kw)
 
 
-class RefuseUndecodable(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    def __init__(self) -> None:
+class _Registering:
+    """Stands in for the server while a generated `add_*Servicer_to_server` registers its
+    handlers, and wraps each of them once, then. (An interceptor would do the same per
+    call, at the price of one more coroutine on every call's path.)"""
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: tuple[grpc.GenericRpcHandler[Any, Any], ...]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_WrappedGeneric(h) for h in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, Any]) -> None:
+        wrapped = {name: _wrap(h, f"{service}/{name}") for name, h in handlers.items()}
+        self._server.add_registered_method_handlers(service, wrapped)  # type: ignore[attr-defined]
+
+
+class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]
+    def __init__(self, inner: grpc.GenericRpcHandler[Any, Any]) -> None:
+        self._inner = inner
         self._wrapped: dict[str, tuple[Any, Any]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Any:
-        handler = await continuation(handler_call_details)
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(handler_call_details)
         method = handler_call_details.method
-        if handler is None or handler.request_deserializer is None or not method.startswith(_PREFIX):
+        if handler is None or handler.request_deserializer is None:
             return handler
         cached = self._wrapped.get(method)
         if cached is None or cached[0] is not handler:
             cached = self._wrapped[method] = (handler, _wrap(handler, method[1:]))
         return cached[1]
+
+
+def add_refusing_undecodable(add: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
+    """`add(servicer, server)` (a generated `add_*Servicer_to_server`) with every method's
+    undecodable requests refused as INVALID_ARGUMENT."""
+    add(servicer, _Registering(server))

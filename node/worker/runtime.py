@@ -87,25 +87,23 @@ class PredictionRuntime:
             for j, (name, dt) in enumerate(zip(self.names, self.dtypes, strict=True))
         }
 
-    def run(self, rows: list[list[Any]]) -> tuple[Any, ...]:
+    def run(self, rows: list[list[Any]]) -> tuple[list[Any], ...]:
+        """Predictions as plain lists: `(values,)` for a regression, `(class indexes,
+        probabilities)` for a classifier. Lists, not arrays, because they cross the process
+        boundary: pickling a small ndarray costs some 15 µs each way, a list of floats 1."""
         out = self.session.run(self.outputs, self._inputs(rows))
         if self.class_index is None:
-            return (np.asarray(out[0], dtype=np.float64).reshape(-1),)
+            return (np.asarray(out[0], dtype=np.float64).reshape(-1).tolist(),)
         labels, probas = out
         probas = np.asarray(probas, dtype=np.float64)
         if self.outputs[0] is None:
-            idx = probas.argmax(axis=1)
-        else:
-            get = self.class_index.get
-            idx = np.fromiter(
-                (get(v.item() if hasattr(v, "item") else v, -1) for v in np.asarray(labels).reshape(-1)),
-                dtype=np.int64,
-                count=len(rows),
-            )
-            bad = idx < 0
-            if bad.any():  # a label the manifest does not know: trust the probabilities
-                idx[bad] = probas[bad].argmax(axis=1)
-        return idx, probas
+            return probas.argmax(axis=1).tolist(), probas.tolist()
+        get = self.class_index.get
+        idx = [get(v, -1) for v in np.asarray(labels).reshape(-1).tolist()]
+        if -1 in idx:  # a label the manifest does not know: trust the probabilities
+            best = probas.argmax(axis=1).tolist()
+            idx = [b if i < 0 else i for i, b in zip(idx, best, strict=True)]
+        return idx, probas.tolist()
 
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_PREDICT:
