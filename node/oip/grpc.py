@@ -2,8 +2,8 @@
 
 Each RPC decodes its message, calls the :class:`~node.oip.plane.OipPlane`, encodes;
 errors get the status codes of the error table through :func:`node.grpc.servicer.mapped`
-(in `ModelStreamInfer`, a failed request is a response with `error_message`, and the stream
-goes on). Inputs come in `raw_input_contents` (one entry per input, as tritonclient sends
+(in `ModelStreamInfer`, a failed request, even by a bug of ours, is a response with
+`error_message`, and the stream goes on). Inputs come in `raw_input_contents` (one entry per input, as tritonclient sends
 them) or in typed contents; outputs go back in `raw_output_contents`, as Triton answers.
 
 The generated stubs share Triton's proto package `inference`, so this module and
@@ -12,6 +12,7 @@ The generated stubs share Triton's proto package `inference`, so this module and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -25,6 +26,7 @@ from node.grpc.servicer import caller, mapped
 from node.oip import tensors
 from node.oip.plane import OipPlane
 
+log = logging.getLogger("node.oip")
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -123,8 +125,13 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
             try:
                 response = await self._infer(request, who, "oip-grpc-stream")
             except errors.ApiNodeError as exc:
-                yield pb.ModelStreamInferResponse(
-                    error_message=exc.message, infer_response=pb.ModelInferResponse(id=request.id)
-                )
+                message = exc.message
+            except Exception as exc:  # a bug of ours: this request fails, the stream goes on
+                log.exception("unhandled error in ModelStreamInfer")
+                message = f"internal error: {type(exc).__name__}"
+            else:
+                yield pb.ModelStreamInferResponse(infer_response=response)
                 continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+            yield pb.ModelStreamInferResponse(
+                error_message=message, infer_response=pb.ModelInferResponse(id=request.id)
+            )

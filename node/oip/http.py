@@ -1,7 +1,9 @@
 """The Open Inference Protocol's HTTP routes (`/v2/...`), on the node's aiohttp app.
 
 Handlers decode, call the :class:`~node.oip.plane.OipPlane`, encode. Errors are rendered
-as OIP wants them, `{"error": message}`, with the status of :data:`node.errors.ERROR_TABLE`.
+as OIP wants them, `{"error": message}`, with the status of :data:`node.errors.ERROR_TABLE`;
+so is a bug of ours (500, logged), which the app's middleware would answer in the Dataiku
+API's shape.
 Triton's binary tensor extension: a body whose first `Inference-Header-Content-Length`
 bytes are the JSON request, followed by the data of the inputs that say `binary_data_size`;
 outputs asked for with `binary_data` (or all of them with `binary_data_output`) come back the
@@ -11,6 +13,7 @@ same way.
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +27,7 @@ from node.http.app import MAX_BODY, json_response
 from node.oip import tensors
 from node.oip.plane import OipPlane
 
+log = logging.getLogger("node.oip")
 OIP = web.AppKey("oip", OipPlane)
 HEADER_LENGTH = "Inference-Header-Content-Length"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -40,6 +44,11 @@ def _oip_errors(fn: Handler) -> Handler:
             )
         except errors.ApiNodeError as e:
             exc = e
+        except web.HTTPException as e:  # aiohttp's own (a body it cannot read, ...)
+            return json_response({"error": e.reason}, status=e.status)
+        except Exception as e:  # a bug of ours: still an OIP error, never the Dataiku shape
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            exc = errors.InternalError(f"internal error: {type(e).__name__}")
         headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, errors.Overloaded) else None
         message = exc.message.encode("utf-8", "backslashreplace").decode()
         return json_response({"error": message}, status=errors.kind_of(exc).http_status, headers=headers)

@@ -3,11 +3,23 @@ how input tensors become the rows of a predict-multi call, and how results becom
 
 Every prediction endpoint of a service is the model `<service>.<endpoint>` (ids hold no
 dot, so the name splits one way). Its inputs are either one tensor `input` of shape
-`[N, features]` in the manifest's feature order, or one tensor per feature, named like it,
+`[N, features]` in the manifest's feature order, or one tensor per input, named like it,
 of shape `[N]` or `[N, 1]`. The metadata advertises the matrix when every feature is
-numeric and the per-feature form when some feature is a string (a category); both forms are
-accepted either way. Values go through the endpoint's :class:`~node.features.FeatureCodec`
-like any JSON feature, so every check of the Dataiku API applies unchanged.
+numeric and the endpoint does not enrich, and the per-feature form otherwise; both forms
+are accepted either way. Values go through the endpoint's
+:class:`~node.features.FeatureCodec` like any JSON feature, so every check of the Dataiku
+API applies unchanged.
+
+An endpoint with `enrich:` takes, in the per-feature form, the features its caller sends
+(:func:`signature`): the enrichment keys (`customer_id`, typed like the key column of the
+dataset; BYTES for a table, whose column types the node does not know), then the model's
+features. The keys are required (unless the source's `on_missing_key` is `continue`); a
+feature that enrichment fills, or that is nullable, is optional, and when a caller sends
+it, its value or the looked-up one wins by the source's `override`, as in the Dataiku API.
+The matrix form holds the model's features only, no key, so it is never enriched: the
+endpoint's `on_missing_key` decides (`fail`: 400, `ignore`: an error, `continue`: the model
+runs on the matrix as sent). OIP has no per-row status, so a row that enrichment ignores
+fails the whole call (:func:`refuse_ignored`).
 
 Outputs: a classifier answers `label` ([N]: BYTES, INT64 or BOOL like its classes) and
 `probabilities` ([N, classes], FP64, in the order of `parameters.classes` of the HTTP
@@ -16,17 +28,22 @@ metadata); a regression answers `prediction` ([N], FP64).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from node.errors import BadRequest, NotFound
+from node.lookup import Enricher
 from node.oip.tensors import Tensor
 from node.package import EndpointSpec
 
 MATRIX_INPUT = "input"
 PLATFORM = "onnxruntime_onnx"
 _FEATURE_DATATYPE = {"float": "FP64", "int": "INT64", "string": "BYTES", "bool": "BOOL"}
+# a key column's type in a bundled dataset -> the datatype of the key input
+_KEY_DATATYPE = {**_FEATURE_DATATYPE, "date": "BYTES", "datetime": "BYTES"}
+_SHOWN_IGNORED = 5  # rows named in the error of a call with ignored rows
 
 
 def split_name(model: str) -> tuple[str, str]:
@@ -48,10 +65,49 @@ def _matrix_datatype(spec: EndpointSpec) -> str:
     return "FP32" if spec.features and all(f.onnx_type == "float" for f in spec.features) else "FP64"
 
 
-def inputs_of(spec: EndpointSpec) -> list[dict[str, Any]]:
-    if uses_matrix(spec):
+@dataclass(frozen=True, slots=True)
+class Input:
+    """One tensor of the per-feature form."""
+
+    name: str
+    datatype: str
+    optional: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """What a caller of the model sends."""
+
+    matrix: bool  # the metadata advertises the [N, features] matrix (numeric features, no enrichment)
+    inputs: tuple[Input, ...]  # the per-feature form: enrichment keys first, then the model's features
+    names: frozenset[str]  # of `inputs`
+
+
+def signature(spec: EndpointSpec, enricher: Enricher | None = None) -> Signature:
+    features = set(spec.feature_names)
+    keys: dict[str, str] = {}  # key inputs that are not model features -> datatype
+    required: set[str] = set()  # keys without which the row is refused or ignored
+    filled: set[str] = set()  # features that enrichment looks up
+    for source in enricher.sources if enricher is not None else ():
+        types = source.index.types if source.index is not None else ("",) * len(source.key_features)
+        for feature, column_type in zip(source.key_features, types, strict=True):
+            if feature not in features and feature not in keys:
+                keys[feature] = _KEY_DATATYPE.get(column_type, "BYTES")
+            if source.on_missing_key != "continue" and feature not in filled:  # an earlier source may fill it
+                required.add(feature)
+        filled.update(feature for _, feature in source.columns)
+    inputs = [Input(k, datatype, k not in required) for k, datatype in keys.items()]
+    inputs += [
+        Input(f.name, _FEATURE_DATATYPE[f.type], f.name not in required and (f.nullable or f.name in filled))
+        for f in spec.features
+    ]
+    return Signature(enricher is None and uses_matrix(spec), tuple(inputs), frozenset(i.name for i in inputs))
+
+
+def inputs_of(spec: EndpointSpec, sig: Signature) -> list[dict[str, Any]]:
+    if sig.matrix:
         return [{"name": MATRIX_INPUT, "datatype": _matrix_datatype(spec), "shape": [-1, len(spec.features)]}]
-    return [{"name": f.name, "datatype": _FEATURE_DATATYPE[f.type], "shape": [-1, 1]} for f in spec.features]
+    return [{"name": i.name, "datatype": i.datatype, "shape": [-1, 1]} for i in sig.inputs]
 
 
 def _label_datatype(classes: tuple[Any, ...]) -> str:
@@ -74,26 +130,33 @@ def outputs_of(spec: EndpointSpec) -> list[dict[str, Any]]:
     ]
 
 
-def metadata(name: str, versions: list[str], spec: EndpointSpec) -> dict[str, Any]:
+def metadata(name: str, versions: list[str], spec: EndpointSpec, sig: Signature) -> dict[str, Any]:
     params: dict[str, Any] = {"task": spec.task, "features": [f.name for f in spec.features]}
     if spec.task != "regression":
         params["classes"] = list(spec.classes or ())
+    if not sig.matrix:
+        params["optional_inputs"] = [i.name for i in sig.inputs if i.optional]
     return {
         "name": name,
         "versions": versions,
         "platform": PLATFORM,
-        "inputs": inputs_of(spec),
+        "inputs": inputs_of(spec, sig),
         "outputs": outputs_of(spec),
         "parameters": params,
     }
 
 
-def config(name: str, spec: EndpointSpec, max_batch: int, instances: int) -> dict[str, Any]:
+def _config_type(datatype: str) -> str:
+    return "TYPE_" + datatype.replace("BYTES", "STRING")
+
+
+def config(name: str, spec: EndpointSpec, sig: Signature, max_batch: int, instances: int) -> dict[str, Any]:
     """Triton's model configuration (proto field names): batched, so dims leave out N."""
 
     def dims(shape: list[int]) -> list[int]:
         return shape[1:] or [1]
 
+    optional = {i.name for i in sig.inputs if i.optional} if not sig.matrix else set()
     return {
         "name": name,
         "platform": PLATFORM,
@@ -102,17 +165,14 @@ def config(name: str, spec: EndpointSpec, max_batch: int, instances: int) -> dic
         "input": [
             {
                 "name": t["name"],
-                "data_type": "TYPE_" + t["datatype"].replace("BYTES", "STRING"),
+                "data_type": _config_type(t["datatype"]),
                 "dims": dims(t["shape"]),
+                **({"optional": True} if t["name"] in optional else {}),
             }
-            for t in inputs_of(spec)
+            for t in inputs_of(spec, sig)
         ],
         "output": [
-            {
-                "name": t["name"],
-                "data_type": "TYPE_" + t["datatype"].replace("BYTES", "STRING"),
-                "dims": dims(t["shape"]),
-            }
+            {"name": t["name"], "data_type": _config_type(t["datatype"]), "dims": dims(t["shape"])}
             for t in outputs_of(spec)
         ],
         "instance_group": [{"name": name, "kind": "KIND_CPU", "count": instances}],
@@ -129,12 +189,12 @@ def _values(t: Tensor) -> list[Any]:
         raise BadRequest(f"tensor {t.name!r}: BYTES values must be UTF-8 text") from None
 
 
-def items(spec: EndpointSpec, tensors: list[Tensor]) -> list[dict[str, Any]]:
+def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[dict[str, Any]]:
     """The predict-multi items (`{"features": {...}}`) of the input tensors."""
     names = spec.feature_names
     if not tensors:
         raise BadRequest("the request has no input tensor")
-    if len(tensors) == 1 and (tensors[0].name not in names or (len(names) == 1 and len(tensors[0].shape) == 2)):
+    if len(tensors) == 1 and (tensors[0].name not in sig.names or (len(sig.names) == 1 and len(tensors[0].shape) == 2)):
         t = tensors[0]
         width = len(names)
         if len(t.shape) != 2 or t.shape[1] != width:
@@ -143,14 +203,13 @@ def items(spec: EndpointSpec, tensors: list[Tensor]) -> list[dict[str, Any]]:
             )
         flat = _values(t)
         return [{"features": dict(zip(names, flat[i : i + width], strict=True))} for i in range(0, len(flat), width)]
-    known = set(names)
     columns: dict[str, list[Any]] = {}
     n = None
     for t in tensors:
-        if t.name not in known:
+        if t.name not in sig.names:
             raise BadRequest(
-                f"the model has no input {t.name!r}: send one tensor {MATRIX_INPUT!r} [N, {len(names)}] "
-                f"or one tensor per feature ({', '.join(names)})"
+                f"the model has no input {t.name!r}: send one tensor per input "
+                f"({', '.join(i.name for i in sig.inputs)}) or one tensor {MATRIX_INPUT!r} [N, {len(names)}]"
             )
         if t.name in columns:
             raise BadRequest(f"input {t.name!r} is given twice")
@@ -160,8 +219,28 @@ def items(spec: EndpointSpec, tensors: list[Tensor]) -> list[dict[str, Any]]:
             raise BadRequest(f"the inputs have different numbers of rows ({n} and {t.shape[0]} for {t.name!r})")
         n = t.shape[0]
         columns[t.name] = _values(t)
+    missing = [i.name for i in sig.inputs if not i.optional and i.name not in columns]
+    if missing:
+        raise BadRequest(
+            f"input {missing[0]!r} is missing: the model needs "
+            f"{', '.join(i.name for i in sig.inputs if not i.optional)}"
+        )
     given = list(columns)
     return [{"features": {k: columns[k][i] for k in given}} for i in range(n or 0)]
+
+
+def refuse_ignored(results: list[dict[str, Any]]) -> None:
+    """OIP has no per-row status: a row that the endpoint's enrichment ignored (policy
+    `ignore`: no key, no match, several matches) fails the call."""
+    ignored = [(i, r.get("ignoreReason")) for i, r in enumerate(results) if r.get("ignored")]
+    if not ignored:
+        return
+    shown = ", ".join(f"row {i}: {reason}" for i, reason in ignored[:_SHOWN_IGNORED])
+    more = f" and {len(ignored) - _SHOWN_IGNORED} more" if len(ignored) > _SHOWN_IGNORED else ""
+    raise BadRequest(
+        f"{len(ignored)} of {len(results)} rows were not predicted ({shown}{more}): the endpoint's "
+        "enrichment ignores such rows, and an Open Inference Protocol answer has no per-row status"
+    )
 
 
 def outputs(spec: EndpointSpec, class_keys: list[str], results: list[dict[str, Any]]) -> list[Tensor]:

@@ -3,25 +3,29 @@
 A model is a prediction endpoint of an active service (:mod:`node.oip.model`); its versions
 are the service's loaded generations, and the unversioned model follows the service's
 mapping. `infer` turns the input tensors into a predict-multi body and runs it through
-:meth:`DataPlane.call`, so the pool, batching, API keys, limits, metrics and query log are
-those of the Dataiku API; a version is a `forcedGeneration`. Every call needs the service's
-API key when it has some (metadata included: it describes the model).
+:meth:`DataPlane.call`, so the pool, batching, enrichment, API keys, limits, metrics and
+query log are those of the Dataiku API; a version is a `forcedGeneration`. Every call needs
+the service's API key when it has some (metadata included: it describes the model).
 """
 
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
 from node import errors
 from node.dataplane import DataPlane
+from node.lookup import Enricher
 from node.oip import model as m
 from node.oip.tensors import Tensor
+from node.package import EndpointSpec
 from node.registry import Endpoint, Generation, Service
 
 SERVER_NAME = "apinode"
 SERVER_VERSION = "0.1.0"
+_MAX_SIGNATURES = 1024
 EXTENSIONS = ["binary_tensor_data", "model_repository", "statistics", "model_configuration", "schedule_policy"]
 
 
@@ -65,6 +69,20 @@ class OipPlane:
         self.dp = dataplane
         self.registry = dataplane.registry
         self._stats: dict[tuple[str, str], _Stats] = {}
+        # spec id -> (spec, its enricher, weakly: a dataset is not kept after its generation goes)
+        self._signatures: dict[int, tuple[EndpointSpec, weakref.ref[Enricher] | None, m.Signature]] = {}
+
+    def signature(self, ep: Endpoint) -> m.Signature:
+        """The endpoint's inputs, computed once per endpoint of a loaded generation."""
+        hit = self._signatures.get(id(ep.spec))
+        if hit is not None and hit[0] is ep.spec and (hit[1]() if hit[1] is not None else None) is ep.enricher:
+            return hit[2]
+        sig = m.signature(ep.spec, ep.enricher)
+        if len(self._signatures) >= _MAX_SIGNATURES:  # generations come and go: never grow without bound
+            self._signatures.clear()
+        enricher = weakref.ref(ep.enricher) if ep.enricher is not None else None
+        self._signatures[id(ep.spec)] = (ep.spec, enricher, sig)
+        return sig
 
     # ---- server ------------------------------------------------------------------------
     def server_metadata(self) -> dict[str, Any]:
@@ -105,7 +123,7 @@ class OipPlane:
     def model_metadata(self, name: str, version: str = "", **who: Any) -> dict[str, Any]:
         svc, _, ep = self.find(name, version, **who)
         versions = [v for v, g in svc.loaded.items() if ep.spec.id in g.endpoints]
-        return m.metadata(name, versions, ep.spec)
+        return m.metadata(name, versions, ep.spec, self.signature(ep))
 
     def model_ready(self, name: str, version: str = "", **who: Any) -> bool:
         _, _, ep = self.find(name, version, **who)
@@ -115,7 +133,7 @@ class OipPlane:
     def model_config(self, name: str, version: str = "", **who: Any) -> dict[str, Any]:
         _, _, ep = self.find(name, version, **who)
         assert ep.pool is not None
-        return m.config(name, ep.spec, self.dp.limits.max_items, ep.pool.settings.ceil)
+        return m.config(name, ep.spec, self.signature(ep), self.dp.limits.max_items, ep.pool.settings.ceil)
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         out = []
@@ -164,7 +182,7 @@ class OipPlane:
                 unknown = [o for o in outputs if o not in known]
                 if unknown:
                     raise errors.BadRequest(f"model {name!r} has no output {unknown[0]!r} (it has: {', '.join(known)})")
-            body: dict[str, Any] = {"items": m.items(ep.spec, inputs)}
+            body: dict[str, Any] = {"items": m.items(ep.spec, self.signature(ep), inputs)}
             dispatch: dict[str, Any] = {}
             if version:
                 dispatch["forcedGeneration"] = version
@@ -176,16 +194,17 @@ class OipPlane:
             out = await self.dp.call(
                 "predict-multi", svc.id, ep.spec.id, body, protocol=protocol, api_key=api_key, peer=peer
             )
-        except errors.ApiNodeError:
+            m.refuse_ignored(out["results"])
+            answered = out["apiContext"]["serviceGeneration"]
+            # with a mapping of several generations, another one than `gen` may have answered
+            other = svc.loaded.get(answered)
+            ans = other.endpoints.get(ep.spec.id, ep) if other is not None else ep
+            assert ans.codec is not None
+            tensors = m.outputs(ans.spec, ans.codec.class_keys, out["results"])
+        except Exception:
             if stats is not None:
                 stats.add("fail", time.perf_counter_ns() - t0)
             raise
-        answered = out["apiContext"]["serviceGeneration"]
-        # with a mapping of several generations, another one than `gen` may have answered
-        other = svc.loaded.get(answered)
-        ans = other.endpoints.get(ep.spec.id, ep) if other is not None else ep
-        assert ans.codec is not None
-        tensors = m.outputs(ans.spec, ans.codec.class_keys, out["results"])
         if outputs:
             tensors = [t for t in tensors if t.name in outputs]
         stats = self._stats.setdefault((name, answered), _Stats())
