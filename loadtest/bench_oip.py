@@ -3,7 +3,9 @@ the gRPC floor's `Predict` (the same model behind a bare grpc.aio handler), with
 
 The request is what `tritonclient.grpc` sends for one row: the model's inputs, as its
 metadata (`GET /v2/models/<service>.<endpoint>`) describes them, in `raw_input_contents`.
-It is checked once through grpc (status OK, outputs present) before h2load sends it.
+For the fraud example, which enriches, those are `customer_id` and the features; a tensor
+holds no null, so a feature the row leaves null (optional: nullable, or looked up) is left
+out. It is checked once through grpc (status OK, outputs present) before h2load sends it.
 
 The stubs of `inference` are imported here only: `tritonclient.grpc` declares the same
 proto package, and the two cannot share a process (tests import tritonclient).
@@ -49,8 +51,11 @@ def infer_message(http: str, model: str, features: dict[str, Any]) -> bytes:
         raw.append(_raw(t["datatype"], [features.get(n) for n in names]))
     else:
         for t in meta["inputs"]:
+            value = features.get(t["name"])
+            if value is None:
+                continue
             inputs.append(pb.ModelInferRequest.InferInputTensor(name=t["name"], datatype=t["datatype"], shape=[1, 1]))
-            raw.append(_raw(t["datatype"], [features.get(t["name"])]))
+            raw.append(_raw(t["datatype"], [value]))
     request = pb.ModelInferRequest(model_name=model, inputs=inputs, raw_input_contents=raw)
     return bytes(request.SerializeToString())
 

@@ -301,3 +301,30 @@ def test_missing_key_and_the_matrix_form(fraud: Fraud) -> None:
     np.testing.assert_allclose(
         np.reshape(out["probabilities"], (-1, 2)), fraud.model.predict_proba(df[FEATURES]), atol=1e-6
     )
+
+
+_BENCH_CHECK = """
+import json, sys
+import pandas as pd
+from loadtest.bench_oip import infer_message, verify_infer
+http, grpc_addr, sample = sys.argv[1:4]
+frame = pd.read_csv(sample).drop(columns=["label"])
+records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+rows = [0] + [i for i, r in enumerate(records) if r["distance_from_home"] is None][:1]
+print(json.dumps([verify_infer(grpc_addr, infer_message(http, "fraud.score", records[i])) or "ok" for i in rows]))
+"""
+
+
+def test_the_bench_oip_request_succeeds(fraud: Fraud) -> None:
+    """`make bench`'s OIP row sends a held-out row (customer_id and every feature, some
+    nulls) as loadtest.bench_oip shapes it: the node answers it. In a subprocess: the
+    bench imports the node's `inference` stubs, which tritonclient's cannot live beside."""
+    run = subprocess.run(
+        [sys.executable, "-c", _BENCH_CHECK, fraud.node.http, fraud.node.grpc, str(fraud.held_out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == '["ok", "ok"]', run.stdout
