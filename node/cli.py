@@ -31,6 +31,14 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--grpc-port", type=int, default=12001)
     p.add_argument("--max-workers", type=int, default=None, help="node-wide cap on worker processes")
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
+    p.add_argument(
+        "--worker-nice",
+        type=int,
+        default=10,
+        choices=range(20),
+        metavar="0-19",
+        help="niceness added to worker processes, so the front's event loop wins a busy CPU (default 10)",
+    )
     p.add_argument("--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung")
     p.add_argument(
         "--shutdown-grace",
@@ -79,6 +87,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         max_workers=args.max_workers,
         onnx_threads=args.onnx_threads,
+        worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace,
         packages=list(args.packages),

@@ -46,6 +46,7 @@ class Node:
             max_workers=settings.max_workers,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
+            worker_nice=settings.worker_nice,
         )
         self.storage = Storage(settings.data_dir)
         self.querylog = (

@@ -14,6 +14,7 @@ class NodeSettings:
     grpc_port: int = 12001
     max_workers: int | None = None  # node-wide cap on worker processes (None: no cap)
     onnx_threads: int = 1  # intra-op threads per ONNX session: N workers use N cores
+    worker_nice: int = 10  # added to workers' niceness: on a busy CPU the front (I/O, queues, 503s) runs first
     ping_interval: float = 1.0
     ping_timeout: float = 10.0
     shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM

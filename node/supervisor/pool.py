@@ -312,7 +312,7 @@ class Pool:
 
     # ---- workers -----------------------------------------------------------------------
     def _spawn(self, *, floor: bool = False) -> WorkerProcess:
-        w = WorkerProcess(self.key, self.spec, self._on_exit)
+        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=self.sup.worker_nice)
         self.workers.add(w)
         self.starting += 1
         if floor:

@@ -73,8 +73,11 @@ def describe_exit(code: int | None) -> str:
 class WorkerProcess:
     """One worker process. Created by a pool; `start()` spawns it and loads its endpoint."""
 
-    def __init__(self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None]) -> None:
+    def __init__(
+        self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None], *, nice: int = 0
+    ) -> None:
         self.id = next(_ids)
+        self.nice = nice
         self.label = f"{label} worker {self.id}"
         self.spec = spec
         self.on_exit = on_exit
@@ -109,6 +112,7 @@ class WorkerProcess:
                 "node.worker",
                 str(data_child.fileno()),
                 str(ctl_child.fileno()),
+                str(self.nice),
                 pass_fds=(data_child.fileno(), ctl_child.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},

@@ -32,11 +32,13 @@ class Supervisor:
         ping_interval: float = 1.0,
         ping_timeout: float = 10.0,
         tick_interval: float = 0.25,
+        worker_nice: int = 0,
     ) -> None:
         self.max_workers = max_workers
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.tick_interval = tick_interval
+        self.worker_nice = worker_nice
         self.pools: dict[str, Pool] = {}
         self.total = 0  # worker processes alive or starting, all pools
         self._starved: dict[Pool, None] = {}  # insertion-ordered: round-robin

@@ -1,10 +1,17 @@
-"""Entry point of a worker process: `python -m node.worker DATA_FD CONTROL_FD`.
+"""Entry point of a worker process: `python -m node.worker DATA_FD CONTROL_FD [NICE]`.
 
 The supervisor starts one of these per pool slot (spawn, never fork: a fresh
 interpreter). It answers the `init` message by loading its endpoint, then serves requests
 one at a time on the data channel; a thread answers pings on the control channel. The
 process's stdout is redirected to stderr so a `print` in user code cannot corrupt the
 channel.
+
+A worker lowers its own priority by NICE (`apinode serve --worker-nice`, default 10). The
+front answers every endpoint from one event loop (accepting and decoding requests,
+queueing, rejecting past the queue, encoding answers); when it and a worker want the same
+CPU, the front going first keeps overload answered fast, and the requests that arrive
+while the worker waits for the CPU join its next batch. On an idle core a niced worker
+runs at full speed.
 """
 
 from __future__ import annotations
@@ -70,6 +77,8 @@ def _serve(data: socket.socket, runtime: Runtime) -> None:
 
 def main() -> int:
     data_fd, ctl_fd = int(sys.argv[1]), int(sys.argv[2])
+    if len(sys.argv) > 3 and int(sys.argv[3]):
+        os.nice(int(sys.argv[3]))
     os.dup2(2, 1)  # user prints go to the node's log, never into the channel
     data = socket.socket(fileno=data_fd)
     ctl = socket.socket(fileno=ctl_fd)

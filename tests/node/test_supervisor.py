@@ -47,6 +47,21 @@ def test_floor_workers_start_before_traffic(tmp_path: Path) -> None:
         assert requests.get(node.http + "/ready").status_code == 200
 
 
+def _niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_workers_run_niced_below_the_front(tmp_path: Path) -> None:
+    pkg = function_package(tmp_path, {"e": {"function": "pid", "pool": {"floor": 2, "cruise": 2, "ceil": 2}}})
+    with run_node(tmp_path / "data", pkg) as node:  # the default: 10
+        pids = node.pool("svc", "e")["workers"]["pids"]
+        front = _niceness(node.proc.pid)
+        assert [_niceness(p) for p in pids] == [min(front + 10, 19)] * 2
+    with run_node(tmp_path / "data2", pkg, args=["--worker-nice", "0"]) as node:
+        pid = call(node, "e").json()["response"]
+        assert _niceness(pid) == _niceness(node.proc.pid)
+
+
 def test_pool_grows_to_ceil_then_shrinks_to_cruise(tmp_path: Path) -> None:
     pool_cfg = {"floor": 1, "cruise": 2, "ceil": 4, "queue": 20, "idle_grace_ms": 300}
     pkg = function_package(tmp_path, {"e": {"function": "sleep", "pool": pool_cfg}})
