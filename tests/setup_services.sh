@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages: the load generators that the
-# benchmark tools drive (wrk, h2load) and PostgreSQL, whose server the SQL endpoint tests
-# start privately (tests/pg.py). Debian packages; root or sudo. Quick when all is there.
+# benchmark tools drive (wrk, h2load), PostgreSQL, whose server the SQL endpoint tests
+# start privately (tests/pg.py), and the two libraries Triton's perf_analyzer (shipped in
+# the tritonclient wheel) links, which tests/node/test_oip_perf_analyzer.py runs: libb64
+# (Debian) and libcudart.so.12, which it needs even without a GPU (PyPI's CUDA runtime, in
+# the venv: Debian has no CUDA 12 runtime). Debian packages; root or sudo. Quick when all is there.
 set -euo pipefail
+PY="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python"
+if [ -x "$PY" ] && ! "$PY" -c 'import nvidia.cuda_runtime' 2>/dev/null; then
+  "$PY" -m pip install -q nvidia-cuda-runtime-cu12
+fi
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
