@@ -97,6 +97,8 @@ class DataPlane:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
             gen, ep = self.registry.resolve(service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch"))
             generation = gen.version
+            if ep.pool is not None:  # a full queue refuses before decoding, enriching, validating
+                ep.pool.refuse_if_full()
             out = await self.call_on(verb, gen, ep, body)
         except errors.ApiNodeError as exc:
             outcome = errors.kind_of(exc).error_type

@@ -158,23 +158,31 @@ class Pool:
         await asyncio.gather(*(w.stop() for w in workers))
 
     # ---- requests ----------------------------------------------------------------------
-    async def submit(self, payload: Any, n: int = 1) -> Outcome:
+    def refuse_if_full(self) -> None:
+        """Raises what `submit` would raise at once (shutting down, not ready after crashes,
+        queue full), so that a caller can be refused before anything is spent decoding or
+        enriching its request."""
         if self.closed:
             raise errors.ShuttingDown(f"endpoint {self.key} is not taking requests")
+        if self.idle and self.waiting == 0:
+            return
+        if self.consecutive_crashes >= 2 and not self.ready:
+            raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+        if self.waiting >= self.settings.queue + self.starting:
+            self.stats.rejected += 1
+            raise errors.Overloaded(
+                f"endpoint {self.key} is overloaded: {self.size} workers busy and "
+                f"{self.waiting} requests queued (queue limit {self.settings.queue})",
+                retry_after=max(1.0, self.settings.timeout / 1000 / 2),
+            )
+
+    async def submit(self, payload: Any, n: int = 1) -> Outcome:
+        self.refuse_if_full()
         pend = Pending(payload, n, self._loop.create_future())
         if self.idle and self.waiting == 0:
             pend.done = True  # never queued
             self._dispatch(self.idle.pop(), [pend])
         else:
-            if self.consecutive_crashes >= 2 and not self.ready:
-                raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
-            if self.waiting >= self.settings.queue + self.starting:
-                self.stats.rejected += 1
-                raise errors.Overloaded(
-                    f"endpoint {self.key} is overloaded: {self.size} workers busy and "
-                    f"{self.waiting} requests queued (queue limit {self.settings.queue})",
-                    retry_after=max(1.0, self.settings.timeout / 1000 / 2),
-                )
             self.queue.append(pend)
             self.waiting += 1
             pend.timer = self._loop.call_later(self.settings.timeout / 1000, self._expire, pend)
