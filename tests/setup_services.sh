@@ -3,13 +3,9 @@
 # benchmark tools drive (wrk, h2load), PostgreSQL, whose server the SQL endpoint tests
 # start privately (tests/pg.py), and the two libraries Triton's perf_analyzer (shipped in
 # the tritonclient wheel) links, which tests/node/test_oip_perf_analyzer.py runs: libb64
-# (Debian) and libcudart.so.12, which it needs even without a GPU (PyPI's CUDA runtime, in
-# the venv: Debian has no CUDA 12 runtime). Debian packages; root or sudo. Quick when all is there.
+# from Debian (libcudart.so.12, which it needs even without a GPU, comes from PyPI with the
+# dev extra: Debian has no CUDA 12 runtime). Debian packages; root or sudo. Quick when all is there.
 set -euo pipefail
-PY="$(cd "$(dirname "$0")/.." && pwd)/.venv/bin/python"
-if [ -x "$PY" ] && ! "$PY" -c 'import nvidia.cuda_runtime' 2>/dev/null; then
-  "$PY" -m pip install -q nvidia-cuda-runtime-cu12
-fi
 missing=()
 command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
