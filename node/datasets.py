@@ -182,6 +182,8 @@ def _read(path: Path, fmt: str, schema: Sequence[dict[str, str]] | None) -> Any:
 
         arrow = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
         types = {c["name"]: arrow[c["type"]] for c in schema or () if c["type"] in arrow}
-        return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(column_types=types))
+        # an empty cell is a null in a string column too, as in the SQLite tables the compiler builds
+        options = pcsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+        return pcsv.read_csv(path, convert_options=options)
     except (OSError, pa.ArrowException) as exc:
         raise errors.BadRequest(f"dataset {path.name} cannot be read: {exc}") from None

@@ -31,6 +31,7 @@ C2,61,,DE,2011-07-30,false
 C3,22,40,ES,2024-01-15,
 C4,45,800,FR,2016-05-01,true
 C4,46,801,IT,2016-05-02,false
+C5,30,10,,2020-01-01,true
 """
 
 SERVICE = """\
@@ -132,6 +133,8 @@ def test_dataiku_client_lookups_keep_types(served: tuple[NodeProc, Any, Path]) -
     assert first["data"]["age"] == 22 and first["data"]["vip"] is None
     assert missing == {"data": dict.fromkeys(first["data"]), "ignored": True, "ignoreReason": "NO_LOOKUP_MATCH"}
     assert several["data"]["country"] == "FR" and several["matches"] == 2  # the first row in file order
+    # an empty cell of a text column is a null, as in an SQL table built from the same CSV
+    assert client.lookup_record("customer", {"customer_id": "C5"})["data"]["country"] is None
 
 
 def test_parquet_dataset_with_a_composite_key(served: tuple[NodeProc, Any, Path]) -> None:
@@ -282,7 +285,7 @@ def _read(directory: Path) -> list[dict[str, Any]]:
 def test_push_plays_lookup_and_enriched_test_queries(served: tuple[NodeProc, Any, Path]) -> None:
     node, _, _ = served
     status = node.status()["services"]["shop"]["generations"]["v1"]
-    assert status["customer"] == {"type": "lookup", "dataset": "customers", "rows": 5, "keys": ["customer_id"]}
+    assert status["customer"] == {"type": "lookup", "dataset": "customers", "rows": 6, "keys": ["customer_id"]}
     assert status["score"]["type"] == "prediction"
 
 
