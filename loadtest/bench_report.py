@@ -80,39 +80,53 @@ def _throughput_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _overload(o: dict[str, Any]) -> list[str]:
-    g, pool = o["generator"], o["pool"]
-    served, rejected = o["served_ms"], o["rejected_ms"]
-    rej = ", ".join(f"{k}: {v:,}" for k, v in o["rejected"].items()) or "none"
-    lost = ", ".join(f"{k}: {v:,}" for k, v in o["unanswered"].items()) or "none"
-    why = "other jobs took its CPU" if g["own_cpu"] < 0.8 else "it was CPU-bound"
-    schedule = "yes" if g["on_schedule"] else f"**no**: up to {g['late_max_ms']:,.0f} ms behind at times ({why})"
-    full = "yes" if g["offered_in_full"] else "**NO: the node was offered less than 2x**"
-    within = "within" if o["nothing_waited_past_timeout"] else "**PAST IT**"
-    return [
-        f"Open loop at **{_n(o['rate_rps'])} req/s** = 2 x the capacity the harness measured on this node just before "
-        f"({_n(o['capacity_rps'])} req/s, closed loop, concurrency 16), for {o['seconds']:g} s, HTTP predict on the "
+def _overload(runs: list[dict[str, Any]]) -> list[str]:
+    o = runs[0]
+    pool = o["pool"]
+    out = [
+        f"Open loop at multiples of the capacity the harness measured on this node just before "
+        f"({_n(o['capacity_rps'])} req/s, closed loop, concurrency 16), {o['seconds']:g} s each, HTTP predict on the "
         f"example with its own pool (floor {pool.get('floor')}, ceil {pool.get('ceil')}, queue {pool.get('queue')}, "
         f"timeout {pool.get('timeout')} ms). Latency counts from each request's scheduled send time. Callers use up "
         f"to {o['connections_cap']} connections and give up after {o['client_timeout_s']:g} s (unanswered).",
         "",
-        "| sent | served | rejected (answered, by status) | unanswered | served p50 / p99 / max ms "
-        "| rejected p50 / p99 / max ms | slowest answer vs queue timeout |",
-        "|--:|--:|---|---|--:|--:|---|",
-        f"| {o['sent']:,} | {o['served']:,} | {rej} | {lost} "
-        f"| {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
-        f"| {_n(rejected['p50'], 1)} / {_n(rejected['p99'], 1)} / {_n(rejected['max'], 1)} "
-        f"| {_n(o['slowest_answer_ms'], 1)} ms vs {_n(o['queue_timeout_ms'])} ms: {within} |",
-        "",
-        f"- {o['answers']:,} answers (served + rejected) in the {o['run_s']:.1f} s from the first send to the last "
-        f"answer or client timeout: {_n(o['answered_rps'])}/s, against {_n(o['rate_rps'])}/s offered for "
-        f"{o['seconds']:g} s.",
-        f"- The node's own counters over the run: {o['node_side']} (rejected = queue full, answered at once; "
-        "timed_out = waited the whole queue timeout; absent = 0).",
-        f"- Generator: offered 2x in full: {full} (sent {g['achieved_rps']:,} req/s on average, dropped "
-        f"{g['dropped']}); on schedule: {schedule}, {g['late']:,} sends > 10 ms late; own CPU {g['own_cpu']:.0%} "
-        f"over the run, busiest second {g['cpu']:.0%} busy (running or waiting for a CPU).",
+        "| offered | sent | served | rejected (answered, by status) | unanswered | served p50 / p99 / max ms "
+        "| rejected p50 / p99 / max ms | answered/s | slowest answer vs queue timeout |",
+        "|---|--:|--:|---|---|--:|--:|--:|---|",
     ]
+    for r in runs:
+        served, rejected = r["served_ms"], r["rejected_ms"]
+        rej = ", ".join(f"{k}: {v:,}" for k, v in r["rejected"].items()) or "none"
+        lost = ", ".join(f"{k}: {v:,}" for k, v in r["unanswered"].items()) or "none"
+        within = "within" if r["nothing_waited_past_timeout"] else "**PAST IT**"
+        out.append(
+            f"| {r['factor']:g}x = {_n(r['rate_rps'])}/s | {r['sent']:,} | {r['served']:,} | {rej} | {lost} "
+            f"| {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
+            f"| {_n(rejected['p50'], 1)} / {_n(rejected['p99'], 1)} / {_n(rejected['max'], 1)} "
+            f"| {_n(r['answered_rps'])} "
+            f"| {_n(r['slowest_answer_ms'], 1)} ms vs {_n(r['queue_timeout_ms'])} ms: {within} |"
+        )
+    out.append("")
+    for r in runs:
+        g = r["generator"]
+        why = "other jobs took its CPU" if g["own_cpu"] < 0.8 else "it was CPU-bound"
+        schedule = "yes" if g["on_schedule"] else f"**no**: up to {g['late_max_ms']:,.0f} ms behind at times ({why})"
+        full = "yes" if g["offered_in_full"] else f"**NO: the node was offered less than {r['factor']:g}x**"
+        out += [
+            f"- {r['factor']:g}x: {r['answers']:,} answers (served + rejected) in the {r['run_s']:.1f} s from the "
+            f"first send to the last answer or client timeout. The node's own counters: {r['node_side']} "
+            "(rejected = queue full, answered at once; timed_out = waited the whole queue timeout; absent = 0). "
+            f"Generator: offered in full: {full} (sent {g['achieved_rps']:,} req/s on average, dropped "
+            f"{g['dropped']}); on schedule: {schedule}, {g['late']:,} sends > 10 ms late; own CPU "
+            f"{g['own_cpu']:.0%}, busiest second {g['cpu']:.0%} busy (running or waiting for a CPU).",
+        ]
+    return out
+
+
+def _overload_runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The overload steps (a single dict: a result file from before the steps existed)."""
+    o = doc.get("overload")
+    return [] if not o else [o] if isinstance(o, dict) else list(o)
 
 
 def _memory(mem: dict[str, Any]) -> list[str]:
@@ -171,9 +185,8 @@ def _warnings(doc: dict[str, Any]) -> list[str]:
             problems = {k: v for k, v in (check.items() if isinstance(check, dict) else [("node", check)]) if v != "ok"}
             if problems:
                 out.append(f"- {m['model']} {where}: the h2load body failed its check: {problems}")
-    o = doc.get("overload")
-    if o:
-        out += [f"- overload: {w}" for w in o["warnings"]]
+    for o in _overload_runs(doc):
+        out += [f"- overload {o.get('factor', 2):g}x: {w}" for w in o["warnings"]]
     return out or ["- none: no generator was CPU-bound, every h2load body was answered with status OK."]
 
 
@@ -222,8 +235,13 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "h2load streams: 16 concurrent PredictStream calls of 100 requests each (the node answers each "
         "stream's requests one at a time, in order, as the harness's 16 streams with one request in flight).",
     ]
-    if doc.get("overload"):
-        lines += ["", "## 4. Overload: 2 x capacity, open loop (harness, fast HTTP)", "", *_overload(doc["overload"])]
+    if _overload_runs(doc):
+        lines += [
+            "",
+            "## 4. Overload: past capacity, open loop (harness, fast HTTP)",
+            "",
+            *_overload(_overload_runs(doc)),
+        ]
     if doc.get("memory_at_rest"):
         lines += [
             "",

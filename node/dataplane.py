@@ -255,11 +255,13 @@ class DataPlane:
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise errors.BadRequest(f"items[{i}] must be an object with 'features'")
-        if enricher is not None:  # concurrently: a table lookup waits for its database
+        if enricher is not None:
             t = time.perf_counter_ns()
-            done = await asyncio.gather(
-                *(_enrich(ep, it.get("features"), f"items[{i}]: ") for i, it in enumerate(items))
-            )
+            enrichments = (_enrich(ep, it.get("features"), f"items[{i}]: ") for i, it in enumerate(items))
+            if enricher.local:  # index lookups: nothing to wait for, so no task per row
+                done = [await e for e in enrichments]
+            else:  # concurrently: a table lookup waits for its database
+                done = await asyncio.gather(*enrichments)
             enrich_us = (time.perf_counter_ns() - t) / 1000
         for i, item in enumerate(items):
             features = item.get("features")

@@ -66,14 +66,18 @@ class Dataset:
         return {name: cols[name].get(i) for name in columns}
 
 
+DICT_ROWS = 100_000
+
+
 class KeyIndex:
     """Key (a value, or a tuple of values for several key columns) -> row numbers.
 
-    One key column (the common case) is indexed by sorting: a stable argsort of the column
-    and two binary searches per lookup (a few µs), no Python object per row, so a
-    million-row table indexes in a fraction of a second and a few MB. Several key columns
-    use a dict of tuples. Rows with a null in a key column are not indexed: null matches
-    nothing. Matches come in file order.
+    A table of up to DICT_ROWS rows, or with several key columns, is indexed by a dict (a
+    lookup well under a µs: enrichment does one per predicted row). A bigger one keyed by
+    one column is indexed by sorting: a stable argsort of the column and two binary searches
+    per lookup (a few µs), no Python object per row, so a million-row table indexes in a
+    fraction of a second and a few MB. Rows with a null in a key column are not indexed:
+    null matches nothing. Matches come in file order.
     """
 
     def __init__(self, dataset: Dataset, keys: tuple[str, ...]) -> None:
@@ -87,13 +91,14 @@ class KeyIndex:
         ids = np.flatnonzero(valid)
         self._sorted: np.ndarray[Any, Any] | None = None
         self._by_tuple: dict[Any, list[int]] = {}
-        if len(cols) == 1:
+        if len(cols) == 1 and len(ids) > DICT_ROWS:
             values = cols[0].values[ids]
             order = np.argsort(values, kind="stable")
             self._sorted, self._rows = values[order], ids[order]
         else:
             columns = [c.values[ids].tolist() for c in cols]
-            for i, key in zip(ids.tolist(), zip(*columns, strict=True), strict=True):
+            keys_of_rows = columns[0] if len(cols) == 1 else zip(*columns, strict=True)
+            for i, key in zip(ids.tolist(), keys_of_rows, strict=True):
                 self._by_tuple.setdefault(key, []).append(i)
 
     def find(self, key: Any) -> list[int]:

@@ -155,6 +155,8 @@ class Enricher:
 
     def __init__(self, sources: Sequence[EnrichSource]) -> None:
         self.sources = tuple(sources)
+        # only bundled datasets: `apply` never waits, so many rows need no task each
+        self.local = all(s.table is None for s in self.sources)
 
     @classmethod
     def build(
