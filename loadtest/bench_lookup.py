@@ -120,7 +120,8 @@ def bench_lookup(
 def markdown(doc: dict[str, Any]) -> list[str]:
     s = doc["server_lookup_us"]
     w = doc["wrk"]
-    mem = doc["memory_mb"]
+    m = doc["memory_mb"]
+    mem = f"{m['node_rss']:,.1f} MB (PSS {m['node_pss']:,.1f})" if isinstance(m, dict) else f"{m} MB"
     return [
         f"A lookup endpoint over a bundled CSV of {doc['rows']:,} rows ({doc['csv_mb']} MB; string key, int column "
         "with holes, float, text, date), compiled and served by the real CLI, node pinned to core 0.",
