@@ -22,6 +22,13 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = f"{sys.executable} -m tests.deployer.devbuild {{src}} {{out}}"
 
 
+def _ctrl_c() -> None:
+    """As in a terminal, Ctrl-C reaches `apinode dev`. A shell starts a background job with
+    SIGINT ignored, and a process that starts so keeps ignoring it (Python included): a test
+    suite run in the background would otherwise send its SIGINT into the void."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _write_funcs(folder: Path, answer: str) -> None:
     (folder / "funcs.py").write_text(f"def version(**kwargs):\n    return {{'version': {answer!r}}}\n")
 
@@ -49,7 +56,7 @@ def test_dev_loop(tmp_path: Path) -> None:
     cmd += ["--data-dir", str(tmp_path / "data")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=REPO, env=env, preexec_fn=_ctrl_c)
     try:
         ports = _wait(lambda: ports_file.exists() and json.loads(ports_file.read_text()), "the node", log)
         url = f"http://127.0.0.1:{ports['http']}/public/api/v1/live/ver/run"
@@ -110,7 +117,7 @@ def test_dev_loop_with_the_compiler(tmp_path: Path) -> None:
     cmd += ["--ports-file", str(ports_file), "--interval", "0.2"]
     env = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, preexec_fn=_ctrl_c)
     try:
         ports = _wait(lambda: ports_file.exists() and json.loads(ports_file.read_text()), "the node", log)
         grpc_target = f"127.0.0.1:{ports['grpc']}"
