@@ -94,8 +94,7 @@ class _Family(Collector):
         s = self.series.get(labels)
         if s is None:
             s = self.series[labels] = [0] * (self._width - 1) + [0.0]
-        assert self.buckets is not None
-        s[bisect_left(self.buckets, value)] += 1  # `le` is inclusive: the first bound >= value
+        s[bisect_left(self.buckets, value)] += 1  # type: ignore[arg-type]  # `le` is inclusive: first bound >= value
         s[-1] += value
 
     def collect(self) -> Iterator[Any]:
