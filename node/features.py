@@ -161,20 +161,16 @@ class FeatureCodec:
                 )
         return row
 
-    def results(self, arrays: tuple[Any, ...]) -> list[dict[str, Any]]:
+    def results(self, arrays: tuple[list[Any], ...]) -> list[dict[str, Any]]:
+        """The answers of `PredictionRuntime.run` (lists) in the API's shape."""
         if self.regression:
-            return [{"prediction": v, "ignored": False} for v in _as_list(arrays[0])]
+            return [{"prediction": v, "ignored": False} for v in arrays[0]]
         idx, probas = arrays
         classes, keys = self.classes, self.class_keys
         return [
             {"prediction": classes[i], "probas": dict(zip(keys, p, strict=True)), "ignored": False}
-            for i, p in zip(_as_list(idx), _as_list(probas), strict=True)
+            for i, p in zip(idx, probas, strict=True)
         ]
-
-
-def _as_list(values: Any) -> list[Any]:
-    """A worker answers lists (see PredictionRuntime.run); anything else array-like is converted."""
-    return values if isinstance(values, list) else np.asarray(values).tolist()
 
 
 def _label_key(label: Any) -> str:
