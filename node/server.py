@@ -15,7 +15,8 @@ from pathlib import Path
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
 from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -24,7 +25,7 @@ from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
 from node.grpc.admin import AdminServicer
 from node.grpc.servicer import ApiNodeServicer
-from node.grpc.undecodable import add_refusing_undecodable
+from node.grpc.undecodable import register_servicers
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.oip.grpc import InferenceServicer
@@ -102,16 +103,6 @@ class Node:
             ("grpc.so_reuseport", 0),
         ]
         self._grpc = grpc.aio.server(options=opts)
-        add_refusing_undecodable(
-            apinode_pb2_grpc.add_ApiNodeServicer_to_server, ApiNodeServicer(self.dataplane), self._grpc
-        )
-        add_refusing_undecodable(
-            admin_pb2_grpc.add_AdminServicer_to_server,
-            AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
-            self._grpc,
-        )
-        grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.oip), self._grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._grpc)
         names = (
             apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
             admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
@@ -119,7 +110,19 @@ class Node:
             health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
             reflection.SERVICE_NAME,
         )
-        reflection.enable_server_reflection(names, self._grpc)
+        register_servicers(  # every servicer, so that each refuses undecodable messages
+            self._grpc,
+            [
+                (apinode_pb2_grpc.add_ApiNodeServicer_to_server, ApiNodeServicer(self.dataplane)),
+                (
+                    admin_pb2_grpc.add_AdminServicer_to_server,
+                    AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
+                ),
+                (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(self.oip)),
+                (health_pb2_grpc.add_HealthServicer_to_server, self._health),
+                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, ReflectionServicer(names)),
+            ],
+        )
         creds = _grpc_tls(s)
         address = f"{s.host}:{s.grpc_port}"
         self.grpc_port = (

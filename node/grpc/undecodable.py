@@ -3,15 +3,18 @@
 On its own, grpc answers a message that protobuf refuses (corrupt bytes, a string that is
 not UTF-8, nesting past protobuf's depth limit) with UNKNOWN "Unexpected DecodeError",
 as if the node had failed. apinode wraps the deserializer of every
-method registered through :func:`add_refusing_undecodable` so that such a message becomes
+method registered through :func:`register_servicers` so that such a message becomes
 an :class:`Undecodable` marker, and the method's behaviour so that the marker ends the call
 with INVALID_ARGUMENT before any servicer sees it. Handlers are wrapped once, when they are
-registered.
+registered. The node registers every servicer (its own, OIP, health, reflection) in one
+call of :func:`register_servicers`: a servicer added beside it would lose the guard, as
+the OIP service once did.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import inspect
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -75,8 +78,25 @@ def _wrap(handler: Any, method: str) -> Any:
                 await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
 
         kw["stream_stream"] = stream_stream_
-    else:
-        return handler  # unary-stream: apinode has none
+    elif handler.unary_stream is not None:  # grpc.health.v1.Health/Watch
+        unary_stream = handler.unary_stream
+        if inspect.isasyncgenfunction(unary_stream):
+
+            async def unary_stream_gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                async for response in unary_stream(request, context):
+                    yield response
+
+            kw["unary_stream"] = unary_stream_gen
+        else:  # writes with context.write: grpc refuses a generator around it
+
+            async def unary_stream_(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+                if isinstance(request, Undecodable):
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                await unary_stream(request, context)
+
+            kw["unary_stream"] = unary_stream_
     return handler._replace(**kw)
 
 
@@ -112,7 +132,12 @@ class _WrappedGeneric(grpc.GenericRpcHandler):  # type: ignore[type-arg]
         return cached[1]
 
 
-def add_refusing_undecodable(add: Callable[[Any, Any], None], servicer: Any, server: grpc.aio.Server) -> None:
-    """`add(servicer, server)` (a generated `add_*Servicer_to_server`) with every method's
-    undecodable requests refused as INVALID_ARGUMENT."""
-    add(servicer, _Registering(server))
+Adder = Callable[[Any, Any], None]  # a generated `add_*Servicer_to_server`
+
+
+def register_servicers(server: grpc.aio.Server, servicers: Sequence[tuple[Adder, Any]]) -> None:
+    """`add(servicer, server)` for each pair, with every method's undecodable requests
+    refused as INVALID_ARGUMENT. The one way the node registers a servicer."""
+    registering = _Registering(server)
+    for add, servicer in servicers:
+        add(servicer, registering)
