@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -91,28 +92,56 @@ class AdminAuth:
 class ApiKeys:
     """Service API keys: `api_keys` in the package's manifest (`[{"id", "sha256"}]`), or
     `DATA_DIR/config/services/<SERVICE>/api_keys.json` (`{"api_keys": [{"id", "key" or
-    "sha256"}]}`), which overrides the package's. A service without keys is public."""
+    "sha256"}]}`), which overrides the package's. A service without keys is public.
+
+    The override file is re-read when it changes, without a restart: a check looks at the
+    file's stat (inode, size, mtime) at most every :attr:`recheck_s` seconds, so a rotated
+    key takes effect within that delay. A file that cannot be read keeps the keys in force
+    (and is logged): a half-written file must not open a service to everyone."""
+
+    recheck_s = 0.5
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self._by_service: dict[str, dict[bytes, str]] = {}  # service -> digest -> key id
+        self._manifest: dict[str, list[dict[str, str]]] = {}  # service -> the package's keys
+        self._seen: dict[str, tuple[float, tuple[int, int, int] | None]] = {}  # service -> (checked at, file stat)
+
+    def _path(self, service: str) -> Path:
+        return self.data_dir / "config" / "services" / service / "api_keys.json"
 
     def _override(self, service: str) -> list[dict[str, str]] | None:
-        path = self.data_dir / "config" / "services" / service / "api_keys.json"
+        path = self._path(service)
         if not path.exists():
             return None
         import orjson
 
-        doc = orjson.loads(path.read_bytes())
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except orjson.JSONDecodeError as exc:
+            raise errors.BadRequest(f"{path}: not valid JSON: {exc}") from None
         keys = doc.get("api_keys") if isinstance(doc, dict) else None
-        if not isinstance(keys, list):
+        if not isinstance(keys, list) or not all(isinstance(k, dict) for k in keys):
             raise errors.BadRequest(f'{path}: expected {{"api_keys": [{{"id", "key"}}, ...]}}')
         return keys
 
+    def _stat(self, service: str) -> tuple[int, int, int] | None:
+        try:
+            st = self._path(service).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
     def set_service(self, service: str, manifest_keys: list[dict[str, str]] | None) -> None:
+        self._manifest[service] = manifest_keys or []
+        stat = self._stat(service)
+        self._by_service[service] = self._table(service)
+        self._seen[service] = (time.monotonic(), stat)
+
+    def _table(self, service: str) -> dict[bytes, str]:
         keys = self._override(service)
         if keys is None:
-            keys = manifest_keys or []
+            keys = self._manifest.get(service, [])
         table: dict[bytes, str] = {}
         for i, k in enumerate(keys):
             kid = str(k.get("id") or f"key-{i}")
@@ -120,13 +149,38 @@ class ApiKeys:
                 table[bytes.fromhex(k["sha256"])] = kid
             elif k.get("key"):
                 table[_digest(k["key"])] = kid
+        return table
+
+    def _reload_if_changed(self, service: str) -> None:
+        seen = self._seen.get(service)
+        if seen is None:  # not a service the registry set up
+            return
+        now = time.monotonic()
+        if now - seen[0] < self.recheck_s:
+            return
+        stat = self._stat(service)
+        if stat == seen[1]:
+            self._seen[service] = (now, stat)
+            return
+        try:
+            table = self._table(service)
+        except (errors.BadRequest, OSError, ValueError) as exc:
+            message = exc.message if isinstance(exc, errors.BadRequest) else str(exc)
+            audit.error("API keys of service %s not reloaded, the previous ones stay in force: %s", service, message)
+            self._seen[service] = (now, stat)
+            return
         self._by_service[service] = table
+        self._seen[service] = (now, stat)
+        audit.warning("API keys of service %s reloaded from %s (%d keys)", service, self._path(service), len(table))
 
     def drop_service(self, service: str) -> None:
         self._by_service.pop(service, None)
+        self._manifest.pop(service, None)
+        self._seen.pop(service, None)
 
     def check(self, service: str, key: str | None, peer: str | None) -> str | None:
         """Returns the id of the caller's key (None for a public service), or raises."""
+        self._reload_if_changed(service)
         table = self._by_service.get(service)
         if not table:
             return None
@@ -137,9 +191,12 @@ class ApiKeys:
         for digest, kid in table.items():
             if hmac.compare_digest(d, digest):
                 return kid
+        # Another service's key gets the answer of a wrong key: telling the caller apart
+        # would tell them that the key is valid somewhere. Only the audit log says which.
         for other, other_table in self._by_service.items():
             if other != service and any(hmac.compare_digest(d, x) for x in other_table):
                 audit.warning("key of service %s used for service %s from %s", other, service, peer or "?")
-                raise errors.Forbidden(f"this API key does not give access to service {service!r}")
-        audit.warning("wrong API key for service %s from %s", service, peer or "?")
+                break
+        else:
+            audit.warning("wrong API key for service %s from %s", service, peer or "?")
         raise errors.Unauthorized(f"wrong API key for service {service!r}")

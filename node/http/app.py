@@ -111,9 +111,16 @@ async def predict_simple(request: web.Request) -> web.Response:
     """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
     mi = request.match_info
     body = {"features": dict(request.query)}
-    return json_response(
-        await request.app[DATAPLANE].call("predict", mi["service"], mi["endpoint"], body, protocol="http")
+    out = await request.app[DATAPLANE].call(
+        "predict",
+        mi["service"],
+        mi["endpoint"],
+        body,
+        protocol="http",
+        api_key=key_from_header(request.headers.get("Authorization")),
+        peer=request.remote,
     )
+    return json_response(out)
 
 
 async def metrics(request: web.Request) -> web.Response:
