@@ -188,9 +188,13 @@ class DataPlane:
                 entry["features"] = body.get("features")
             else:
                 items = body.get("items")
-                entry["items"] = (
-                    [i.get("features") for i in items if isinstance(i, dict)] if isinstance(items, list) else None
-                )
+                if isinstance(items, list):
+                    items = [i for i in items if isinstance(i, dict)]
+                    entry["items"] = [i.get("features") for i in items]
+                    if any("context" in i for i in items):  # one per item, in order (null where none)
+                        entry["itemContexts"] = [i.get("context") for i in items]
+                else:
+                    entry["items"] = None
         if enriched is not None:  # the features the model saw, after enrichment
             entry["enriched" if verb == "predict" else "enrichedItems"] = enriched
         if out is not None:

@@ -42,12 +42,21 @@ def mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
 
 def _predict_body(request: pb.PredictRequest) -> dict[str, Any]:
     body: dict[str, Any] = {"features": convert.features_to_py(request.features)}
+    if request.HasField("context"):
+        body["context"] = convert.struct_to_py(request.context)
     dispatch = convert.dispatch_to_py(request)
     if dispatch:
         body["dispatch"] = dispatch
     if request.return_enriched:
         body["returnEnriched"] = True
     return body
+
+
+def _item(item: pb.PredictItem) -> dict[str, Any]:
+    out: dict[str, Any] = {"features": convert.features_to_py(item.features)}
+    if item.HasField("context"):
+        out["context"] = convert.struct_to_py(item.context)
+    return out
 
 
 def _predict_response(out: dict[str, Any], request_id: str = "") -> pb.PredictResponse:
@@ -82,7 +91,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     async def PredictMulti(
         self, request: pb.PredictMultiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictMultiResponse:
-        body: dict[str, Any] = {"items": [{"features": convert.features_to_py(i.features)} for i in request.items]}
+        body: dict[str, Any] = {"items": [_item(i) for i in request.items]}
         dispatch = convert.dispatch_to_py(request)
         if dispatch:
             body["dispatch"] = dispatch

@@ -6,6 +6,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import dataikuapi
 import grpc
 import requests
 from google.protobuf import struct_pb2
@@ -13,7 +14,7 @@ from google.protobuf import struct_pb2
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from tests.nodeproc import start_node
-from tests.packages import function_package
+from tests.packages import function_package, logistic_package
 
 
 def read_lines(directory: Path) -> list[dict[str, object]]:
@@ -63,3 +64,38 @@ def test_every_query_is_logged_and_flushed_on_shutdown(tmp_path: Path) -> None:
     bad = [entry for entry in lines if entry["status"] != "ok"]
     assert bad[0]["status"] == "BAD_REQUEST" and "'a'" in str(bad[0]["error"])
     assert all(entry["service"] != "quiet" for entry in lines)
+
+
+def test_the_context_of_each_item_is_logged(tmp_path: Path) -> None:
+    pkg, _ = logistic_package(tmp_path)
+    logdir = tmp_path / "qlog"
+    node = start_node(tmp_path / "data", pkg, args=["--query-log", str(logdir)])
+    row = {"amount": 1.5, "hour": 3, "distance": -0.25}
+    client = dataikuapi.APINodeClient(node.http, "fraud")
+    client.predict_records("score", [{"features": row, "context": {"user": "u1"}}, {"features": row}])
+    client.predict_record("score", row, context={"user": "u0"})
+    s = struct_pb2.Struct()
+    s.update({"user": "g1"})
+    feats = {"amount": pb.Value(number=1.5), "hour": pb.Value(integer=3), "distance": pb.Value(number=-0.25)}
+    with grpc.insecure_channel(node.grpc) as ch:
+        stub = pbg.ApiNodeStub(ch)
+        stub.PredictMulti(
+            pb.PredictMultiRequest(
+                service="fraud",
+                endpoint="score",
+                items=[pb.PredictItem(features=feats), pb.PredictItem(features=feats, context=s)],
+            )
+        )
+        stub.Predict(pb.PredictRequest(service="fraud", endpoint="score", features=feats, context=s))
+    assert node.stop() == 0
+    lines = read_lines(logdir)
+    assert [(e["protocol"], e["verb"]) for e in lines] == [
+        ("http", "predict-multi"),
+        ("http", "predict"),
+        ("grpc", "predict-multi"),
+        ("grpc", "predict"),
+    ]
+    assert lines[0]["itemContexts"] == [{"user": "u1"}, None] and lines[0]["items"] == [row, row]
+    assert lines[1]["context"] == {"user": "u0"}
+    assert lines[2]["itemContexts"] == [None, {"user": "g1"}]
+    assert lines[3]["context"] == {"user": "g1"}
