@@ -28,6 +28,12 @@ from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
 
 VERBS = ("predict", "predict-multi", "run", "lookup", "lookup-multi", "query")
+# Verbs of the Dataiku API node (and its client) that apinode does not have
+UNSUPPORTED_VERBS = {
+    "forecast": "time-series forecasting",
+    "predict-effect": "causal prediction (treatment effects)",
+    "predict-effect-multi": "causal prediction (treatment effects)",
+}
 FLAT_VERBS = ("run", "query")  # the body is the arguments themselves: dispatch travels beside it
 # The verb that plays an endpoint kind's test queries
 TEST_VERB = {
@@ -93,6 +99,11 @@ class DataPlane:
         key_id = None
         try:
             key_id = self.keys.check(service, api_key, peer)
+            if verb in UNSUPPORTED_VERBS:
+                raise errors.NotSupported(
+                    f"the verb {verb!r} ({UNSUPPORTED_VERBS[verb]}) is not supported by apinode; "
+                    f"its verbs are {', '.join(VERBS)}"
+                )
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
             gen, ep = self.registry.resolve(service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch"))
@@ -214,6 +225,7 @@ class DataPlane:
     async def predict_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         codec = _codec(gen, ep)
+        _no_explanations(body)
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
         features, ignored, enrich_us = await _enrich(ep, body["features"])
@@ -243,6 +255,7 @@ class DataPlane:
     async def predict_multi_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         codec = _codec(gen, ep)
+        _no_explanations(body)
         items = body.get("items")
         if not isinstance(items, list):
             raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
@@ -377,6 +390,25 @@ def _codec(gen: Generation, ep: Endpoint) -> Any:
     if ep.codec is None:
         raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction")
     return ep.codec
+
+
+def _no_explanations(body: dict[str, Any]) -> None:
+    """Refuses a request that asks for explanations: an answer without them would look
+    like one where they were computed. `enabled: null` (the Dataiku client's default) means
+    the endpoint's default, which is none."""
+    asked = body.get("explanations")
+    if asked is None:
+        return
+    if not isinstance(asked, dict):
+        raise errors.BadRequest(f"explanations must be an object, got {type(asked).__name__}")
+    enabled = asked.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise errors.BadRequest(f"explanations.enabled must be true, false or null, got {enabled!r}")
+    if enabled:
+        raise errors.NotSupported(
+            "explanations are not supported by apinode: send explanations.enabled false or null "
+            "(Dataiku client: with_explanations=None or False)"
+        )
 
 
 def _lookup(gen: Generation, ep: Endpoint) -> LookupEndpoint:

@@ -6,6 +6,7 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     ApiNodeError
     ├── BadRequest                 400  INVALID_ARGUMENT     (malformed body, missing feature, ...)
     │   ├── PayloadTooLarge        413  INVALID_ARGUMENT
+    │   ├── NotSupported           400  UNIMPLEMENTED        (a Dataiku feature apinode lacks: explanations, forecast)
     │   └── SqlBadValue            400  INVALID_ARGUMENT     (the database refused a caller's value)
     ├── Unauthorized               401  UNAUTHENTICATED
     ├── Forbidden                  403  PERMISSION_DENIED
@@ -56,6 +57,11 @@ class BadRequest(ApiNodeError):
 
 class PayloadTooLarge(BadRequest):
     pass
+
+
+class NotSupported(BadRequest):
+    """The caller asks for a feature of the Dataiku API node that apinode does not have
+    (explanations, forecasts, effects): said plainly rather than silently left out."""
 
 
 class SqlBadValue(BadRequest):
@@ -143,6 +149,7 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
     ApiNodeError: ErrorKind(500, grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
     BadRequest: ErrorKind(400, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"),
     PayloadTooLarge: ErrorKind(413, grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE"),
+    NotSupported: ErrorKind(400, grpc.StatusCode.UNIMPLEMENTED, "NOT_SUPPORTED"),
     Unauthorized: ErrorKind(401, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),
     Forbidden: ErrorKind(403, grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: ErrorKind(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),

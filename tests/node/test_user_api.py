@@ -204,3 +204,38 @@ def test_metrics_count_outcomes_with_histograms(served: tuple[NodeProc, Any]) ->
     assert "apinode_request_duration_seconds_bucket" in text and "apinode_queue_wait_seconds_bucket" in text
     assert 'apinode_workers{endpoint="score",generation="v1",service="fraud",state="idle"}' in text
     assert 'apinode_queue_depth{endpoint="score",generation="v1",service="fraud"} 0.0' in text
+
+
+def test_explanations_and_missing_verbs_are_refused_plainly(served: tuple[NodeProc, Any]) -> None:
+    node, model = served
+    client = dataikuapi.APINodeClient(node.http, "fraud")
+    x = rows(2, seed=5)
+    for call in (
+        lambda: client.predict_record("score", feats(x[0]), with_explanations=True),
+        lambda: client.predict_records("score", [{"features": feats(r)} for r in x], with_explanations=True),
+        lambda: client.predict_record("score", feats(x[0]), with_explanations=True, explanation_method="SHAPLEY"),
+    ):
+        with pytest.raises(dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: explanations are not supported"):
+            call()
+    r = requests.post(
+        node.url("fraud", "score", "predict"), json={"features": feats(x[0]), "explanations": {"enabled": True}}
+    )
+    assert r.status_code == 400 and r.json()["errorType"] == "NOT_SUPPORTED"
+    # not asked (the client's nulls, or false): answered as usual
+    one = client.predict_record("score", feats(x[0]), with_explanations=False)
+    assert one["result"]["prediction"] == model.predict(x[:1])[0] and "explanations" not in one["result"]
+    assert (
+        client.predict_records("score", [{"features": feats(r)} for r in x])["results"][1]["prediction"]
+        == (model.predict(x[1:2])[0])
+    )
+    for call, verb in (
+        (lambda: client.forecast("score", [{"x": 1}]), "forecast"),
+        (lambda: client.predict_effect("score", feats(x[0])), "predict-effect"),
+        (lambda: client.predict_effects("score", [{"features": feats(x[0])}]), "predict-effect-multi"),
+    ):
+        with pytest.raises(dataikuapi.utils.DataikuException, match=f"NOT_SUPPORTED: the verb '{verb}'") as err:
+            call()
+        assert "not supported by apinode" in str(err.value)
+    r = requests.post(node.url("fraud", "score", "forecast"), json={})
+    assert r.status_code == 400 and r.json()["errorType"] == "NOT_SUPPORTED"
+    assert requests.post(node.url("fraud", "score", "made-up"), json={}).json()["errorType"] == "NOT_FOUND"
