@@ -106,7 +106,12 @@ class DataPlane:
                 )
             if verb not in VERBS:
                 raise errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
-            gen, ep = self.registry.resolve(service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch"))
+            try:
+                gen, ep = self.registry.resolve(
+                    service, endpoint, dispatch if verb in FLAT_VERBS else body.get("dispatch")
+                )
+            except errors.DispatchKeyMissing as exc:
+                raise errors.DispatchKeyMissing(exc.service, _how_to_dispatch(verb, protocol)) from None
             generation = gen.version
             if ep.pool is not None:  # a full queue refuses before decoding, enriching, validating
                 ep.pool.refuse_if_full()
@@ -390,6 +395,17 @@ def _codec(gen: Generation, ep: Endpoint) -> Any:
     if ep.codec is None:
         raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction")
     return ep.codec
+
+
+def _how_to_dispatch(verb: str, protocol: str) -> str:
+    """Where the caller of `verb` over `protocol` puts a dispatch key."""
+    if protocol.startswith("oip"):
+        return 'the request parameter "dispatch_key"'
+    if protocol.startswith("grpc"):
+        return "dispatch.dispatch_key (the request's Dispatch field)"
+    if verb in FLAT_VERBS:  # the body is the arguments
+        return f"the header X-Dispatch-Key (for {verb}, dispatch travels in headers)"
+    return '"dispatch": {"dispatchKey": ...} in the body'
 
 
 def _no_explanations(body: dict[str, Any]) -> None:

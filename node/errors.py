@@ -6,6 +6,7 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     ApiNodeError
     ├── BadRequest                 400  INVALID_ARGUMENT     (malformed body, missing feature, ...)
     │   ├── PayloadTooLarge        413  INVALID_ARGUMENT
+    │   ├── DispatchKeyMissing     400  INVALID_ARGUMENT     (a hash mapping and no dispatch key)
     │   ├── NotSupported           400  UNIMPLEMENTED        (a Dataiku feature apinode lacks: explanations, forecast)
     │   └── SqlBadValue            400  INVALID_ARGUMENT     (the database refused a caller's value)
     ├── Unauthorized               401  UNAUTHENTICATED
@@ -57,6 +58,15 @@ class BadRequest(ApiNodeError):
 
 class PayloadTooLarge(BadRequest):
     pass
+
+
+class DispatchKeyMissing(BadRequest):
+    """A service dispatches by hash and the request has no dispatch key. `how` says where
+    the caller puts it: it differs by verb and transport, which the data plane knows."""
+
+    def __init__(self, service: str, how: str = "a dispatch key") -> None:
+        super().__init__(f"service {service!r} dispatches by hash: the request needs {how}")
+        self.service = service
 
 
 class NotSupported(BadRequest):

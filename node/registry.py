@@ -95,9 +95,7 @@ class Service:
         if (self.state.mapping or {}).get("mode") == "hash":
             key = dispatch.get("dispatchKey") if isinstance(dispatch, dict) else None
             if key is None or key == "":
-                raise errors.BadRequest(
-                    f"service {self.id!r} dispatches by hash: the request needs dispatch.dispatchKey"
-                )
+                raise errors.DispatchKeyMissing(self.id)
             digest = hashlib.blake2b(str(key).encode("utf-8", "surrogatepass"), digest_size=8).digest()
             u = int.from_bytes(digest, "big") / 2**64 * self._cum[-1]
         else:

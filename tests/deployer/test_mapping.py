@@ -68,10 +68,13 @@ def test_hash_dispatch_is_sticky(node: NodeProc, packages: dict[str, Path]) -> N
         with pytest.raises(grpc.RpcError) as exc:
             stub.Run(pb.RunRequest(service="svc", endpoint="ver"), timeout=30)
         assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "needs dispatch.dispatch_key (the request's Dispatch field)" in (exc.value.details() or "")
 
+    # each caller is told what it must send: `run` takes the key in a header, not in its body
     r = requests.post(node.url("svc", "ver", "run"), json={}, timeout=30)
     assert r.status_code == 400 and r.json()["errorType"] == "BAD_REQUEST"
-    assert "dispatchKey" in r.json()["message"]
+    assert "the request needs the header X-Dispatch-Key" in r.json()["message"]
+    assert "dispatchKey" not in r.json()["message"]
 
 
 def test_hash_dispatch_in_the_json_body(node: NodeProc, tmp_path: Path) -> None:
@@ -94,7 +97,7 @@ def test_hash_dispatch_in_the_json_body(node: NodeProc, tmp_path: Path) -> None:
                 assert seen.setdefault(f"k{i}", gen) == gen
         assert set(seen.values()) == {"p1", "p2"}
         r = s.post(url, json={"features": {"x": 1.0}}, timeout=30)
-        assert r.status_code == 400 and "dispatchKey" in r.json()["message"]
+        assert r.status_code == 400 and '"dispatch": {"dispatchKey": ...} in the body' in r.json()["message"]
         forced = s.post(url, json={"features": {"x": 1.0}, "dispatch": {"forcedGeneration": "p2"}}, timeout=30)
         assert forced.json()["apiContext"]["serviceGeneration"] == "p2"
     # `deploy test` plays the prediction test queries (over gRPC Predict), pinned to p2
