@@ -11,6 +11,7 @@ float beyond a float32 one, NaN) would fail or skew its neighbours too.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
@@ -123,6 +124,9 @@ def _coercer(feature_type: str, onnx_type: str) -> Any:
     return _COERCE[feature_type]
 
 
+_NEAR_MISS_CANDIDATES = 200  # unknown names compared (difflib is quadratic in their length)
+
+
 class FeatureCodec:
     """Built once per prediction endpoint from its manifest entry."""
 
@@ -130,9 +134,24 @@ class FeatureCodec:
         self.spec = spec
         self._plan = [(f.name, _coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
         self._strings = [(i, f.name) for i, f in enumerate(spec.features) if f.type == "string"]
+        self._names = frozenset(f.name for f in spec.features)
         self.regression = spec.task == "regression"
         self.classes = list(spec.classes or ())
         self.class_keys = [_label_key(c) for c in self.classes]
+
+    def _near_miss(self, name: str, features: dict[Any, Any]) -> str:
+        """`; the request has an unknown feature 'Medinc' (a misspelling of 'MedInc'?)`
+        when a feature the model does not know is close to the missing `name` (only on
+        the error path: extra features are otherwise ignored)."""
+        longest = 2 * len(name) + 8  # a much longer name is no misspelling, and costly to compare
+        unknown = [k for k in features if isinstance(k, str) and len(k) <= longest and k not in self._names]
+        if not unknown:
+            return ""
+        folded = {k.casefold(): k for k in unknown}
+        close = folded.get(name.casefold()) or next(
+            iter(difflib.get_close_matches(name, unknown[:_NEAR_MISS_CANDIDATES], n=1, cutoff=0.75)), None
+        )
+        return f"; the request has an unknown feature {close!r} (a misspelling of {name!r}?)" if close else ""
 
     def row(self, features: Any, where: str = "", *, max_string: int = MAX_STRING_CHARS) -> list[Any]:
         if not isinstance(features, dict):
@@ -144,7 +163,8 @@ class FeatureCodec:
             if value is None or value is _MISSING:
                 if not nullable:
                     what = "is missing" if value is _MISSING else "is null"
-                    raise BadRequest(f"{where}feature {name!r} {what} and the model cannot impute it")
+                    hint = self._near_miss(name, features) if value is _MISSING else ""
+                    raise BadRequest(f"{where}feature {name!r} {what} and the model cannot impute it{hint}")
                 append(None if onnx_type != "string" else "")
                 continue
             try:

@@ -239,3 +239,25 @@ def test_explanations_and_missing_verbs_are_refused_plainly(served: tuple[NodePr
     r = requests.post(node.url("fraud", "score", "forecast"), json={})
     assert r.status_code == 400 and r.json()["errorType"] == "NOT_SUPPORTED"
     assert requests.post(node.url("fraud", "score", "made-up"), json={}).json()["errorType"] == "NOT_FOUND"
+
+
+def test_a_misspelt_feature_is_named(served: tuple[NodeProc, Any]) -> None:
+    node, _ = served
+    client = dataikuapi.APINodeClient(node.http, "fraud")
+    hint = "feature 'amount' is missing and the model cannot impute it; the request has an unknown feature"
+    with pytest.raises(dataikuapi.utils.DataikuException, match=f"{hint} 'amout' \\(a misspelling of 'amount'\\?\\)"):
+        client.predict_record("score", {"amout": 1.0, "hour": 2, "distance": 0.5})
+    with pytest.raises(dataikuapi.utils.DataikuException, match=f"items\\[1\\]: {hint} 'Amount'"):
+        client.predict_records(
+            "score",
+            [{"features": {"amount": 1.0, "hour": 2, "distance": 0.5}}, {"features": {"Amount": 1.0, "hour": 2}}],
+        )
+    # nothing close: the plain message
+    r = requests.post(node.url("fraud", "score", "predict"), json={"features": {"hour": 2, "distance": 0.5, "zz": 1}})
+    assert r.status_code == 400
+    assert r.json()["message"] == "feature 'amount' is missing and the model cannot impute it"
+    with grpc.insecure_channel(node.grpc) as ch, pytest.raises(grpc.RpcError) as err:
+        feats_ = {"amont": pb.Value(number=1.0), "hour": pb.Value(integer=2), "distance": pb.Value(number=0.5)}
+        pbg.ApiNodeStub(ch).Predict(pb.PredictRequest(service="fraud", endpoint="score", features=feats_))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown feature 'amont' (a misspelling of 'amount'?)" in (err.value.details() or "")
