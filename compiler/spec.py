@@ -237,7 +237,7 @@ class _Reader:
         value = parent[key]
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        if not isinstance(value, str) or not ID_RE.match(value):
+        if not isinstance(value, str) or not ID_RE.fullmatch(value):
             raise self.fail(parent, key, where, f"must match [A-Za-z0-9_-]+, got {value!r}")
         return value
 
@@ -281,7 +281,7 @@ def read_service(folder: Path) -> ServiceSpec:
         ds = r.mapping(doc, "datasets", "datasets")
         for name in ds:
             where = f"datasets.{name}"
-            if not isinstance(name, str) or not ID_RE.match(name):
+            if not isinstance(name, str) or not ID_RE.fullmatch(name):
                 raise r.fail(ds, name, "datasets", f"bad dataset name {name!r}")
             datasets[name] = r.file(ds, name, where)
             if datasets[name].suffix.lower() not in DATASET_FORMATS:
@@ -291,7 +291,7 @@ def read_service(folder: Path) -> ServiceSpec:
         raise r.fail(doc, "endpoints", "endpoints", "at least one endpoint is required")
     endpoints: dict[str, Endpoint] = {}
     for eid in eps:
-        if not isinstance(eid, str) or not ID_RE.match(eid):
+        if not isinstance(eid, str) or not ID_RE.fullmatch(eid):
             raise r.fail(eps, eid, "endpoints", f"bad endpoint id {eid!r} ([A-Za-z0-9_-]+)")
         endpoints[eid] = _endpoint(r, eps, eid)
     for eid, ep in endpoints.items():

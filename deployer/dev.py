@@ -194,8 +194,10 @@ class DevLoop:
         assert self.client is not None
         if self.counter == 0:  # continue after what a previous session left in the data dir
             state = self.client.find_service(service)
-            pattern = re.compile(rf"^{re.escape(base)}-dev(\d+)$")
-            seen = [int(m.group(1)) for g in (state.generations if state else ()) if (m := pattern.match(g.generation))]
+            pattern = re.compile(rf"{re.escape(base)}-dev(\d+)")
+            seen = [
+                int(m.group(1)) for g in (state.generations if state else ()) if (m := pattern.fullmatch(g.generation))
+            ]
             self.counter = max(seen, default=0)
         self.counter += 1
         return f"{base}-dev{self.counter}"

@@ -54,7 +54,7 @@ def load(path: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for name, entry in doc.items():
         where = f"{path}: connection {name!r}"
-        if not ID_RE.match(name):
+        if not ID_RE.fullmatch(name):
             raise errors.BadRequest(f"{where}: a name is letters, digits, '_' and '-'")
         if not isinstance(entry, dict) or entry.get("type") not in TYPES or not isinstance(entry.get("dsn"), str):
             raise errors.BadRequest(f'{where}: expected {{"type": one of {", ".join(TYPES)}, "dsn": "..."}}')

@@ -46,8 +46,9 @@ from node.sqlparams import parse as parse_sql
 FORMAT = "apinode-package"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-ID_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+# Always `fullmatch`: a `$` would match before a final newline ("evil\n")
+ID_RE = re.compile(r"[A-Za-z0-9_-]+")
+_TABLE_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 FEATURE_TYPES = ("float", "int", "string", "bool")
 ONNX_TYPES = ("float", "double", "int64", "string", "bool")
 ENDPOINT_TYPES = ("prediction", "function", "lookup", "custom-prediction", "sql")
@@ -65,7 +66,7 @@ MAX_RATIO = 200  # zip bomb guard: uncompressed/compressed, per member and for t
 BOMB_FLOOR = 16 * 1024**2  # ... once the member (or the package) inflates past this
 MAX_FILES = 100_000
 MAX_MANIFEST_BYTES = 16 * 1024**2
-_SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 _BAD_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 # What reading a crafted archive can raise besides BadZipFile: corrupt deflate streams,
 # truncated members, unsupported or encrypted compression, nonsense offsets.
@@ -150,9 +151,9 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         f"unsupported format_version {fv!r} (this node reads {FORMAT_VERSION})",
     )
     service, version = data.get("service"), data.get("version")
-    if not (isinstance(service, str) and ID_RE.match(service)):
+    if not (isinstance(service, str) and ID_RE.fullmatch(service)):
         raise PackageError(f"manifest.json: bad service id {service!r}")
-    if not (isinstance(version, str) and ID_RE.match(version)):
+    if not (isinstance(version, str) and ID_RE.fullmatch(version)):
         raise PackageError(f"manifest.json: bad version {version!r}")
     files = data.get("files")
     if not isinstance(files, dict):
@@ -163,7 +164,7 @@ def parse_manifest(data: dict[str, Any]) -> Manifest:
         _require(
             isinstance(meta, dict)
             and isinstance(meta.get("sha256"), str)
-            and bool(_SHA256_RE.match(meta["sha256"]))
+            and bool(_SHA256_RE.fullmatch(meta["sha256"]))
             and type(meta.get("size")) is int
             and meta["size"] >= 0,
             f"files[{name!r}] needs sha256 (64 hex digits) and size (bytes)",
@@ -248,10 +249,10 @@ def _check_enrich(where: str, e: dict[str, Any], datasets: dict[str, Any]) -> No
             _require(ds is None, f"{w} names both a dataset and a table")
             table, conn = x.get("table"), x.get("connection")
             _require(
-                isinstance(table, str) and bool(_TABLE_RE.match(table)),
+                isinstance(table, str) and bool(_TABLE_RE.fullmatch(table)),
                 f"{w}.table {table!r} is not a table name ([schema.]name, letters, digits and '_')",
             )
-            _require(isinstance(conn, str) and bool(ID_RE.match(conn)), f"{w}.connection {conn!r} is not a name")
+            _require(isinstance(conn, str) and bool(ID_RE.fullmatch(conn)), f"{w}.connection {conn!r} is not a name")
             columns = None
         elif not (isinstance(ds, str) and ds in datasets):
             raise PackageError(f"manifest.json: {w}.dataset {ds!r} is not a dataset of the package")
@@ -281,7 +282,7 @@ def _check_api_keys(keys: Any) -> None:
             isinstance(k, dict)
             and isinstance(k.get("id", ""), str)
             and isinstance(k.get("sha256"), str)
-            and bool(_SHA256_RE.match(k["sha256"])),
+            and bool(_SHA256_RE.fullmatch(k["sha256"])),
             f"api_keys[{i}] must be {{id, sha256 (64 hex digits)}}",
         )
 
@@ -338,14 +339,14 @@ def _check_sql(where: str, e: dict[str, Any], files: dict[str, Any]) -> None:
         )
     else:
         _require(
-            isinstance(connection, str) and bool(ID_RE.match(connection)),
+            isinstance(connection, str) and bool(ID_RE.fullmatch(connection)),
             f"{where}.connection {connection!r} is not a connection name ([A-Za-z0-9_-]+)",
         )
 
 
 def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str, Any]) -> EndpointSpec:
     where = f"endpoints.{eid}"
-    _require(bool(ID_RE.match(eid)), f"bad endpoint id {eid!r}")
+    _require(bool(ID_RE.fullmatch(eid)), f"bad endpoint id {eid!r}")
     _require(isinstance(e, dict), f"{where} must be an object")
     etype = e.get("type")
     _require(etype in ENDPOINT_TYPES, f"{where}.type {etype!r} is not one of {ENDPOINT_TYPES}")

@@ -122,7 +122,7 @@ class Registry:
         if svc is None:
             if not create:
                 raise errors.NotFound(f"service {service!r} is not deployed on this node")
-            if not ID_RE.match(service):  # it names folders of the data dir
+            if not ID_RE.fullmatch(service):  # it names folders of the data dir
                 raise errors.BadRequest(f"bad service id {service!r}: letters, digits, '_' and '-' only")
             svc = self.services[service] = Service(service, ServiceState())
         return svc

@@ -103,6 +103,7 @@ def test_good_service(tmp_path: Path) -> None:
             "service: fraud detection",
             "line 1: service: must match [A-Za-z0-9_-]+, got 'fraud detection'",
         ),
+        ("service: fraud", 'service: "fraud\\n"', "line 1: service: must match [A-Za-z0-9_-]+, got 'fraud\\n'"),
         (
             "floor: 1, ceil: 8, cruise: 2",
             "floor: 3, ceil: 8, cruise: 2",

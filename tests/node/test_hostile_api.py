@@ -484,7 +484,7 @@ def test_fuzz_http_admin_api(served: Served, action: str, name: str, data: st.Da
 def assert_services_in_place(served: Served) -> None:
     """Every service the admin API created is one folder of `services/`, named by a valid id."""
     for d in (served.node.data_dir / "services").iterdir():
-        assert ID_RE.match(d.name) and (d / "state.json").is_file(), d
+        assert ID_RE.fullmatch(d.name) and (d / "state.json").is_file(), d
     outside = [*served.tmp.parent.glob("*hostile-x*"), *served.tmp.glob("**/*hostile-x*")]
     outside += [p for p in Path("/tmp").glob("*hostile-x*") if p.stat().st_mtime >= served.started]
     assert outside == []
@@ -873,7 +873,7 @@ def test_dispatch_of_the_wrong_type(served: Served) -> None:
 
 
 def test_admin_names_stay_in_the_data_dir(served: Served) -> None:
-    for sid in ("../../../hostile-x", "a/b", "x\x00y", "..", ""):
+    for sid in ("../../../hostile-x", "a/b", "x\x00y", "..", "", "evil\n"):
         r = served.http.post(served.url("/admin/api/services"), json={"serviceId": sid}, timeout=30)
         expect(r, 400, "BAD_REQUEST")
     assert_services_in_place(served)

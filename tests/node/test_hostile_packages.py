@@ -222,6 +222,17 @@ CASES: list[tuple[str, Any, str]] = [
         lambda: package({**GOOD, "code/a\nb.py": b""}),
         "package path 'code/a\\nb.py' is not a valid file name",
     ),
+    (  # `$` matches before a final newline: ids are checked with fullmatch
+        "service-id-newline",
+        lambda: package(GOOD, service="evil\n"),
+        "manifest.json: bad service id 'evil\\n'",
+    ),
+    ("version-newline", lambda: package(GOOD, version="v2\n"), "manifest.json: bad version 'v2\\n'"),
+    (
+        "endpoint-id-newline",
+        lambda: package(GOOD, endpoints={"echo\n": code_outside()["echo"]}),
+        "bad endpoint id 'echo\\n'",
+    ),
     (
         "api-keys-garbage",
         lambda: package(GOOD, api_keys=[{"id": "k", "sha256": "zz"}]),
