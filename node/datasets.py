@@ -150,7 +150,7 @@ def load_dataset(name: str, path: Path, fmt: str, schema: Sequence[dict[str, str
         arr = table.column(field_.name).combine_chunks()
         ctype = types.get(field_.name) or column_type_of(field_.type)
         if ctype == "datetime" and pa.types.is_timestamp(arr.type):
-            arr = pc.strftime(arr, format="%Y-%m-%dT%H:%M:%S")
+            arr = iso_datetimes(arr)
         elif ctype in ("date", "datetime", "string") and not pa.types.is_string(arr.type):
             arr = pc.cast(arr, pa.string())
         nulls = arr.is_null().to_numpy(zero_copy_only=False) if arr.null_count else None
@@ -160,6 +160,24 @@ def load_dataset(name: str, path: Path, fmt: str, schema: Sequence[dict[str, str
     del table
     pa.default_memory_pool().release_unused()
     return Dataset(name, columns)
+
+
+def iso_datetimes(arr: Any) -> Any:
+    """A timestamp column as ISO 8601 text, as Python's `isoformat` writes it:
+    `2019-03-04T10:00:00`, with `.ffffff` only for a value that has a fraction of a second
+    and `+01:00` only for a column with a time zone. (Arrow's `%S` writes the fraction of
+    the column's unit, `10:00:00.000000`, for a whole second: Parquet has no seconds unit.)"""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if arr.type.tz is None:
+        try:  # the common case, vectorised: whole seconds only
+            whole = pc.cast(arr, pa.timestamp("s"))
+        except pa.ArrowInvalid:  # some value has a fraction of a second
+            pass
+        else:
+            return pc.strftime(whole, format="%Y-%m-%dT%H:%M:%S")
+    return pa.array([None if v is None else v.isoformat() for v in arr.to_pylist()], pa.string())
 
 
 def _values(arr: Any, ctype: str) -> np.ndarray[Any, Any]:

@@ -424,3 +424,52 @@ def test_enrichment_from_a_postgresql_table(tmp_path: Path, postgres: PgServer) 
         assert multi[3]["probas"]["HIGH"] == pytest.approx(_proba(model, 10.0, 70, 1200), abs=1e-6)
         r = requests.post(url, json={"features": {"customer": ["C1"], "amount": 1.0}})
         assert r.status_code == 400 and "customer" in r.json()["message"]
+
+
+EVENTS = """\
+service: events
+version: v1
+datasets:
+  events_pq: data/events.parquet
+  events_csv: data/events.csv
+endpoints:
+  by_id_pq: {type: lookup, dataset: events_pq, keys: id}
+  by_id_csv: {type: lookup, dataset: events_csv, keys: id}
+  by_time: {type: lookup, dataset: events_pq, keys: ts}
+  sql:
+    type: sql
+    database: bundled
+    statements: SELECT ts FROM events_pq WHERE id = :id
+    test_queries: [{id: 1}]
+"""
+
+
+def test_datetimes_are_clean_iso_strings_from_parquet_and_csv(tmp_path: Path) -> None:
+    """`2019-03-04T10:00:00` as the README shows, from Parquet (whose timestamps carry a
+    sub-second unit) as from CSV; a fraction only where a value has one; null for a hole."""
+    folder = tmp_path / "svc"
+    (folder / "data").mkdir(parents=True)
+    times = pd.to_datetime(["2019-03-04 10:00:00", "2019-03-05 11:30:15.25", None], format="ISO8601")
+    pd.DataFrame({"id": [1, 2, 3], "ts": times}).to_parquet(folder / "data" / "events.parquet")
+    (folder / "data" / "events.csv").write_text("id,ts\n1,2019-03-04T10:00:00\n2,2019-03-05T11:30:15.25\n3,\n")
+    (folder / "service.yaml").write_text(EVENTS)
+    pkg = compile_service(folder, tmp_path / "events.apz", progress=False).out
+    expected = ["2019-03-04T10:00:00", "2019-03-05T11:30:15.250000", None]
+    with run_node(tmp_path / "data", pkg) as node:
+        client = dataikuapi.APINodeClient(node.http, "events")
+        for endpoint in ("by_id_pq", "by_id_csv"):
+            got = [client.lookup_record(endpoint, {"id": i})["data"]["ts"] for i in (1, 2, 3)]
+            assert got == expected, endpoint
+        # the ISO string is also the key that finds the row
+        assert client.lookup_record("by_time", {"ts": "2019-03-04T10:00:00"})["data"]["id"] == 1
+        assert client.lookup_record("by_time", {"ts": "2019-03-05T11:30:15.250000"})["data"]["id"] == 2
+        with grpc.insecure_channel(node.grpc) as ch:
+            reply = pbg.ApiNodeStub(ch).Lookup(
+                pb.LookupRequest(
+                    service="events", endpoint="by_id_pq", items=[pb.LookupItem(data={"id": pb.Value(integer=1)})]
+                )
+            )
+        assert reply.results[0].data["ts"].text == "2019-03-04T10:00:00"
+        # the bundled SQLite table keeps SQLite's own form, which its datetime() compares with
+        rows = client.sql_query("sql", {"id": 1})["rows"]
+        assert rows == [["2019-03-04 10:00:00"]]
