@@ -178,6 +178,10 @@ class ApiKeys:
         self._manifest.pop(service, None)
         self._seen.pop(service, None)
 
+    def requires_key(self, service: str) -> bool:
+        self._reload_if_changed(service)
+        return bool(self._by_service.get(service))
+
     def check(self, service: str, key: str | None, peer: str | None) -> str | None:
         """Returns the id of the caller's key (None for a public service), or raises."""
         self._reload_if_changed(service)

@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -131,7 +130,9 @@ def _serve(args: argparse.Namespace) -> int:
             node.grpc_port,
         )
         if args.print_usage:
-            print(_usage(node, args.host), flush=True)
+            from node.usage import usage
+
+            print(usage(node, args.host), flush=True)
 
     try:
         uvloop.run(serve(settings, on_started=[started]))
@@ -164,69 +165,6 @@ def _check_limits(args: argparse.Namespace) -> str | None:
     if not 1 <= args.max_json_depth <= MAX_JSON_DEPTH_CAP:
         return f"--max-json-depth must be between 1 and {MAX_JSON_DEPTH_CAP}, got {args.max_json_depth}"
     return None
-
-
-def _usage(node: Any, host: str) -> str:
-    lines = [""]
-    base = f"http://{host}:{node.http_port}"
-    for sid, svc in node.registry.services.items():
-        serving = node.registry.serving(svc)
-        gen = svc.loaded.get(serving[0]) if serving else None
-        if gen is None:
-            continue
-        lines.append(f"Serving {sid} {gen.version}: HTTP {base}  gRPC {host}:{node.grpc_port}")
-        for eid, ep in gen.endpoints.items():
-            body = _first_test_query(gen.path, ep.spec.test_queries)
-            if ep.spec.type in ("prediction", "custom-prediction"):
-                body = body or {"features": {f.name: None for f in ep.spec.features}}
-                url = f"{base}/public/api/v1/{sid}/{eid}/predict"
-                lines.append(f"\n  # {eid}: prediction over JSON HTTP")
-                lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body))}")
-                grpc_body = {
-                    "service": sid,
-                    "endpoint": eid,
-                    "features": {k: _pb_value(v) for k, v in body["features"].items()},
-                }
-                lines.append(
-                    "  # ... and over gRPC (grpcurl: https://github.com/fullstorydev/grpcurl; reflection is on)"
-                )
-                lines.append(
-                    f"  grpcurl -plaintext -d {shlex.quote(json.dumps(grpc_body))} {host}:{node.grpc_port} apinode.v1.ApiNode/Predict"
-                )
-            elif ep.spec.type in ("function", "sql", "lookup"):
-                verb, what = {
-                    "function": ("run", "Python function"),
-                    "sql": ("query", "SQL query"),
-                    "lookup": ("lookup", "dataset lookup"),
-                }[ep.spec.type]
-                url = f"{base}/public/api/v1/{sid}/{eid}/{verb}"
-                lines.append(f"\n  # {eid}: {what}")
-                lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body or {}))}")
-    lines.append(f"\n  curl -s {base}/admin/status    # pools, queues, counters")
-    lines.append("\nCtrl-C stops the node.")
-    return "\n".join(lines)
-
-
-def _pb_value(v: Any) -> dict[str, Any]:
-    if isinstance(v, bool):
-        return {"flag": v}
-    if isinstance(v, int):
-        return {"integer": v}
-    if isinstance(v, float):
-        return {"number": v}
-    if v is None:
-        return {"null": None}
-    return {"text": str(v)}
-
-
-def _first_test_query(path: Path, tq: str | None) -> Any:
-    if not tq:
-        return None
-    try:
-        queries = json.loads((path / tq).read_text())
-        return queries[0] if queries else None
-    except (OSError, ValueError):
-        return None
 
 
 def build_parser() -> argparse.ArgumentParser:
