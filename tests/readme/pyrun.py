@@ -1,6 +1,7 @@
 """Runs a README Python snippet as a reader pasting it into `python` would, and prints the
-value of each top-level expression (what the interactive prompt would show) as one JSON
-list on the last line of stdout, so that a test can check what the snippet answered.
+value of each top-level expression that is not None (what the interactive prompt would show)
+as one JSON list on the last line of stdout, so that a test can check what the snippet
+answered. Values JSON cannot hold are shown by their repr.
 
     python -m tests.readme.pyrun SNIPPET.py
 """
@@ -22,7 +23,9 @@ def _plain(value: Any) -> Any:
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v) for v in value]
-    return value
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
 
 
 def run(source: str) -> list[Any]:
@@ -32,7 +35,9 @@ def run(source: str) -> list[Any]:
     for stmt in tree.body:
         if isinstance(stmt, ast.Expr):
             code = compile(ast.Expression(stmt.value), "<readme>", "eval")
-            shown.append(_plain(eval(code, scope)))
+            value = eval(code, scope)
+            if value is not None:
+                shown.append(_plain(value))
         else:
             exec(compile(ast.Module([stmt], []), "<readme>", "exec"), scope)
     return shown

@@ -193,7 +193,12 @@ def quick(work: Path) -> Iterator[Quick]:
     with out.open("wb") as f:
         # a session of its own: stopping it stops make and the node it started, and only those
         proc = subprocess.Popen(
-            ["bash", "-c", command], cwd=work, env=_env(work), stdout=f, stderr=subprocess.STDOUT, start_new_session=True
+            ["bash", "-c", command],
+            cwd=work,
+            env=_env(work),
+            stdout=f,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         deadline = time.monotonic() + 240
@@ -287,7 +292,7 @@ def test_quick_start_grpcurl_predict(quick: Quick) -> None:
 
 def test_quick_start_python_client(quick: Quick) -> None:
     text = next(c for c in REGISTRY if c.startswith("import dataikuapi"))
-    predicted, looked_up = python_snippet(quick.work, readme_command(text, quick.ports(text)))
+    predicted, looked_up = python_snippet(quick.work, readme_command(text, quick.ports(text)))[-2:]
     assert predicted["result"]["prediction"] == "OK" and predicted["result"]["ignored"] is False
     assert set(predicted["result"]["probas"]) == {"FRAUD", "OK"}
     assert looked_up == {"data": C00042}
@@ -379,9 +384,9 @@ def test_deploy_test(quick: Quick) -> None:
 def test_deploy_infra_three_nodes(quick: Quick, tmp_path: Path) -> None:
     """A rolling push over three local nodes, with the README's infrastructure file as the
     template of each node's entry."""
-    template = next(
-        yaml.safe_load(b.text) for b in blocks() if b.section == "Deploying" and b.lang == "yaml"
-    )["nodes"][0]
+    template = next(yaml.safe_load(b.text) for b in blocks() if b.section == "Deploying" and b.lang == "yaml")["nodes"][
+        0
+    ]
     assert set(template) == {"name", "grpc", "http", "admin_key"}, template
     nodes = [start_node(tmp_path / name) for name in ("a", "b", "c")]
     try:
@@ -488,7 +493,7 @@ def _risk(node: NodeProc, text: str) -> dict[str, str]:
 
 def test_oip_python_tritonclient(work: Path, risk: NodeProc) -> None:
     text = next(c for c in REGISTRY if "tritonclient.http" in c)
-    ((label, probas),) = python_snippet(work, readme_command(text, _risk(risk, text)))
+    label, probas = python_snippet(work, readme_command(text, _risk(risk, text)))[-1]
     assert label in (["HIGH"], ["LOW"]) and len(probas) == 1 and sum(probas[0]) == pytest.approx(1.0)
 
 
@@ -502,12 +507,11 @@ def test_oip_curl_infer(work: Path, risk: NodeProc) -> None:
 def test_oip_perf_analyzer(work: Path, risk: NodeProc) -> None:
     echo, perf = (c for c in REGISTRY if REGISTRY[c] == "test_oip_perf_analyzer")
     sh(work, readme_command(echo))
-    # a 0.5 s measurement window instead of 5 s: the same runs, sooner
-    run = sh(work, readme_command(perf, _risk(risk, perf), append="--measurement-interval 500"), timeout=180)
+    # a 0.5 s measurement window instead of 5 s, and any latency counted as stable: the same
+    # runs, sooner, and none refused because a shared machine made latencies wander
+    run = sh(work, readme_command(perf, _risk(risk, perf), append="--measurement-interval 500 -s 100"), timeout=180)
     assert "Concurrency: 1, throughput:" in run.stdout and "Concurrency: 2, throughput:" in run.stdout, run.stdout
-    stats = risk.status()  # the node saw the calls: served counters moved
-    served = stats["services"]["risk"]["generations"]["1"]["score"]
-    assert served, stats
+    assert risk.pool("risk", "score")["served"] >= 10  # the node served them (over the OIP)
 
 
 # --- the registry is the README -------------------------------------------------------------
