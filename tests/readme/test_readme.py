@@ -385,16 +385,17 @@ def test_deploy_test(quick: Quick) -> None:
 def test_deploy_infra_three_nodes(quick: Quick, tmp_path: Path) -> None:
     """A rolling push over three local nodes, with the README's infrastructure file as the
     template of each node's entry."""
-    template = next(yaml.safe_load(b.text) for b in blocks() if b.section == "Deploying" and b.lang == "yaml")["nodes"][
-        0
-    ]
+    infra = next(yaml.safe_load(b.text) for b in blocks() if b.section == "Deploying" and b.lang == "yaml")
+    template = infra["nodes"][0]
     # these nodes speak plaintext and their service has no API key: of the README's node entry,
     # the keys that apply to them (TLS and API key entries are for nodes that have those)
     used = ("name", "grpc", "http", "admin_key")
     assert set(used) <= set(template), template
     with ThreadPoolExecutor(3) as pool:  # three node starts at once: most of it is waiting
-        nodes = list(pool.map(lambda name: start_node(tmp_path / name), ("a", "b", "c")))
+        starts = [pool.submit(start_node, tmp_path / name) for name in ("a", "b", "c")]
+    nodes = [f.result() for f in starts if f.exception() is None]
     try:
+        assert len(nodes) == 3, [f.exception() for f in starts]
         entries = []
         for name, node in zip("abc", nodes, strict=True):
             entry = {key: template[key] for key in used} | {"name": name, "grpc": node.grpc, "http": node.http}
