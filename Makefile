@@ -31,8 +31,11 @@ $(EXAMPLE_PKG): $(STAMP) $(wildcard $(EXAMPLE_DIR)/*.py) $(wildcard $(EXAMPLE_DI
 	$(BIN)/python $(EXAMPLE_DIR)/train.py
 	$(BIN)/apinode compile $(EXAMPLE_DIR) -o $(EXAMPLE_PKG)
 
+# More `apinode serve` options, e.g. make run SERVE_ARGS='--http-port 0 --grpc-port 0' (tests/readme does).
+SERVE_ARGS ?=
+
 run: $(EXAMPLE_PKG)
-	$(BIN)/apinode serve --data-dir $(DATA_DIR) --print-usage $(EXAMPLE_PKG)
+	$(BIN)/apinode serve --data-dir $(DATA_DIR) $(SERVE_ARGS) --print-usage $(EXAMPLE_PKG)
 
 check: $(STAMP)
 	$(BIN)/ruff check node compiler deployer loadtest tests examples

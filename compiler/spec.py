@@ -8,6 +8,7 @@ line of the offending key (the loader remembers where each key was).
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import math
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -54,6 +55,7 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
     ),
     "sql": ("type", "database", "connection", "statements", "test_queries", "pool"),
 }
+ALL_ENDPOINT_KEYS = tuple(dict.fromkeys(k for keys in ENDPOINT_KEYS.values() for k in keys))
 ENRICH_KEYS = ("dataset", "table", "connection", "keys", "columns", "override", *ENRICH_POLICIES)
 SQL_DATABASES = ("bundled",)  # `database:` values; a referenced database is `connection: NAME`
 FEATURE_KEYS = ("type", "nullable")
@@ -231,7 +233,9 @@ class _Reader:
     def known(self, data: _Map, known: tuple[str, ...], where: str) -> None:
         for key in data:
             if key not in known:
-                raise self.fail(data, key, where, f"unknown key {key!r} (known keys: {', '.join(known)})")
+                raise self.fail(
+                    data, key, where, f"unknown key {key!r}{_hint(key, known)} (known keys: {', '.join(known)})"
+                )
 
     def ident(self, parent: Any, key: Any, where: str) -> str:
         value = parent[key]
@@ -249,6 +253,12 @@ class _Reader:
         if not path.is_file():
             raise self.fail(parent, key, where, f"file not found: {path}")
         return path
+
+
+def _hint(word: Any, choices: tuple[str, ...]) -> str:
+    """`: did you mean 'type'?` when a close spelling exists, so the likely fix comes first."""
+    close = difflib.get_close_matches(str(word), choices, n=1, cutoff=0.6)
+    return f": did you mean {close[0]!r}?" if close else ""
 
 
 def _kind(value: Any) -> str:
@@ -343,15 +353,19 @@ def _endpoint(r: _Reader, eps: _Map, eid: str) -> Endpoint:
     where = f"endpoints.{eid}"
     e = r.mapping(eps, eid, where)
     etype = e.get("type")
+    if "type" not in e:
+        # Without a type the keys cannot be checked against one kind's table, but a key no
+        # kind knows is the likelier mistake (`typ: prediction`): name it, not the absent type.
+        for key in e:
+            if key not in ALL_ENDPOINT_KEYS:
+                needs = f"an endpoint needs 'type:', one of {', '.join(ENDPOINT_KEYS)}"
+                raise r.fail(e, key, where, f"unknown key {key!r}{_hint(key, ALL_ENDPOINT_KEYS)} ({needs})")
     if etype not in ENDPOINT_KEYS:
         line_key = "type" if "type" in e else eid
         parent = e if "type" in e else eps
-        raise r.fail(
-            parent,
-            line_key,
-            f"{where}.type",
-            f"must be one of {', '.join(ENDPOINT_KEYS)}, got {_kind(etype)}",
-        )
+        kinds = tuple(ENDPOINT_KEYS)
+        got = f"{etype!r}{_hint(etype, kinds)}" if isinstance(etype, str) else _kind(etype)
+        raise r.fail(parent, line_key, f"{where}.type", f"must be one of {', '.join(kinds)}, got {got}")
     r.known(e, ENDPOINT_KEYS[etype], where)
     return _PARSERS[etype](r, e, eid)
 

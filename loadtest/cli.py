@@ -1,9 +1,10 @@
 """`apinode loadtest`: the load generator's command line.
 
-    apinode loadtest --url http://127.0.0.1:12000 --payload build/fraud.apz -c 16 -d 10s
+    apinode loadtest --url http://127.0.0.1:12000 --payload build/fraud.apz --endpoint score -c 16 -d 10s
     apinode loadtest --grpc 127.0.0.1:12001 --mode grpc-stream --payload rows.csv \\
         --service fraud --endpoint score --rate 5000 --poisson --procs 2 --json -
-    apinode loadtest --url ... --payload q.jsonl --sweep 1,4,16,64 --slo-p99 5ms --plot s.png
+    apinode loadtest --url ... --service fraud --endpoint score --payload q.jsonl \\
+        --sweep 1,4,16,64 --slo-p99 5ms --plot s.png
 
 A sweep turns the concurrency, or the rate when ``--rate`` or ``--poisson`` is given.
 Exit status: 0 done, 1 the run failed (nothing served), 2 bad arguments, 3 the objective

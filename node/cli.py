@@ -122,10 +122,13 @@ def _serve(args: argparse.Namespace) -> int:
             tmp = args.ports_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"http": node.http_port, "grpc": node.grpc_port, "pid": os.getpid()}))
             tmp.replace(args.ports_file)
+        tls = "" if args.tls_cert is None else " (mutual TLS)" if args.tls_client_ca else " (TLS)"
         logging.getLogger("node").info(
-            "serving on http://%s:%d and grpc %s:%d",
+            "serving on %s://%s:%d and grpc%s %s:%d",
+            "https" if args.tls_cert else "http",
             args.host,
             node.http_port,
+            tls,
             args.host,
             node.grpc_port,
         )

@@ -11,6 +11,7 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
+command -v curl >/dev/null || missing+=(curl)   # tests/readme runs the README's curl calls
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq

@@ -60,6 +60,22 @@ def test_apinode_compile(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "pkg.apz").is_file()
 
 
+def test_a_mistyped_type_key_is_named_with_its_line(tmp_path: Path) -> None:
+    """`typ: prediction` used to answer "type ... got nothing", never naming `typ`."""
+    folder = service(tmp_path)
+    text = (folder / "service.yaml").read_text()
+    assert "    type: prediction\n" in text
+    (folder / "service.yaml").write_text(text.replace("    type: prediction\n", "    typ: prediction\n"))
+    line = text.splitlines().index("    type: prediction") + 1
+    run = run_compiler(folder, "-o", tmp_path / "out.apz", apinode=True)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.splitlines() == [
+        f"apinode compile: error: {folder / 'service.yaml'}: line {line}: endpoints.score: unknown key 'typ': "
+        "did you mean 'type'? (an endpoint needs 'type:', one of prediction, function, lookup, custom-prediction, sql)"
+    ]
+    assert not (tmp_path / "out.apz").exists()
+
+
 def _missing_model(tmp_path: Path) -> Path:
     folder = service(tmp_path)
     (folder / "model.joblib").unlink()
@@ -107,7 +123,10 @@ CASES: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
     "missing folder": (lambda t: t / "nope", ["no such service folder: ", "nope"]),
     "missing model": (_missing_model, ["endpoints.score.model: file not found: ", "model.joblib"]),
     "yaml syntax": (_yaml_error, ["service.yaml: line 5, column 1: YAML syntax error"]),
-    "unknown key": (_unknown_key, ["endpoints.score: unknown key 'smaple' (known keys: type, model"]),
+    "unknown key": (
+        _unknown_key,
+        ["endpoints.score: unknown key 'smaple': did you mean 'sample'? (known keys: type, model"],
+    ),
     "unsupported": (
         lambda t: service(t, KNeighborsClassifier()),
         ["unsupported estimator KNeighborsClassifier", "supported: Pipeline, ColumnTransformer"],

@@ -79,13 +79,18 @@ def test_good_service(tmp_path: Path) -> None:
         (
             "    model: model.joblib",
             "    modle: model.joblib",
-            "line 8: endpoints.score: unknown key 'modle' (known keys: type, model, features",
+            "line 8: endpoints.score: unknown key 'modle': did you mean 'model'? (known keys: type, model, features",
         ),
-        ("queue: 16", "qeue: 16", "endpoints.score.pool: unknown key 'qeue'"),
+        ("queue: 16", "qeue: 16", "endpoints.score.pool: unknown key 'qeue': did you mean 'queue'? (known keys: floor"),
         (
             "{type: bool, nullable: true}",
             "{type: bool, nulable: true}",
-            "line 12: endpoints.score.features.seen: unknown key 'nulable'",
+            "line 12: endpoints.score.features.seen: unknown key 'nulable': did you mean 'nullable'?",
+        ),
+        (  # no type at all: the unknown key is the mistake to name, with its own line
+            "    type: prediction",
+            "    typ: prediction",
+            "line 7: endpoints.score: unknown key 'typ': did you mean 'type'? (an endpoint needs 'type:', one of",
         ),
         (
             "amount: float",
@@ -96,7 +101,7 @@ def test_good_service(tmp_path: Path) -> None:
             "type: prediction",
             "type: predict",
             "line 7: endpoints.score.type: must be one of prediction, function, lookup, custom-prediction, sql, "
-            "got 'predict'",
+            "got 'predict': did you mean 'prediction'?",
         ),
         (
             "service: fraud",

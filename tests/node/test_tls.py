@@ -58,6 +58,9 @@ def test_tls_and_client_certificates(tmp_path: Path) -> None:
         with pytest.raises(requests.exceptions.ConnectionError):
             requests.post(f"http://localhost:{node.http_port}/public/api/v1/svc/e/run", timeout=5)
         assert grpc_run(node.grpc_port, pki, client_cert=False) is not None
+        # the log says what a caller must use (it used to say http://)
+        assert f"serving on https://127.0.0.1:{node.http_port} and grpc (TLS) 127.0.0.1:{node.grpc_port}" in node.log()
+        assert "http://" not in node.log()
     mtls = [*tls, "--tls-client-ca", str(pki / "ca.crt")]
     with run_node(tmp_path / "data2", pkg, args=mtls) as node:
         url = f"https://localhost:{node.http_port}/public/api/v1/svc/e/run"
@@ -69,3 +72,4 @@ def test_tls_and_client_certificates(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as err:
             grpc_run(node.grpc_port, pki, client_cert=False)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert f"serving on https://127.0.0.1:{node.http_port} and grpc (mutual TLS) 127.0.0.1:" in node.log()
