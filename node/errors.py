@@ -6,6 +6,7 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     ApiNodeError
     ├── BadRequest                 400  INVALID_ARGUMENT     (malformed body, missing feature, ...)
     │   ├── PayloadTooLarge        413  INVALID_ARGUMENT
+    │   ├── RequestTimeout         408  DEADLINE_EXCEEDED    (an HTTP body slower than --body-timeout)
     │   └── SqlBadValue            400  INVALID_ARGUMENT     (the database refused a caller's value)
     ├── Unauthorized               401  UNAUTHENTICATED
     ├── Forbidden                  403  PERMISSION_DENIED
@@ -56,6 +57,10 @@ class BadRequest(ApiNodeError):
 
 class PayloadTooLarge(BadRequest):
     pass
+
+
+class RequestTimeout(BadRequest):
+    """The client did not send its request (head or body) in time; the connection closes."""
 
 
 class SqlBadValue(BadRequest):
@@ -143,6 +148,7 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
     ApiNodeError: ErrorKind(500, grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
     BadRequest: ErrorKind(400, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"),
     PayloadTooLarge: ErrorKind(413, grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE"),
+    RequestTimeout: ErrorKind(408, grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_TIMEOUT"),
     Unauthorized: ErrorKind(401, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),
     Forbidden: ErrorKind(403, grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: ErrorKind(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
