@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -42,6 +43,10 @@ log = logging.getLogger("node")
 GRPC_MAX_STREAMS = 1000  # concurrent calls on one gRPC connection (the client queues the rest)
 GRPC_MAX_AGE_S = 2 * 3600
 GRPC_AGE_GRACE_S = 3600
+# On SIGTERM, how long kept-alive HTTP connections get to send one more request (answered,
+# with `Connection: close`) before the idle ones are closed.
+HTTP_DRAIN_S = 2.0
+GRPC_SETTLE_S = 0.5
 
 
 class Node:
@@ -82,6 +87,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self.http_guard: ConnectionGuard | None = None
+        self._draining = False
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._health_task: asyncio.Task[None] | None = None
@@ -98,6 +104,7 @@ class Node:
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
         app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))
+        app.on_response_prepare.append(self._close_when_draining)
         self._runner = web.AppRunner(
             app,
             handler_cancellation=True,
@@ -175,6 +182,28 @@ class Node:
             await asyncio.sleep(0.5)
             await self._update_health()
 
+    async def _close_when_draining(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self._draining:  # the client learns from this answer that the connection ends here
+            response.force_close()
+            response.headers["Connection"] = "close"  # aiohttp wrote its own before this hook
+
+    async def _drain_http(self, seconds: float) -> None:
+        """Stops accepting, then gives kept-alive connections `seconds` to send one more
+        request: it is answered with `Connection: close`, so a client never sends on a
+        connection the node is closing. Connections then idle are closed by the cleanup."""
+        if self._listener is not None:
+            self._listener.close()
+        self._draining = True
+        deadline = asyncio.get_running_loop().time() + seconds
+        # Every connection, not only the idle ones: an answer prepared before the signal said
+        # keep-alive, so its client may send again on it.
+        while self.http_guard is not None and self.http_guard.connections:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes idle connections, lets requests in flight finish
+
     async def stop(self) -> None:
         """Stops listening, lets in-flight and queued requests finish (up to the grace
         period), then stops the workers."""
@@ -182,13 +211,14 @@ class Node:
         if self._health_task is not None:
             self._health_task.cancel()
         await self._health.enter_graceful_shutdown()
-        stops = []
+        http = asyncio.create_task(self._drain_http(min(HTTP_DRAIN_S, grace)))  # stops accepting at once
+        stops: list[Awaitable[None]] = [http]
         if self._grpc is not None:
-            stops.append(self._grpc.stop(grace))
-        if self._listener is not None:
-            self._listener.close()
-        if self._runner is not None:
-            stops.append(self._runner.cleanup())
+            # gRPC hands a call to the server only when its event loop asks for the next one; calls
+            # that arrived while the loop was busy wait in gRPC's queue, and gRPC cancels those at
+            # stop(). Serving on a little first lets every call that reached us be taken.
+            await asyncio.sleep(min(GRPC_SETTLE_S, grace))
+            stops.append(self._grpc.stop(grace))  # GOAWAY: clients open no new call on their connection
         results = await asyncio.gather(*stops, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):
