@@ -126,7 +126,8 @@ def test_idle_flood_past_the_cap_leaves_ready_and_worker_replacement(tmp_path: P
     """With 400 descriptors, 600 idle connections (HTTP and gRPC) would exhaust the node;
     capped below the limit, /ready answers and a killed worker is replaced."""
     pkg = function_package(tmp_path, {"echo": {"function": "echo", "pool": ONE}})
-    with run_node(tmp_path / "data", pkg, args=["--idle-timeout", "120"], nofile=400) as node:
+    args = ["--idle-timeout", "120", "--shutdown-grace", "300"]
+    with run_node(tmp_path / "data", pkg, args=args, nofile=400) as node:
         flood = [connect(node, port) for port in (node.http_port, node.grpc_port) for _ in range(300)]
         try:
             for _ in range(3):  # each new client finds room (the longest-idle connection makes way)
@@ -142,6 +143,8 @@ def test_idle_flood_past_the_cap_leaves_ready_and_worker_replacement(tmp_path: P
             assert len(os.listdir(f"/proc/{node.proc.pid}/fd")) < 400
             assert "--max-connections 4096 lowered to 100" in node.log()
             assert "HTTP connection cap reached (100, --max-connections)" in node.log()
+            node.proc.send_signal(signal.SIGTERM)  # idle connections do not hold the exit for the grace period
+            assert node.proc.wait(120) == 0
         finally:
             for s in flood:
                 s.close()
