@@ -77,7 +77,8 @@ class ConnectionGuard:
         self.waiting.pop(handler, None)
 
     def idle(self, handler: GuardedHandler) -> None:
-        if handler in self.connections:
+        # Not when its next request's head is already queued (it came in while this one ran).
+        if handler in self.connections and not handler._messages:
             self.waiting[handler] = None
 
     def busy(self, handler: GuardedHandler) -> None:
