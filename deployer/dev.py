@@ -34,7 +34,7 @@ from rich.markup import escape
 from deployer.client import AdminClient
 from deployer.errors import DeployError, UsageError
 from deployer.output import Output, tests_summary, tests_table
-from deployer.packagefile import open_package
+from deployer.packagefile import open_package, verb_of
 from node.package import MANIFEST, write_package
 
 _IGNORED_DIRS = {"__pycache__", "node_modules", "build", "dist"}
@@ -185,8 +185,7 @@ class DevLoop:
         )
         if first:
             for eid, ep in pkg.manifest.endpoints.items():
-                verb = "run" if ep.type == "function" else "predict"
-                self.out.note(f"  POST {self.http}/public/api/v1/{pkg.service}/{eid}/{verb}")
+                self.out.note(f"  POST {self.http}/public/api/v1/{pkg.service}/{eid}/{verb_of(ep.type)}")
         self._prune(pkg.service)
         return True
 

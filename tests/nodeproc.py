@@ -49,6 +49,10 @@ class NodeProc:
         svc = self.status()["services"][service]
         return svc["generations"][generation or svc["active"]][endpoint]  # type: ignore[no-any-return]
 
+    def admin_args(self) -> list[str]:
+        """Arguments that give `apinode deploy` this node's admin key."""
+        return []
+
     def url(self, service: str, endpoint: str, verb: str) -> str:
         return f"{self.http}/public/api/v1/{service}/{endpoint}/{verb}"
 

@@ -128,6 +128,10 @@ def test_dev_loop_with_the_compiler(tmp_path: Path) -> None:
 
         _wait(lambda: "serving fraud v1-dev1" in log.read_text(), "the first deploy", log, timeout=120)
         assert serving() == ["v1-dev1"]
+        base = f"POST http://127.0.0.1:{ports['http']}/public/api/v1/fraud"
+        text = log.read_text()  # each endpoint's URL with the verb of its kind
+        for url in ("score/predict", "customer/lookup", "explain/run"):
+            assert f"{base}/{url}" in text, text
         with open(folder / "code" / "rules.py", "a") as f:
             f.write("\n# an edit\n")
         _wait(lambda: "serving fraud v1-dev2" in log.read_text(), "the hot swap", log, timeout=120)
