@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from deployer.client import channel, wait_connected
 from deployer.errors import Unreachable
 from deployer.models import TestQueryResult
 from deployer.packagefile import TestQuery
+from deployer.transport import Tls, channel, wait_connected
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
 
@@ -141,11 +141,12 @@ def play_grpc(
     api_key: str | None = None,
     forced_generation: str | None = None,
     timeout: float = 30.0,
+    tls: Tls | None = None,
 ) -> list[TestQueryResult]:
     """Plays the queries through the node's gRPC user API (the RPC of each endpoint's kind)."""
-    ch = channel(target)
+    ch = channel(target, tls)
     try:
-        wait_connected(ch, target, min(timeout, 10.0))
+        wait_connected(ch, target, min(timeout, 10.0), tls)
         stub = apinode_pb2_grpc.ApiNodeStub(ch)
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         results = []
@@ -173,8 +174,11 @@ def play_http(
     api_key: str | None = None,
     forced_generation: str | None = None,
     timeout: float = 30.0,
+    tls: Tls | None = None,
 ) -> list[TestQueryResult]:
-    """Plays the queries through the node's JSON HTTP API (POST /public/api/v1/...)."""
+    """Plays the queries through the node's JSON HTTP API (POST /public/api/v1/...); an
+    `https://` URL trusts `tls`'s CA (default: the system's) and presents its certificate."""
+    context = (tls or Tls()).ssl_context() if base_url.startswith("https://") else None
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
@@ -189,7 +193,7 @@ def play_http(
         req = urllib.request.Request(url, json.dumps(body).encode(), call_headers, method="POST")
         t0 = time.perf_counter()
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 out = json.loads(resp.read() or b"null")
             ms = (time.perf_counter() - t0) * 1000
             gen = (out.get("apiContext") or {}).get("serviceGeneration", "") if isinstance(out, dict) else ""

@@ -47,7 +47,16 @@ def _serve_parser(sub: Any) -> None:
         help="seconds in-flight requests get on SIGTERM",
     )
     p.add_argument(
-        "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
+        "--admin-key",
+        action="append",
+        default=[],
+        help="admin key (repeatable); also $APINODE_ADMIN_KEY and DATA_DIR/admin-keys.txt; "
+        "with none, one is generated into DATA_DIR/admin-keys.txt (mode 0600)",
+    )
+    p.add_argument(
+        "--admin-open-loopback",
+        action="store_true",
+        help="let loopback callers use the admin API without a key (unsafe behind a proxy on this host)",
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
     p.add_argument("--max-body-mb", type=float, default=32, help="largest HTTP request body (413 beyond)")
@@ -93,6 +102,7 @@ def _serve(args: argparse.Namespace) -> int:
         packages=list(args.packages),
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
+        admin_open_loopback=args.admin_open_loopback,
         max_package_bytes=int(args.max_package_mb * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_grpc_message_bytes=int(args.max_grpc_message_mb * 1024 * 1024),
@@ -202,9 +212,22 @@ def _usage(node: Any, host: str) -> str:
                 url = f"{base}/public/api/v1/{sid}/{eid}/{verb}"
                 lines.append(f"\n  # {eid}: {what}")
                 lines.append(f"  curl -s {url} -d {shlex.quote(json.dumps(body or {}))}")
-    lines.append(f"\n  curl -s {base}/admin/status    # pools, queues, counters")
+    lines.append(f"\n  curl -s{_admin_header(node)} {base}/admin/status    # pools, queues, counters")
     lines.append("\nCtrl-C stops the node.")
     return "\n".join(lines)
+
+
+def _admin_header(node: Any) -> str:
+    """The curl option that authorises an admin call: the data dir's key file when the node
+    has one (it is readable by whoever may deploy), else $APINODE_ADMIN_KEY."""
+    if node.settings.admin_open_loopback and not node.auth.configured:
+        return ""
+    keys = node.settings.data_dir / "admin-keys.txt"
+    if keys.exists():
+        key = f"$(grep -vm1 '^#' {shlex.quote(str(keys))})"
+    else:
+        key = "$APINODE_ADMIN_KEY"
+    return f' -H "Authorization: Bearer {key}"'
 
 
 def _pb_value(v: Any) -> dict[str, Any]:

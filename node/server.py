@@ -27,6 +27,7 @@ from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import add_refusing_undecodable
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
+from node.http.quiet import quiet_malformed_requests
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
@@ -70,7 +71,7 @@ class Node:
         self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
-        self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
+        self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
         self.http_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
@@ -86,6 +87,7 @@ class Node:
             result = await self.admin.push(Path(package), activate=True)
             log.info("serving %s %s from %s", result["service"], result["generation"], package)
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
+        quiet_malformed_requests()
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=s.shutdown_grace)
