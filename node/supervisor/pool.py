@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from node import errors
-from node.supervisor.process import WorkerProcess
+from node.supervisor.process import ChannelClosed, SpawnFailed, WorkerProcess
 from node.supervisor.settings import PoolSettings
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ class PoolStats:
     timed_out: int = 0
     cancelled: int = 0
     crashed: int = 0
+    spawn_failures: int = 0  # worker processes that could not be started (OSError: fds, memory)
     failed: int = 0  # requests that failed in a worker (crash, user error, run timeout)
     run_timeouts: int = 0
     restarts: int = 0
@@ -96,6 +97,7 @@ class Pool:
         self.consecutive_crashes = 0
         self.backoff_until = 0.0
         self.last_error: str | None = None
+        self.served_once = False  # a worker of this pool has loaded: later gaps are replacements
         self._loop = asyncio.get_running_loop()
         self._replenish_handle: asyncio.TimerHandle | None = None
         grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
@@ -114,8 +116,19 @@ class Pool:
         return sum(1 for w in self.workers if w.state == "busy")
 
     @property
+    def live(self) -> int:
+        """Workers that can take a request now or when they free up."""
+        return sum(1 for w in self.workers if w.state in ("idle", "busy") and w.sendable and not w.retiring)
+
+    @property
+    def replacing(self) -> bool:
+        """No live worker, but a replacement for one that just died is starting: requests
+        wait for it (a single crash is not an outage; repeated ones are)."""
+        return self.served_once and self.starting > 0 and self.consecutive_crashes <= 1
+
+    @property
     def ready(self) -> bool:
-        return not self.closed and any(w.state in ("idle", "busy") for w in self.workers)
+        return not self.closed and (self.live > 0 or self.replacing)
 
     @property
     def not_ready_reason(self) -> str | None:
@@ -168,10 +181,16 @@ class Pool:
             return
         if self.consecutive_crashes >= 2 and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+        if self.live == 0 and self.starting > 0:
+            # Waiting for a worker that is starting (a replacement, or the pool's first): not
+            # overload. The queue timeout bounds the wait, the servers' connection and stream
+            # limits bound how many wait.
+            return
         if self.waiting >= self.settings.queue + self.starting:
             self.stats.rejected += 1
+            starting = f", {self.starting} starting" if self.starting else ""
             raise errors.Overloaded(
-                f"endpoint {self.key} is overloaded: {self.size} workers busy and "
+                f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and "
                 f"{self.waiting} requests queued (queue limit {self.settings.queue})",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
@@ -238,19 +257,49 @@ class Pool:
         return batch
 
     def _dispatch(self, w: WorkerProcess, batch: list[Pending]) -> None:
+        if self.batchable and len(batch) > 1:
+            payload: Any = [row for pend in batch for row in pend.payload]
+        else:
+            payload = batch[0].payload
+        try:
+            fut = w.request(self.op, payload)
+        except ChannelClosed:  # it is exiting: nothing was sent, so another worker takes it
+            self._on_lost(w)
+            self._requeue(batch)
+            return
         w.state = "busy"
         t = time.perf_counter()
         if self.batchable and len(batch) > 1:
-            payload: Any = [row for pend in batch for row in pend.payload]
             self.stats.batches += 1
             self.stats.batched_rows += len(payload)
-        else:
-            payload = batch[0].payload
-        fut = w.request(self.op, payload)
         limit = None
         if self.settings.max_run_ms:
             limit = self._loop.call_later(self.settings.max_run_ms / 1000, self._run_timeout, w)
         fut.add_done_callback(lambda f: self._on_result(w, batch, t, f, limit))
+
+    def _requeue(self, batch: list[Pending]) -> None:
+        """Puts requests that were never sent back at the head of the queue, each with the
+        time it has left, then hands them to an idle worker or waits for one."""
+        now = time.perf_counter()
+        for pend in reversed(batch):
+            if pend.fut.done():
+                continue
+            pend.done = False
+            self.waiting += 1
+            self.queue.appendleft(pend)
+            left = self.settings.timeout / 1000 - (now - pend.enqueued)
+            pend.timer = self._loop.call_later(max(left, 0.0), self._expire, pend)
+        while self.idle and self.waiting:
+            self._worker_free(self.idle.pop())
+        if self.waiting:
+            self._grow()
+
+    def _on_lost(self, w: WorkerProcess) -> None:
+        """Its data channel closed: it takes nothing more; its exit is handled by _on_exit."""
+        if w in self.idle:
+            self.idle.remove(w)
+        if w.state == "idle":
+            w.state = "lost"
 
     def _run_timeout(self, w: WorkerProcess) -> None:
         self.stats.run_timeouts += 1
@@ -294,10 +343,15 @@ class Pool:
                         pend.fut.set_result(Outcome(part, wait, compute_us, rows))
             self.consecutive_crashes = 0
             w.tasks_done += 1
-        if w.alive:
+        if w.alive and w.sendable:
             self._worker_free(w)
+        elif w.alive:
+            w.state = "lost"
 
     def _worker_free(self, w: WorkerProcess) -> None:
+        if not w.sendable:
+            self._on_lost(w)
+            return
         if self.closed and self.waiting == 0:
             w.state = "idle"
             self._check_drained()
@@ -320,7 +374,7 @@ class Pool:
 
     # ---- workers -----------------------------------------------------------------------
     def _spawn(self, *, floor: bool = False) -> WorkerProcess:
-        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=self.sup.worker_nice)
+        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=self.sup.worker_nice, on_lost=self._on_lost)
         self.workers.add(w)
         self.starting += 1
         if floor:
@@ -330,16 +384,59 @@ class Pool:
     async def _start_worker(self, w: WorkerProcess) -> None:
         try:
             await w.start(self.settings.start_timeout_ms / 1000)
+        except SpawnFailed as exc:
+            self.starting -= 1
+            self._spawn_failed(w, str(exc))
+            raise errors.NotReady(f"endpoint {self.key}: cannot start a worker: {exc}") from exc
         except errors.ApiNodeError as exc:
+            self.starting -= 1
             self.last_error = f"worker failed to load: {exc.message}"
             w.kill(self.last_error)
             raise
-        finally:
+        except BaseException:
             self.starting -= 1
+            raise
+        self.starting -= 1
+        self.served_once = True
         if self.closed:
             await w.stop()
             return
         self._worker_free(w)
+        if self.waiting:
+            self._grow()  # held back while no worker was live (see _grow)
+
+    def _spawn_failed(self, w: WorkerProcess, cause: str) -> None:
+        """No process was started: un-count it and retry with the crash back-off."""
+        self.workers.discard(w)
+        self.sup.release_slot(self)
+        self.stats.spawn_failures += 1
+        if self.closed:
+            return
+        self.consecutive_crashes += 1
+        self.last_error = f"cannot start a worker: {cause}"
+        delay = self._back_off()
+        log.error(
+            "%s: cannot start a worker: %s; retrying in %.1f s (failure #%d in a row)",
+            self.key,
+            cause,
+            delay,
+            self.consecutive_crashes,
+        )
+        self._schedule_replenish(delay)
+
+    def _back_off(self) -> float:
+        n = self.consecutive_crashes
+        delay = 0.0 if n <= 1 else min(0.1 * 2 ** (n - 2), _MAX_BACKOFF_S)
+        self.backoff_until = time.monotonic() + delay
+        return delay
+
+    def _schedule_replenish(self, delay: float) -> None:
+        if self._replenish_handle is not None:
+            return
+        if delay <= 0:
+            self._replenish()  # at once: requests are waiting for it
+        else:
+            self._replenish_handle = self._loop.call_later(delay, self._replenish)
 
     def _launch(self, w: WorkerProcess) -> None:
         task = asyncio.create_task(self._start_worker(w))
@@ -357,8 +454,13 @@ class Pool:
             self._grow_handle = self._loop.call_later(delay, self._grow_if_still_waiting)
 
     def _grow(self) -> None:
-        """Adds workers while requests wait and the pool is under `ceil` and the cap allows."""
+        """Adds workers while requests wait and the pool is under `ceil` and the cap allows.
+        Not while no worker is live and one is starting: the queue then measures the gap,
+        not the load, and more processes starting on the same cores would only delay the
+        first one."""
         if self.closed or time.monotonic() < self.backoff_until:
+            return
+        if self.starting and not self.live:
             return
         while self.waiting > self.starting and self.size < self.settings.ceil:
             if not self.sup.take_slot(self):
@@ -392,13 +494,12 @@ class Pool:
         if w.kill_reason and "max_run_ms" in w.kill_reason:
             log.warning("%s: killed worker %s: %s", self.key, w.label, w.kill_reason)
             self.stats.restarts += 1
-            self._launch(self._spawn(floor=self.size < self.settings.floor))
+            self._launch(self._spawn(floor=True))  # takes the slot the killed one gave back
             return
         self.stats.crashed += 1
         self.consecutive_crashes += 1
         self.last_error = reason
-        delay = 0.0 if self.consecutive_crashes <= 1 else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
-        self.backoff_until = time.monotonic() + delay
+        delay = self._back_off()
         log.error(
             "%s: %s; replacing it in %.1f s (crash #%d in a row)",
             self.key,
@@ -406,8 +507,7 @@ class Pool:
             delay,
             self.consecutive_crashes,
         )
-        if self._replenish_handle is None:
-            self._replenish_handle = self._loop.call_later(delay, self._replenish)
+        self._schedule_replenish(delay)
 
     def apply(self, settings: PoolSettings) -> None:
         """New settings on a live pool (tuning): grows to the new floor now; idle workers over
