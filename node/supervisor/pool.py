@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.supervisor")
 _MAX_BACKOFF_S = 10.0
+_LOST_GRACE_S = 2.0
 
 
 @dataclass(slots=True)
@@ -300,6 +301,11 @@ class Pool:
             self.idle.remove(w)
         if w.state == "idle":
             w.state = "lost"
+        if w.lost or w.retiring or self.closed:  # stopped by us: its exit follows
+            return
+        w.lost = True
+        # It should be exiting; one that does not (it closed the channel itself) is ended.
+        self._loop.call_later(_LOST_GRACE_S, _kill_if_alive, w, "closed its data channel without exiting")
 
     def _run_timeout(self, w: WorkerProcess) -> None:
         self.stats.run_timeouts += 1
@@ -497,7 +503,9 @@ class Pool:
             self._launch(self._spawn(floor=True))  # takes the slot the killed one gave back
             return
         self.stats.crashed += 1
-        self.consecutive_crashes += 1
+        # "In a row" means no success in between (a crash loop). A worker that had served
+        # before it died starts a new count: two killed at once are not a crash loop.
+        self.consecutive_crashes = 1 if w.tasks_done else self.consecutive_crashes + 1
         self.last_error = reason
         delay = self._back_off()
         log.error(
@@ -551,6 +559,11 @@ class Pool:
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }
+
+
+def _kill_if_alive(w: WorkerProcess, reason: str) -> None:
+    if w.alive:
+        w.kill(reason)
 
 
 def _exit_text(w: WorkerProcess) -> str:

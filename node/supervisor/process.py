@@ -115,6 +115,7 @@ class WorkerProcess:
         self.exit_code: int | None = None
         self.kill_reason: str | None = None  # why we killed it, when we did
         self.retiring = False  # stopped on purpose (shrink, reclaim, shutdown): not a crash
+        self.lost = False  # its data channel closed while it was not retiring
         self.ping_sent_at: float | None = None
         self._inflight: dict[int, asyncio.Future[Any]] = {}
         self._data: _FrameProtocol | None = None

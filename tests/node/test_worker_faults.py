@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
 import signal
+import threading
+import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import requests
 
 from tests.nodeproc import NodeProc, run_node
@@ -45,3 +50,148 @@ def test_failed_spawn_is_logged_retried_and_recovers(tmp_path: Path) -> None:
         pool = node.pool("svc", "e")
         assert pool["spawn_failures"] >= 1 and pool["crashed"] == 1
         assert pool["workers"]["starting"] == 0 and pool["workers"]["pids"] == [r.json()["response"]]
+
+
+def _offset_package(out_dir: Path, version: str = "v1") -> Path:
+    """A prediction endpoint (`x + 1` in ONNX) with the default pool settings."""
+    from onnx import TensorProto, helper
+
+    from node.package import write_package
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
+    y = helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])
+    k = helper.make_tensor("k", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph([helper.make_node("Add", ["x", "k"], ["value"])], "offset", [x], [y], [k])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    manifest = {
+        "service": "pred",
+        "version": version,
+        "endpoints": {
+            "score": {
+                "type": "prediction",
+                "task": "regression",
+                "features": [{"name": "x", "type": "float", "onnx_type": "float"}],
+                "model": {"path": "models/score.onnx", "input_mode": "columns", "value_output": "value"},
+            }
+        },
+    }
+    out = out_dir / f"pred-{version}.apz"
+    write_package(out, manifest, {"models/score.onnx": model.SerializeToString()})
+    return out
+
+
+class Load:
+    """A steady closed-loop HTTP load of `clients` concurrent callers (aiohttp), counting
+    every answer by errorType, the requests never answered, and /ready's 503s meanwhile."""
+
+    def __init__(self, url: str, ready_url: str, body: dict[str, Any], clients: int) -> None:
+        self.url, self.ready_url, self.body, self.clients = url, ready_url, body, clients
+        self.sent = 0
+        self.outcomes: Counter[str] = Counter()
+        self.lost: list[str] = []
+        self.not_ready = 0
+        self.stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+
+    def __enter__(self) -> Load:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self._thread.join(120)
+
+    async def _client(self, session: aiohttp.ClientSession) -> None:
+        while not self.stop.is_set():
+            self.sent += 1
+            try:
+                async with session.post(self.url, json=self.body) as r:
+                    body = await r.json()
+                    self.outcomes["ok" if r.status == 200 else body.get("errorType", str(r.status))] += 1
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                self.lost.append(repr(exc))
+
+    async def _ready(self, session: aiohttp.ClientSession) -> None:
+        while not self.stop.is_set():
+            async with session.get(self.ready_url) as r:
+                self.not_ready += r.status != 200
+            await asyncio.sleep(0.02)
+
+    async def _run(self) -> None:
+        timeout = aiohttp.ClientTimeout(total=60)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            await asyncio.gather(self._ready(session), *(self._client(session) for _ in range(self.clients)))
+
+    @property
+    def failed(self) -> int:
+        return sum(n for kind, n in self.outcomes.items() if kind != "ok")
+
+    def report(self, what: str) -> str:
+        line = f"{what}: sent {self.sent}, failed {self.failed} {dict(self.outcomes)}, lost {len(self.lost)}"
+        print(line)
+        return line
+
+
+def test_kill_9_of_the_only_worker_fails_only_its_requests(tmp_path: Path) -> None:
+    """Default pool settings (floor 1): the replacement starts at once, requests wait for
+    it instead of overflowing the queue, and /ready stays 200 through a single crash."""
+    clients = 6
+    with run_node(tmp_path / "data", _offset_package(tmp_path)) as node:
+        pool = node.pool("pred", "score")
+        assert pool["pool"]["floor"] == 1 and pool["pool"]["queue"] == 16
+        url = node.url("pred", "score", "predict")
+        with Load(url, node.http + "/ready", {"features": {"x": 1.0}}, clients) as load:
+            node.wait_for(lambda: load.outcomes["ok"] > 200, 60, "a steady load")
+            victims = node.pool("pred", "score")["workers"]["pids"]
+            for pid in victims:  # the only one, unless the load made the pool grow
+                os.kill(pid, signal.SIGKILL)
+            node.wait_for(lambda: node.pool("pred", "score")["crashed"] == len(victims), what="the crash")
+            served = load.outcomes["ok"]
+            node.wait_for(lambda: load.outcomes["ok"] > served + 500, 60, "serving again")
+        load.report(f"kill -9 of {len(victims)} worker(s) under {clients} HTTP clients")
+        assert not load.lost, load.lost[:5]
+        assert set(load.outcomes) == {"ok", "WORKER_CRASHED"}, load.outcomes
+        assert 1 <= load.outcomes["WORKER_CRASHED"] <= clients  # those in the killed batch, no more
+        assert load.not_ready == 0
+        pool = node.pool("pred", "score")
+        assert pool["rejected"] == 0 and pool["timed_out"] == 0 and not set(pool["workers"]["pids"]) & set(victims)
+
+
+LOSE_CODE = """
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import time
+
+
+def lose_channel(lose=False):
+    # After answering, the worker shuts its side of the data channel and stops: the front
+    # sees the channel closed while the process still runs (the window between a worker's
+    # socket closing and its exit being seen, held open).
+    def later():
+        time.sleep(0.1)
+        socket.socket(fileno=os.dup(int(sys.argv[1]))).shutdown(socket.SHUT_WR)
+        os.kill(os.getpid(), signal.SIGSTOP)
+
+    if lose:
+        threading.Thread(target=later).start()
+    return os.getpid()
+"""
+
+
+def test_request_for_a_worker_whose_channel_closed_goes_to_another(tmp_path: Path) -> None:
+    pkg = function_package(tmp_path, {"e": {"function": "lose_channel"}}, code=LOSE_CODE)
+    with run_node(tmp_path / "data", pkg) as node:
+        lost = call(node, "e", {"lose": True}).json()["response"]
+        node.wait_for(lambda: Path(f"/proc/{lost}/stat").read_text().split(") ")[1][0] == "T", what="it to stop")
+        time.sleep(0.3)  # the front has seen the channel close
+        r = call(node, "e")
+        assert r.status_code == 200, r.text  # was 500 INTERNAL_ERROR "RuntimeError"
+        assert r.json()["response"] != lost
+        node.wait_for(lambda: not Path(f"/proc/{lost}").exists(), what="the stopped worker to be ended")
+        node.wait_for(lambda: "closed its data channel without exiting" in node.log(), what="the reason logged")
+        assert "never retrieved" not in node.log() and "handler is closed" not in node.log()
