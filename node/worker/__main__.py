@@ -49,12 +49,21 @@ def _recv(sock: socket.socket) -> Any | None:
     return None if body is None else p.decode(body)
 
 
+def _send(sock: socket.socket, msg: Any) -> bool:
+    """False when the front has closed the channel (it stopped us, or it is gone): then
+    there is nobody to answer, which is no error worth a traceback."""
+    try:
+        sock.sendall(p.encode(msg))
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
+
+
 def _pong_loop(ctl: socket.socket) -> None:
     while True:
         msg = _recv(ctl)
-        if msg is None:
+        if msg is None or not _send(ctl, ("pong", msg[1])):
             os._exit(0)  # the front is gone: nobody to serve
-        ctl.sendall(p.encode(("pong", msg[1])))
 
 
 def _serve(data: socket.socket, runtime: Runtime) -> None:
@@ -72,7 +81,8 @@ def _serve(data: socket.socket, runtime: Runtime) -> None:
         except Exception as exc:  # a bug of ours, not of the user's code
             traceback.print_exc()
             reply = (mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", None))
-        data.sendall(p.encode(reply))
+        if not _send(data, reply):
+            return
 
 
 def main() -> int:
@@ -91,14 +101,15 @@ def main() -> int:
     try:
         runtime = load_runtime(spec)
     except RuntimeError_ as exc:
-        data.sendall(p.encode((mid, False, (exc.kind, exc.message, exc.detail))))
+        _send(data, (mid, False, (exc.kind, exc.message, exc.detail)))
         return 3
     except Exception as exc:
         detail = traceback.format_exc()
         sys.stderr.write(detail)
-        data.sendall(p.encode((mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", detail))))
+        _send(data, (mid, False, (p.ERR_INTERNAL, f"{type(exc).__name__}: {exc}", detail)))
         return 3
-    data.sendall(p.encode((mid, True, (runtime.describe(), 0))))
+    if not _send(data, (mid, True, (runtime.describe(), 0))):
+        return 0  # stopped while loading (shutdown, or the pool shrank)
     _serve(data, runtime)
     return 0
 

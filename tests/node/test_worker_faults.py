@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import requests
 
-from tests.nodeproc import NodeProc, run_node
+from tests.nodeproc import NodeProc, run_node, start_node
 from tests.packages import function_package
 
 
@@ -195,3 +195,34 @@ def test_request_for_a_worker_whose_channel_closed_goes_to_another(tmp_path: Pat
         node.wait_for(lambda: not Path(f"/proc/{lost}").exists(), what="the stopped worker to be ended")
         node.wait_for(lambda: "closed its data channel without exiting" in node.log(), what="the reason logged")
         assert "never retrieved" not in node.log() and "handler is closed" not in node.log()
+
+
+SLOW_CODE = """
+import os
+import time
+from pathlib import Path
+
+if (Path(__file__).parent / "SLOW").exists():
+    time.sleep(3)  # a worker still loading when the node stops
+
+
+def pid():
+    return os.getpid()
+"""
+
+
+def test_worker_still_loading_at_shutdown_exits_quietly(tmp_path: Path) -> None:
+    pkg = function_package(tmp_path, {"e": {"function": "pid"}}, code=SLOW_CODE)
+    node = start_node(tmp_path / "data", pkg)
+    try:
+        first = call(node, "e").json()["response"]
+        (code,) = (tmp_path / "data").rglob("code/funcs.py")
+        (code.parent / "SLOW").touch()
+        os.kill(first, signal.SIGKILL)
+        node.wait_for(lambda: node.pool("svc", "e")["workers"]["starting"] == 1, what="a replacement loading")
+        (loading,) = node.pool("svc", "e")["workers"]["pids"]
+        assert node.stop() == 0
+        node.wait_for(lambda: not Path(f"/proc/{loading}").exists(), what="the loading worker to exit")
+        assert "BrokenPipeError" not in node.log() and "Traceback" not in node.log(), node.log()[-3000:]
+    finally:
+        node.stop()
