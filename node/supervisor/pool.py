@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("node.supervisor")
 _MAX_BACKOFF_S = 10.0
 _LOST_GRACE_S = 2.0
+LOAD_NICE_EXTRA = 5  # an incoming generation loads this much nicer than the serving workers
 
 
 @dataclass(slots=True)
@@ -81,8 +82,13 @@ class Pool:
         *,
         op: str,
         batchable: bool,
+        incoming: bool = False,
     ) -> None:
         self.key = key
+        # Loading beside a generation that serves: its first workers load below the serving
+        # workers' priority (replacements and growth later are urgent, and load at theirs).
+        self.incoming = incoming
+        self.parked = False  # a warm generation kept for rollback: `floor` workers, no more
         self.spec = spec
         self.settings = settings
         self.sup = supervisor
@@ -144,7 +150,7 @@ class Pool:
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
         """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
-        workers = [self._spawn(floor=True) for _ in range(self.settings.floor)]
+        workers = [self._spawn(floor=True, loading=self.incoming) for _ in range(self.settings.floor)]
         results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
@@ -379,8 +385,10 @@ class Pool:
             self._drained.set()
 
     # ---- workers -----------------------------------------------------------------------
-    def _spawn(self, *, floor: bool = False) -> WorkerProcess:
-        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=self.sup.worker_nice, on_lost=self._on_lost)
+    def _spawn(self, *, floor: bool = False, loading: bool = False) -> WorkerProcess:
+        nice = self.sup.worker_nice
+        load_nice = min(nice + LOAD_NICE_EXTRA, 19) - nice if loading else 0
+        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=nice, load_nice=load_nice, on_lost=self._on_lost)
         self.workers.add(w)
         self.starting += 1
         if floor:
@@ -530,10 +538,16 @@ class Pool:
                 break
             self._retire(w)
 
+    def park(self, parked: bool) -> None:
+        """Parked (a warm generation kept for rollback), idle workers above `floor` retire
+        after the grace period; unparked, the pool is back to `cruise`."""
+        self.parked = parked
+
     def tick(self, now: float) -> None:
         """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""
-        if self.waiting == 0 and self.size > self.settings.cruise:
-            excess = self.size - self.settings.cruise
+        keep = self.settings.floor if self.parked else self.settings.cruise
+        if self.waiting == 0 and self.size > keep:
+            excess = self.size - keep
             grace = self.settings.idle_grace_ms / 1000
             for w in sorted(self.idle, key=lambda w: w.idle_since):
                 if excess <= 0 or now - w.idle_since < grace:

@@ -98,10 +98,12 @@ class WorkerProcess:
         on_exit: Callable[[WorkerProcess], None],
         *,
         nice: int = 0,
+        load_nice: int = 0,
         on_lost: Callable[[WorkerProcess], None] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.nice = nice
+        self.load_nice = load_nice  # added to `nice` while it loads (see node.worker)
         self.on_lost = on_lost
         self.label = f"{label} worker {self.id}"
         self.spec = spec
@@ -167,6 +169,7 @@ class WorkerProcess:
                 str(data_child.fileno()),
                 str(ctl_child.fileno()),
                 str(self.nice),
+                str(self.load_nice),
                 pass_fds=(data_child.fileno(), ctl_child.fileno()),
                 stdin=asyncio.subprocess.DEVNULL,
                 env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},

@@ -49,10 +49,18 @@ class Supervisor:
         self._task = asyncio.create_task(self._upkeep(), name="supervisor-upkeep")
 
     async def add_pool(
-        self, key: str, spec: dict[str, Any], settings: PoolSettings, *, op: str, batchable: bool
+        self,
+        key: str,
+        spec: dict[str, Any],
+        settings: PoolSettings,
+        *,
+        op: str,
+        batchable: bool,
+        incoming: bool = False,
     ) -> Pool:
-        """Creates a pool and starts its `floor` workers; raises if the endpoint cannot load."""
-        pool = Pool(key, spec, settings, self, op=op, batchable=batchable)
+        """Creates a pool and starts its `floor` workers; raises if the endpoint cannot load.
+        `incoming`: they load beside serving workers, at a lower priority."""
+        pool = Pool(key, spec, settings, self, op=op, batchable=batchable, incoming=incoming)
         self.pools[key] = pool
         try:
             await pool.start()

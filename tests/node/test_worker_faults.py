@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import resource
 import signal
-import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import requests
 
 from tests.nodeproc import NodeProc, run_node, start_node
 from tests.packages import function_package
+from tests.steady_load import Load
 
 
 def call(node: NodeProc, endpoint: str, body: dict[str, Any] | None = None, timeout: float = 30) -> requests.Response:
@@ -81,58 +78,6 @@ def _offset_package(out_dir: Path, version: str = "v1") -> Path:
     return out
 
 
-class Load:
-    """A steady closed-loop HTTP load of `clients` concurrent callers (aiohttp), counting
-    every answer by errorType, the requests never answered, and /ready's 503s meanwhile."""
-
-    def __init__(self, url: str, ready_url: str, body: dict[str, Any], clients: int) -> None:
-        self.url, self.ready_url, self.body, self.clients = url, ready_url, body, clients
-        self.sent = 0
-        self.outcomes: Counter[str] = Counter()
-        self.lost: list[str] = []
-        self.not_ready = 0
-        self.stop = threading.Event()
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-
-    def __enter__(self) -> Load:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self._thread.join(120)
-
-    async def _client(self, session: aiohttp.ClientSession) -> None:
-        while not self.stop.is_set():
-            self.sent += 1
-            try:
-                async with session.post(self.url, json=self.body) as r:
-                    body = await r.json()
-                    self.outcomes["ok" if r.status == 200 else body.get("errorType", str(r.status))] += 1
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                self.lost.append(repr(exc))
-
-    async def _ready(self, session: aiohttp.ClientSession) -> None:
-        while not self.stop.is_set():
-            async with session.get(self.ready_url) as r:
-                self.not_ready += r.status != 200
-            await asyncio.sleep(0.02)
-
-    async def _run(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=60)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            await asyncio.gather(self._ready(session), *(self._client(session) for _ in range(self.clients)))
-
-    @property
-    def failed(self) -> int:
-        return sum(n for kind, n in self.outcomes.items() if kind != "ok")
-
-    def report(self, what: str) -> str:
-        line = f"{what}: sent {self.sent}, failed {self.failed} {dict(self.outcomes)}, lost {len(self.lost)}"
-        print(line)
-        return line
-
-
 def test_kill_9_of_the_only_worker_fails_only_its_requests(tmp_path: Path) -> None:
     """Default pool settings (floor 1): the replacement starts at once, requests wait for
     it instead of overflowing the queue, and /ready stays 200 through a single crash."""
@@ -151,8 +96,9 @@ def test_kill_9_of_the_only_worker_fails_only_its_requests(tmp_path: Path) -> No
             node.wait_for(lambda: load.outcomes["ok"] > served + 500, 60, "serving again")
         load.report(f"kill -9 of {len(victims)} worker(s) under {clients} HTTP clients")
         assert not load.lost, load.lost[:5]
-        assert set(load.outcomes) == {"ok", "WORKER_CRASHED"}, load.outcomes
-        assert 1 <= load.outcomes["WORKER_CRASHED"] <= clients  # those in the killed batch, no more
+        # only what the killed worker held (one batch: at most one request per client, maybe none)
+        assert set(load.outcomes) <= {"ok", "WORKER_CRASHED"}, load.outcomes
+        assert load.outcomes["WORKER_CRASHED"] <= clients
         assert load.not_ready == 0
         pool = node.pool("pred", "score")
         assert pool["rejected"] == 0 and pool["timed_out"] == 0 and not set(pool["workers"]["pids"]) & set(victims)
