@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,7 @@ def test_kill_9_of_the_only_worker_fails_only_its_requests(tmp_path: Path) -> No
 LOSE_CODE = """
 import os
 import signal
+import threading
 import socket
 import sys
 import threading
@@ -154,6 +156,11 @@ if (Path(__file__).parent / "SLOW").exists():
 
 def pid():
     return os.getpid()
+
+
+def sleep(s=0.1):
+    time.sleep(s)
+    return os.getpid()
 """
 
 
@@ -172,3 +179,23 @@ def test_worker_still_loading_at_shutdown_exits_quietly(tmp_path: Path) -> None:
         assert "BrokenPipeError" not in node.log() and "Traceback" not in node.log(), node.log()[-3000:]
     finally:
         node.stop()
+
+
+def test_overload_message_counts_starting_workers_apart(tmp_path: Path) -> None:
+    pool_cfg = {"floor": 1, "cruise": 1, "ceil": 2, "queue": 1}
+    pkg = function_package(tmp_path, {"e": {"function": "sleep", "pool": pool_cfg}}, code=SLOW_CODE)
+    with run_node(tmp_path / "data", pkg) as node:
+        (code,) = (tmp_path / "data").rglob("code/funcs.py")
+        (code.parent / "SLOW").touch()  # the worker the pool grows by loads for 3 s
+        busy = threading.Thread(target=call, args=(node, "e", {"s": 4}), daemon=True)
+        busy.start()
+        node.wait_for(lambda: node.pool("svc", "e")["workers"]["busy"] == 1, what="a busy worker")
+        queued = [threading.Thread(target=call, args=(node, "e", {"s": 0}), daemon=True) for _ in range(2)]
+        for t in queued:
+            t.start()
+        node.wait_for(lambda: node.pool("svc", "e")["queueDepth"] == 2, what="a full queue")
+        r = call(node, "e", {"s": 0})
+        assert r.status_code == 503 and r.json()["errorType"] == "OVERLOADED", r.text
+        assert "1 workers busy, 1 starting and 2 requests queued (queue limit 1)" in r.json()["message"]
+        for t in [busy, *queued]:
+            t.join(60)
