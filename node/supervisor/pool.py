@@ -105,6 +105,7 @@ class Pool:
         self.backoff_until = 0.0
         self.last_error: str | None = None
         self.served_once = False  # a worker of this pool has loaded: later gaps are replacements
+        self._started = False  # start() succeeded: failures since are retried, not raised
         self._loop = asyncio.get_running_loop()
         self._replenish_handle: asyncio.TimerHandle | None = None
         grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
@@ -156,6 +157,7 @@ class Pool:
         if failures:
             await self.close(drain=False)
             raise failures[0]
+        self._started = True
 
     async def close(self, *, drain: bool, timeout: float = 30.0) -> None:
         """Stops taking requests; with `drain`, lets queued and running ones finish first."""
@@ -424,7 +426,7 @@ class Pool:
         self.workers.discard(w)
         self.sup.release_slot(self)
         self.stats.spawn_failures += 1
-        if self.closed:
+        if self.closed or not self._started:  # at load, the failure fails the load instead
             return
         self.consecutive_crashes += 1
         self.last_error = f"cannot start a worker: {cause}"

@@ -98,6 +98,7 @@ class Supervisor:
         return (
             not pool.closed
             and pool.waiting > pool.starting
+            and (pool.live > 0 or pool.starting == 0)  # a replacement first (see Pool._grow)
             and pool.size < pool.settings.ceil
             and time.monotonic() >= pool.backoff_until
         )
