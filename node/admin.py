@@ -95,12 +95,23 @@ class AdminPlane:
                     )
         return results
 
-    async def _load_tested(self, service: str, stored: StoredGeneration) -> tuple[Generation, list[dict[str, Any]]]:
-        """Loads a generation and plays its test queries; refuses it if one fails."""
+    async def _load_tested(
+        self, service: str, stored: StoredGeneration, *, to_serve: bool = True
+    ) -> tuple[Generation, list[dict[str, Any]]]:
+        """Loads a generation and plays its test queries; refuses it if one fails.
+        `to_serve`: it is about to take traffic (else only verified, at `floor`)."""
         version = stored.version
         # Below the serving workers' priority when workers serve (any service's): they go first.
         serving = any(s.loaded for s in self.registry.services.values())
-        gen = await self.registry.load(service, stored, incoming=serving)
+        # As many workers per endpoint as the generations serving now have: the traffic they
+        # take over needs them, and a pool growing from `floor` under it would overflow.
+        sizes: dict[str, int] = {}
+        svc = self.registry.services.get(service)
+        for gen_now in svc.loaded.values() if svc is not None and to_serve else ():
+            for ep_id, ep in gen_now.endpoints.items():
+                if ep.pool is not None:
+                    sizes[ep_id] = max(sizes.get(ep_id, 0), ep.pool.size)
+        gen = await self.registry.load(service, stored, incoming=serving, sizes=sizes)
         tests = await self.run_tests(gen)
         failed = [t for t in tests if not t["ok"]]
         if failed:
@@ -228,7 +239,8 @@ class AdminPlane:
             tests: list[dict[str, Any]] = []
             if new:
                 try:
-                    gen, tests = await self._load_tested(svc.id, stored)
+                    to_serve = activate or bool(mapping) or stored.version in svc.loaded
+                    gen, tests = await self._load_tested(svc.id, stored, to_serve=to_serve)
                 except BaseException:
                     if previous is None or previous.dirname != stored.dirname:
                         self.storage.remove_generation_files(svc.id, stored, package=False)

@@ -134,9 +134,12 @@ class Registry:
         return svc
 
     # ---- loading -----------------------------------------------------------------------
-    async def load(self, service: str, stored: StoredGeneration, *, incoming: bool = False) -> Generation:
+    async def load(
+        self, service: str, stored: StoredGeneration, *, incoming: bool = False, sizes: dict[str, int] | None = None
+    ) -> Generation:
         """Starts the pools of a stored generation (floor workers loaded and warm).
-        `incoming`: it loads beside serving generations, its workers at a lower priority."""
+        `incoming`: it loads beside serving generations, its workers at a lower priority.
+        `sizes`: workers to start per endpoint (the traffic it is about to take needs them)."""
         path = self.storage.generation_dir(service, stored)
         try:
             manifest = self.storage.manifest_of(service, stored)
@@ -161,7 +164,10 @@ class Registry:
             spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
             if ep.type == "sql" and ep.raw.get("connection") is not None:
                 spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
-            pool = await self.sup.add_pool(key, spec, settings, op=op, batchable=batchable, incoming=incoming)
+            size = (sizes or {}).get(ep.id)
+            pool = await self.sup.add_pool(
+                key, spec, settings, op=op, batchable=batchable, incoming=incoming, size=size
+            )
             endpoint = Endpoint(ep, pool, None)
             if ep.type == "prediction":
                 endpoint.codec = FeatureCodec(ep)

@@ -149,9 +149,14 @@ class Pool:
         return "workers are starting"
 
     # ---- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> None:
-        """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
+    async def start(self, size: int | None = None) -> None:
+        """Starts `floor` workers, or `size` (up to `ceil`, as the node-wide cap allows), and
+        waits for them; raises if the endpoint cannot load."""
         workers = [self._spawn(floor=True, loading=self.incoming) for _ in range(self.settings.floor)]
+        for _ in range(min(size or 0, self.settings.ceil) - self.settings.floor):
+            if not self.sup.take_slot(self):
+                break
+            workers.append(self._spawn(loading=self.incoming))
         results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:

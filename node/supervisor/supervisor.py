@@ -57,13 +57,15 @@ class Supervisor:
         op: str,
         batchable: bool,
         incoming: bool = False,
+        size: int | None = None,
     ) -> Pool:
-        """Creates a pool and starts its `floor` workers; raises if the endpoint cannot load.
-        `incoming`: they load beside serving workers, at a lower priority."""
+        """Creates a pool and starts its `floor` workers (or `size`, see Pool.start); raises
+        if the endpoint cannot load. `incoming`: they load beside serving workers, at a
+        lower priority."""
         pool = Pool(key, spec, settings, self, op=op, batchable=batchable, incoming=incoming)
         self.pools[key] = pool
         try:
-            await pool.start()
+            await pool.start(size)
         except BaseException:
             self.pools.pop(key, None)
             raise

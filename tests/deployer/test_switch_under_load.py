@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
@@ -77,3 +78,46 @@ def test_incoming_generation_loads_below_the_serving_priority(tmp_path: Path) ->
         ok(deploy("push", v2, "--node", node.grpc, "--activate"))
         second = requests.post(url, json={}, timeout=30).json()["response"]
         assert second == {"version": "v2", "load": 15, "serve": 10}, json.dumps(second)
+
+
+SLEEP_CODE = """
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+
+def sleep(s=0.0):
+    time.sleep(s)
+    return {{"version": {version!r}, "pid": os.getpid()}}
+"""
+
+
+def _sleep_package(out: Path, version: str) -> Path:
+    manifest = {
+        "service": "grow",
+        "version": version,
+        "endpoints": {
+            "e": {
+                "type": "function",
+                "code": {"path": "code/f.py", "root": "code", "function": "sleep"},
+                "pool": {"floor": 1, "cruise": 3, "ceil": 4},
+            }
+        },
+    }
+    path = out / f"grow-{version}.apz"
+    write_package(path, manifest, {"code/f.py": textwrap.dedent(SLEEP_CODE.format(version=version)).encode()})
+    return path
+
+
+def test_incoming_generation_starts_as_many_workers_as_the_serving_one(tmp_path: Path) -> None:
+    """The traffic a switch moves needs the workers the serving generation grew to: the
+    incoming one starts with as many, not with `floor` to grow under that traffic."""
+    v1, v2 = _sleep_package(tmp_path, "v1"), _sleep_package(tmp_path, "v2")
+    with run_node(tmp_path / "node", v1) as node:
+        url = node.url("grow", "e", "run")
+        with ThreadPoolExecutor(4) as ex:
+            list(ex.map(lambda _: requests.post(url, json={"s": 1.0}, timeout=30), range(4)))
+        grown = node.pool("grow", "e", "v1")["workers"]["total"]
+        assert grown >= 3  # cruise 3 keeps them after the burst
+        ok(deploy("push", v2, "--node", node.grpc, "--activate"))
+        assert node.pool("grow", "e", "v2")["workers"]["total"] >= 3  # was floor: 1
