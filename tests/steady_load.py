@@ -44,8 +44,11 @@ class Load:
 
     async def _ready(self, session: aiohttp.ClientSession) -> None:
         while not self.stop.is_set():
-            async with session.get(self.ready_url) as r:
-                self.not_ready += r.status != 200
+            try:
+                async with session.get(self.ready_url) as r:
+                    self.not_ready += r.status != 200
+            except (aiohttp.ClientError, TimeoutError):  # unreachable is not ready either
+                self.not_ready += 1
             await asyncio.sleep(0.02)
 
     async def _run(self) -> None:

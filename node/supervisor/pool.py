@@ -106,6 +106,7 @@ class Pool:
         self.last_error: str | None = None
         self.served_once = False  # a worker of this pool has loaded: later gaps are replacements
         self._started = False  # start() succeeded: failures since are retried, not raised
+        self._crash_epoch = 0  # crashes so far: a worker records it at spawn (see _on_exit)
         self._loop = asyncio.get_running_loop()
         self._replenish_handle: asyncio.TimerHandle | None = None
         grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
@@ -129,10 +130,19 @@ class Pool:
         return sum(1 for w in self.workers if w.state in ("idle", "busy") and w.sendable and not w.retiring)
 
     @property
+    def coming(self) -> int:
+        """Workers starting, and those whose channel closed (dying: replaced when their
+        exit is seen, a moment later)."""
+        dying = sum(
+            1 for w in self.workers if w.state in ("idle", "busy", "lost") and not w.sendable and not w.retiring
+        )
+        return self.starting + dying
+
+    @property
     def replacing(self) -> bool:
         """No live worker, but a replacement for one that just died is starting: requests
         wait for it (a single crash is not an outage; repeated ones are)."""
-        return self.served_once and self.starting > 0 and self.consecutive_crashes <= 1
+        return self.served_once and self.consecutive_crashes <= 1 and self.coming > 0
 
     @property
     def ready(self) -> bool:
@@ -195,7 +205,7 @@ class Pool:
             return
         if self.consecutive_crashes >= 2 and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
-        if self.live == 0 and self.starting > 0:
+        if self.live == 0 and self.coming > 0:
             # Waiting for a worker that is starting (a replacement, or the pool's first): not
             # overload. The queue timeout bounds the wait, the servers' connection and stream
             # limits bound how many wait.
@@ -396,6 +406,7 @@ class Pool:
         nice = self.sup.worker_nice
         load_nice = min(nice + LOAD_NICE_EXTRA, 19) - nice if loading else 0
         w = WorkerProcess(self.key, self.spec, self._on_exit, nice=nice, load_nice=load_nice, on_lost=self._on_lost)
+        w.epoch = self._crash_epoch
         self.workers.add(w)
         self.starting += 1
         if floor:
@@ -518,9 +529,12 @@ class Pool:
             self._launch(self._spawn(floor=True))  # takes the slot the killed one gave back
             return
         self.stats.crashed += 1
-        # "In a row" means no success in between (a crash loop). A worker that had served
-        # before it died starts a new count: two killed at once are not a crash loop.
-        self.consecutive_crashes = 1 if w.tasks_done else self.consecutive_crashes + 1
+        # "In a row" means a crash loop: a worker started since the last crash (a
+        # replacement) dies before serving anything. Others dying (siblings killed at once, a
+        # worker that had served) start a new count.
+        looping = w.tasks_done == 0 and w.epoch == self._crash_epoch
+        self.consecutive_crashes = self.consecutive_crashes + 1 if looping else 1
+        self._crash_epoch += 1
         self.last_error = reason
         delay = self._back_off()
         log.error(

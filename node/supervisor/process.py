@@ -118,6 +118,7 @@ class WorkerProcess:
         self.kill_reason: str | None = None  # why we killed it, when we did
         self.retiring = False  # stopped on purpose (shrink, reclaim, shutdown): not a crash
         self.lost = False  # its data channel closed while it was not retiring
+        self.epoch = 0  # its pool's crash count when it was started
         self.ping_sent_at: float | None = None
         self._inflight: dict[int, asyncio.Future[Any]] = {}
         self._data: _FrameProtocol | None = None

@@ -89,8 +89,10 @@ def test_kill_9_of_the_only_worker_fails_only_its_requests(tmp_path: Path) -> No
         url = node.url("pred", "score", "predict")
         with Load(url, node.http + "/ready", {"features": {"x": 1.0}}, clients) as load:
             node.wait_for(lambda: load.outcomes["ok"] > 200, 60, "a steady load")
+            # the only one, unless the load made the pool grow (then all, none of them starting)
+            node.wait_for(lambda: node.pool("pred", "score")["workers"]["starting"] == 0, 60, "started workers")
             victims = node.pool("pred", "score")["workers"]["pids"]
-            for pid in victims:  # the only one, unless the load made the pool grow
+            for pid in victims:
                 os.kill(pid, signal.SIGKILL)
             node.wait_for(lambda: node.pool("pred", "score")["crashed"] == len(victims), what="the crash")
             served = load.outcomes["ok"]
