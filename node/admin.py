@@ -7,7 +7,10 @@ package that fails anywhere leaves nothing behind and the node serving what it s
 Switching (activate, mapping, rollback) is zero-downtime: every generation of the new
 mapping is loaded and tested first, the mapping is swapped in one step (requests already
 resolved finish on the generation they resolved to), and generations left without traffic
-drain their queues and in-flight requests before their workers stop.
+drain their queues and in-flight requests before their workers stop. The generations a
+switch takes traffic from stay loaded, warm (their pools at `floor`), until the next switch
+or `keep_warm` seconds: a rollback to them starts no worker and runs no test again. A
+generation loading beside serving ones loads at a lower priority (node.worker).
 """
 
 from __future__ import annotations
@@ -32,11 +35,13 @@ log = logging.getLogger("node.admin")
 
 
 class AdminPlane:
-    def __init__(self, registry: Registry, dataplane: DataPlane, storage: Storage) -> None:
+    def __init__(self, registry: Registry, dataplane: DataPlane, storage: Storage, *, keep_warm: float = 600.0) -> None:
         self.registry = registry
         self.dp = dataplane
         self.storage = storage
+        self.keep_warm = keep_warm  # seconds a generation switched away from stays loaded (0: none)
         self._retiring: set[asyncio.Task[None]] = set()
+        self._warm_timers: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     # ---- test queries ------------------------------------------------------------------
     async def run_tests(self, gen: Generation) -> list[dict[str, Any]]:
@@ -90,10 +95,23 @@ class AdminPlane:
                     )
         return results
 
-    async def _load_tested(self, service: str, stored: StoredGeneration) -> tuple[Generation, list[dict[str, Any]]]:
-        """Loads a generation and plays its test queries; refuses it if one fails."""
+    async def _load_tested(
+        self, service: str, stored: StoredGeneration, *, to_serve: bool = True
+    ) -> tuple[Generation, list[dict[str, Any]]]:
+        """Loads a generation and plays its test queries; refuses it if one fails.
+        `to_serve`: it is about to take traffic (else only verified, at `floor`)."""
         version = stored.version
-        gen = await self.registry.load(service, stored)
+        # Below the serving workers' priority when workers serve (any service's): they go first.
+        serving = any(s.loaded for s in self.registry.services.values())
+        # As many workers per endpoint as the generations serving now have: the traffic they
+        # take over needs them, and a pool growing from `floor` under it would overflow.
+        sizes: dict[str, int] = {}
+        svc = self.registry.services.get(service)
+        for gen_now in svc.loaded.values() if svc is not None and to_serve else ():
+            for ep_id, ep in gen_now.endpoints.items():
+                if ep.pool is not None:
+                    sizes[ep_id] = max(sizes.get(ep_id, 0), ep.pool.size)
+        gen = await self.registry.load(service, stored, incoming=serving, sizes=sizes)
         tests = await self.run_tests(gen)
         failed = [t for t in tests if not t["ok"]]
         if failed:
@@ -134,27 +152,61 @@ class AdminPlane:
         mapping = self._check_mapping(svc, mapping)
         tests: list[dict[str, Any]] = []
         fresh: list[Generation] = []
+        # Warm ones serve again as they are (tested when loaded); taken out of `warm` first so
+        # that their timer cannot retire them while the others load.
+        reused = [svc.warm.pop(e["generation"]) for e in mapping["entries"] if e["generation"] in svc.warm]
+        for kept in reused:
+            self._cancel_warm_timer(svc.id, kept.version)
         try:
             for e in mapping["entries"]:
-                if e["generation"] not in svc.loaded:
+                if e["generation"] not in svc.loaded and all(g.version != e["generation"] for g in reused):
                     gen, t = await self._load_tested(svc.id, svc.state.generations[e["generation"]])
                     fresh.append(gen)
                     tests += t
         except BaseException:
             for gen in fresh:
                 await self.registry.unload(gen, drain=False)
+            for kept in reused:
+                self._keep_warm(svc, kept)
             raise
-        for gen in fresh:
+        for gen in [*fresh, *reused]:
+            self.registry.park(gen, False)
             svc.loaded[gen.version] = gen
         if remember and svc.state.mapping and svc.state.mapping != mapping:
             svc.state.history.append(svc.state.mapping)
         self.registry.apply_mapping(svc, mapping)
         self.storage.save_state(svc.id, svc.state)
         keep = {e["generation"] for e in mapping["entries"]}
+        for version in list(svc.warm):  # this switch supersedes the one they were kept for
+            self._cancel_warm_timer(svc.id, version)
+            self._retire(svc.warm.pop(version))
         for version in [v for v in svc.loaded if v not in keep]:
-            self._retire(svc.loaded.pop(version))
+            self._keep_warm(svc, svc.loaded.pop(version))
         log.info("%s now serves %s", svc.id, _describe(mapping))
         return tests
+
+    def _keep_warm(self, svc: Service, gen: Generation) -> None:
+        """Keeps a generation that just lost its traffic loaded for a rollback, until the
+        next switch or `keep_warm` seconds."""
+        if self.keep_warm <= 0:
+            self._retire(gen)
+            return
+        svc.warm[gen.version] = gen
+        self.registry.park(gen, True)
+
+        def expire() -> None:
+            self._warm_timers.pop((svc.id, gen.version), None)
+            if svc.warm.get(gen.version) is gen:
+                log.info("%s %s: kept warm %g s, retiring it", svc.id, gen.version, self.keep_warm)
+                self._retire(svc.warm.pop(gen.version))
+
+        loop = asyncio.get_running_loop()
+        self._warm_timers[(svc.id, gen.version)] = loop.call_later(self.keep_warm, expire)
+
+    def _cancel_warm_timer(self, service: str, version: str) -> None:
+        timer = self._warm_timers.pop((service, version), None)
+        if timer is not None:
+            timer.cancel()
 
     def _retire(self, gen: Generation, *, remove: StoredGeneration | None = None) -> None:
         """Drains and stops a generation that no longer takes traffic, in the background."""
@@ -187,7 +239,8 @@ class AdminPlane:
             tests: list[dict[str, Any]] = []
             if new:
                 try:
-                    gen, tests = await self._load_tested(svc.id, stored)
+                    to_serve = activate or bool(mapping) or stored.version in svc.loaded
+                    gen, tests = await self._load_tested(svc.id, stored, to_serve=to_serve)
                 except BaseException:
                     if previous is None or previous.dirname != stored.dirname:
                         self.storage.remove_generation_files(svc.id, stored, package=False)
@@ -196,6 +249,10 @@ class AdminPlane:
                     raise
                 await asyncio.to_thread(self.storage.commit_package, package, svc.id, stored.version)
                 svc.state.generations[stored.version] = stored
+                stale = svc.warm.pop(stored.version, None)  # kept for a rollback to content now replaced
+                if stale is not None:
+                    self._cancel_warm_timer(svc.id, stored.version)
+                    self._retire(stale, remove=previous)
                 old = svc.loaded.get(stored.version)
                 if old is not None:  # same version, new content, serving: swap it in
                     svc.loaded[stored.version] = gen
@@ -204,7 +261,7 @@ class AdminPlane:
                     svc.loaded[stored.version] = gen  # loaded and tested: the switch reuses it
                 else:
                     await self.registry.unload(gen, drain=False)  # verified; serves when activated
-                    if previous is not None:
+                    if previous is not None and stale is None:  # else removed when `stale` stops
                         self.storage.remove_generation_files(svc.id, previous, package=False)
                 self.storage.save_state(svc.id, svc.state)
             if activate:
@@ -259,7 +316,8 @@ class AdminPlane:
                 raise errors.NotFound(f"service {service!r} has no generation {generation!r}")
             if generation in self.registry.serving(svc):
                 raise errors.Conflict(f"generation {generation} of {service} serves traffic: switch away from it first")
-            gen = svc.loaded.pop(generation, None)
+            gen = svc.loaded.pop(generation, None) or svc.warm.pop(generation, None)
+            self._cancel_warm_timer(service, generation)
             if gen is not None:
                 await self.registry.unload(gen, drain=True)
             del svc.state.generations[generation]
@@ -276,7 +334,10 @@ class AdminPlane:
             svc.state.enabled = False
             self.registry.services.pop(service, None)
             self.registry.keys.drop_service(service)
-            await asyncio.gather(*(self.registry.unload(g, drain=True) for g in svc.loaded.values()))
+            for version in svc.warm:
+                self._cancel_warm_timer(service, version)
+            gens = [*svc.loaded.values(), *svc.warm.values()]
+            await asyncio.gather(*(self.registry.unload(g, drain=True) for g in gens))
             await asyncio.to_thread(self.storage.remove_service, service)
 
     def get_tuning(self, service: str, endpoint: str) -> dict[str, Any]:
@@ -298,14 +359,14 @@ class AdminPlane:
         pool_settings.validate({**spec.pool, **merged}, f"tuning of {service}/{endpoint}")
         write_atomic(path, orjson.dumps({"pool": merged}, option=orjson.OPT_INDENT_2))
         settings = pool_settings.resolve(self.storage.root, service, endpoint, spec.pool)
-        for gen in svc.loaded.values():
+        for gen in [*svc.loaded.values(), *svc.warm.values()]:
             ep = gen.endpoints.get(endpoint)
             if ep is not None and ep.pool is not None:
                 ep.pool.apply(settings)
         return self.get_tuning(service, endpoint)
 
     def _endpoint_spec(self, svc: Service, endpoint: str) -> Any:
-        for gen in svc.loaded.values():
+        for gen in [*svc.loaded.values(), *svc.warm.values()]:
             if endpoint in gen.endpoints:
                 return gen.endpoints[endpoint].spec
         for stored in svc.state.generations.values():

@@ -40,6 +40,14 @@ def _serve_parser(sub: Any) -> None:
     )
     p.add_argument("--ping-timeout", type=float, default=10.0, help="seconds before a silent worker is hung")
     p.add_argument(
+        "--keep-warm",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="a generation switched away from stays loaded this long (or until the next switch) "
+        "so a rollback is instant; 0 unloads it at once (default 600)",
+    )
+    p.add_argument(
         "--shutdown-grace",
         type=float,
         default=20.0,
@@ -120,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         body_timeout=args.body_timeout,
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
+        keep_warm=args.keep_warm,
         packages=list(args.packages),
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),

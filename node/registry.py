@@ -72,6 +72,10 @@ class Service:
     id: str
     state: ServiceState
     loaded: dict[str, Generation] = field(default_factory=dict)
+    # Generations the last switch took traffic from, still loaded (workers at floor) so that
+    # a rollback to them is instant; the admin plane retires them at the next switch or
+    # after --keep-warm seconds.
+    warm: dict[str, Generation] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _cum: list[float] = field(default_factory=list)
     _versions: list[str] = field(default_factory=list)
@@ -128,8 +132,12 @@ class Registry:
         return svc
 
     # ---- loading -----------------------------------------------------------------------
-    async def load(self, service: str, stored: StoredGeneration) -> Generation:
-        """Starts the pools of a stored generation (floor workers loaded and warm)."""
+    async def load(
+        self, service: str, stored: StoredGeneration, *, incoming: bool = False, sizes: dict[str, int] | None = None
+    ) -> Generation:
+        """Starts the pools of a stored generation (floor workers loaded and warm).
+        `incoming`: it loads beside serving generations, its workers at a lower priority.
+        `sizes`: workers to start per endpoint (the traffic it is about to take needs them)."""
         path = self.storage.generation_dir(service, stored)
         try:
             manifest = self.storage.manifest_of(service, stored)
@@ -154,7 +162,10 @@ class Registry:
             spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
             if ep.type == "sql" and ep.raw.get("connection") is not None:
                 spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
-            pool = await self.sup.add_pool(key, spec, settings, op=op, batchable=batchable)
+            size = (sizes or {}).get(ep.id)
+            pool = await self.sup.add_pool(
+                key, spec, settings, op=op, batchable=batchable, incoming=incoming, size=size
+            )
             endpoint = Endpoint(ep, pool, None)
             if ep.type == "prediction":
                 endpoint.codec = FeatureCodec(ep)
@@ -162,7 +173,7 @@ class Registry:
                 endpoint.codec = CustomCodec(ep)
             try:
                 if ep.raw.get("enrich"):
-                    await self._enricher(endpoint, key, spec_base, (await in_front)[1])
+                    await self._enricher(endpoint, key, spec_base, (await in_front)[1], incoming)
             except BaseException:
                 await asyncio.gather(*(self.sup.remove_pool(p, drain=False) for p in [pool, *endpoint.enrich_pools]))
                 raise
@@ -183,7 +194,7 @@ class Registry:
         return gen
 
     async def _enricher(
-        self, endpoint: Endpoint, key: str, spec_base: dict[str, Any], datasets: dict[str, Dataset]
+        self, endpoint: Endpoint, key: str, spec_base: dict[str, Any], datasets: dict[str, Dataset], incoming: bool
     ) -> None:
         """The endpoint's enrichment: bundled datasets (indexed already), and one SQL pool
         per table of a node connection."""
@@ -202,14 +213,20 @@ class Registry:
             }
             name = f"{ep.id}.enrich{i}"
             settings = pool_settings.resolve(self.data_dir, key.split("/")[0], name, dict(_ENRICH_POOL))
-            pool = await self.sup.add_pool(f"{key}#enrich{i}", spec, settings, op=wp.OP_QUERY, batchable=False)
+            pool = await self.sup.add_pool(
+                f"{key}#enrich{i}", spec, settings, op=wp.OP_QUERY, batchable=False, incoming=incoming
+            )
             endpoint.enrich_pools.append(pool)
             tables[i] = TableSource(pool, e["table"])
         endpoint.enricher = Enricher.build(entries, datasets, tables)
 
     async def unload(self, gen: Generation, *, drain: bool) -> None:
-        pools = [p for e in gen.endpoints.values() for p in (e.pool, *e.enrich_pools) if p is not None]
-        await asyncio.gather(*(self.sup.remove_pool(p, drain=drain) for p in pools))
+        await asyncio.gather(*(self.sup.remove_pool(p, drain=drain) for p in _pools(gen)))
+
+    def park(self, gen: Generation, parked: bool) -> None:
+        """A warm generation keeps `floor` workers per pool; unparked, it serves as before."""
+        for pool in _pools(gen):
+            pool.park(parked)
 
     async def start(self) -> None:
         """Loads what the data dir says should serve (on node start)."""
@@ -231,7 +248,8 @@ class Registry:
 
     async def close(self) -> None:
         for svc in self.services.values():
-            await asyncio.gather(*(self.unload(g, drain=False) for g in svc.loaded.values()))
+            gens = [*svc.loaded.values(), *svc.warm.values()]
+            await asyncio.gather(*(self.unload(g, drain=False) for g in gens))
 
     # ---- routing -----------------------------------------------------------------------
     def apply_mapping(self, svc: Service, mapping: dict[str, Any] | None) -> None:
@@ -297,6 +315,9 @@ class Registry:
                 "generations": {
                     v: {ep_id: _endpoint_status(ep) for ep_id, ep in g.endpoints.items()} for v, g in svc.loaded.items()
                 },
+                "warm": {
+                    v: {ep_id: _endpoint_status(ep) for ep_id, ep in g.endpoints.items()} for v, g in svc.warm.items()
+                },
             }
         return out
 
@@ -314,6 +335,10 @@ class Registry:
                     if ep.pool is not None and not ep.pool.ready:
                         reasons.append(f"{svc.id}/{ep_id}@{version}: {ep.pool.not_ready_reason}")
         return not reasons, reasons
+
+
+def _pools(gen: Generation) -> list[Pool]:
+    return [p for e in gen.endpoints.values() for p in (e.pool, *e.enrich_pools) if p is not None]
 
 
 def _endpoint_status(ep: Endpoint) -> dict[str, Any]:

@@ -81,7 +81,7 @@ class Node:
         )
         self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
         self.oip = OipPlane(self.dataplane)
-        self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
+        self.admin = AdminPlane(self.registry, self.dataplane, self.storage, keep_warm=settings.keep_warm)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
         self.http_port = 0
         self.grpc_port = 0

@@ -17,6 +17,7 @@ class NodeSettings:
     worker_nice: int = 10  # added to workers' niceness: on a busy CPU the front (I/O, queues, 503s) runs first
     ping_interval: float = 1.0
     ping_timeout: float = 10.0
+    keep_warm: float = 600.0  # seconds a generation switched away from stays loaded for rollback (0: none)
     shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM
     header_timeout: float = 10.0  # an HTTP request head must be complete this long after its first byte
     body_timeout: float = 60.0  # an HTTP request body must be complete this long after its head (408)

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from node import errors
-from node.supervisor.process import WorkerProcess
+from node.supervisor.process import ChannelClosed, SpawnFailed, WorkerProcess
 from node.supervisor.settings import PoolSettings
 
 if TYPE_CHECKING:
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("node.supervisor")
 _MAX_BACKOFF_S = 10.0
+_LOST_GRACE_S = 2.0
+LOAD_NICE_EXTRA = 5  # an incoming generation loads this much nicer than the serving workers
 
 
 @dataclass(slots=True)
@@ -40,6 +42,7 @@ class PoolStats:
     timed_out: int = 0
     cancelled: int = 0
     crashed: int = 0
+    spawn_failures: int = 0  # worker processes that could not be started (OSError: fds, memory)
     failed: int = 0  # requests that failed in a worker (crash, user error, run timeout)
     run_timeouts: int = 0
     restarts: int = 0
@@ -79,8 +82,13 @@ class Pool:
         *,
         op: str,
         batchable: bool,
+        incoming: bool = False,
     ) -> None:
         self.key = key
+        # Loading beside a generation that serves: its first workers load below the serving
+        # workers' priority (replacements and growth later are urgent, and load at theirs).
+        self.incoming = incoming
+        self.parked = False  # a warm generation kept for rollback: `floor` workers, no more
         self.spec = spec
         self.settings = settings
         self.sup = supervisor
@@ -96,6 +104,9 @@ class Pool:
         self.consecutive_crashes = 0
         self.backoff_until = 0.0
         self.last_error: str | None = None
+        self.served_once = False  # a worker of this pool has loaded: later gaps are replacements
+        self._started = False  # start() succeeded: failures since are retried, not raised
+        self._crash_epoch = 0  # crashes so far: a worker records it at spawn (see _on_exit)
         self._loop = asyncio.get_running_loop()
         self._replenish_handle: asyncio.TimerHandle | None = None
         grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
@@ -114,8 +125,28 @@ class Pool:
         return sum(1 for w in self.workers if w.state == "busy")
 
     @property
+    def live(self) -> int:
+        """Workers that can take a request now or when they free up."""
+        return sum(1 for w in self.workers if w.state in ("idle", "busy") and w.sendable and not w.retiring)
+
+    @property
+    def coming(self) -> int:
+        """Workers starting, and those whose channel closed (dying: replaced when their
+        exit is seen, a moment later)."""
+        dying = sum(
+            1 for w in self.workers if w.state in ("idle", "busy", "lost") and not w.sendable and not w.retiring
+        )
+        return self.starting + dying
+
+    @property
+    def replacing(self) -> bool:
+        """No live worker, but a replacement for one that just died is starting: requests
+        wait for it (a single crash is not an outage; repeated ones are)."""
+        return self.served_once and self.consecutive_crashes <= 1 and self.coming > 0
+
+    @property
     def ready(self) -> bool:
-        return not self.closed and any(w.state in ("idle", "busy") for w in self.workers)
+        return not self.closed and (self.live > 0 or self.replacing)
 
     @property
     def not_ready_reason(self) -> str | None:
@@ -128,14 +159,20 @@ class Pool:
         return "workers are starting"
 
     # ---- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> None:
-        """Starts `floor` workers and waits for them; raises if the endpoint cannot load."""
-        workers = [self._spawn(floor=True) for _ in range(self.settings.floor)]
+    async def start(self, size: int | None = None) -> None:
+        """Starts `floor` workers, or `size` (up to `ceil`, as the node-wide cap allows), and
+        waits for them; raises if the endpoint cannot load."""
+        workers = [self._spawn(floor=True, loading=self.incoming) for _ in range(self.settings.floor)]
+        for _ in range(min(size or 0, self.settings.ceil) - self.settings.floor):
+            if not self.sup.take_slot(self):
+                break
+            workers.append(self._spawn(loading=self.incoming))
         results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         if failures:
             await self.close(drain=False)
             raise failures[0]
+        self._started = True
 
     async def close(self, *, drain: bool, timeout: float = 30.0) -> None:
         """Stops taking requests; with `drain`, lets queued and running ones finish first."""
@@ -168,10 +205,16 @@ class Pool:
             return
         if self.consecutive_crashes >= 2 and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+        if self.live == 0 and self.coming > 0:
+            # Waiting for a worker that is starting (a replacement, or the pool's first): not
+            # overload. The queue timeout bounds the wait, the servers' connection and stream
+            # limits bound how many wait.
+            return
         if self.waiting >= self.settings.queue + self.starting:
             self.stats.rejected += 1
+            starting = f", {self.starting} starting" if self.starting else ""
             raise errors.Overloaded(
-                f"endpoint {self.key} is overloaded: {self.size} workers busy and "
+                f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and "
                 f"{self.waiting} requests queued (queue limit {self.settings.queue})",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
@@ -238,19 +281,54 @@ class Pool:
         return batch
 
     def _dispatch(self, w: WorkerProcess, batch: list[Pending]) -> None:
+        if self.batchable and len(batch) > 1:
+            payload: Any = [row for pend in batch for row in pend.payload]
+        else:
+            payload = batch[0].payload
+        try:
+            fut = w.request(self.op, payload)
+        except ChannelClosed:  # it is exiting: nothing was sent, so another worker takes it
+            self._on_lost(w)
+            self._requeue(batch)
+            return
         w.state = "busy"
         t = time.perf_counter()
         if self.batchable and len(batch) > 1:
-            payload: Any = [row for pend in batch for row in pend.payload]
             self.stats.batches += 1
             self.stats.batched_rows += len(payload)
-        else:
-            payload = batch[0].payload
-        fut = w.request(self.op, payload)
         limit = None
         if self.settings.max_run_ms:
             limit = self._loop.call_later(self.settings.max_run_ms / 1000, self._run_timeout, w)
         fut.add_done_callback(lambda f: self._on_result(w, batch, t, f, limit))
+
+    def _requeue(self, batch: list[Pending]) -> None:
+        """Puts requests that were never sent back at the head of the queue, each with the
+        time it has left, then hands them to an idle worker or waits for one."""
+        now = time.perf_counter()
+        for pend in reversed(batch):
+            if pend.fut.done():
+                continue
+            pend.done = False
+            self.waiting += 1
+            self.queue.appendleft(pend)
+            left = self.settings.timeout / 1000 - (now - pend.enqueued)
+            pend.timer = self._loop.call_later(max(left, 0.0), self._expire, pend)
+        while self.idle and self.waiting:
+            self._worker_free(self.idle.pop())
+        if self.waiting:
+            self._grow()
+
+    def _on_lost(self, w: WorkerProcess) -> None:
+        """Its data channel closed: it takes nothing more; its exit is handled by _on_exit."""
+        if w in self.idle:
+            self.idle.remove(w)
+        if w.state == "idle":
+            w.state = "lost"
+        if w.lost or w.retiring or self.closed:  # stopped by us: its exit follows
+            return
+        w.lost = True
+        # It should be exiting; one that does not (it closed the channel itself) is ended.
+        self._loop.call_later(_LOST_GRACE_S, _kill_if_alive, w, "closed its data channel without exiting")
 
     def _run_timeout(self, w: WorkerProcess) -> None:
         self.stats.run_timeouts += 1
@@ -294,10 +372,15 @@ class Pool:
                         pend.fut.set_result(Outcome(part, wait, compute_us, rows))
             self.consecutive_crashes = 0
             w.tasks_done += 1
-        if w.alive:
+        if w.alive and w.sendable:
             self._worker_free(w)
+        elif w.alive:
+            w.state = "lost"
 
     def _worker_free(self, w: WorkerProcess) -> None:
+        if not w.sendable:
+            self._on_lost(w)
+            return
         if self.closed and self.waiting == 0:
             w.state = "idle"
             self._check_drained()
@@ -319,8 +402,11 @@ class Pool:
             self._drained.set()
 
     # ---- workers -----------------------------------------------------------------------
-    def _spawn(self, *, floor: bool = False) -> WorkerProcess:
-        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=self.sup.worker_nice)
+    def _spawn(self, *, floor: bool = False, loading: bool = False) -> WorkerProcess:
+        nice = self.sup.worker_nice
+        load_nice = min(nice + LOAD_NICE_EXTRA, 19) - nice if loading else 0
+        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=nice, load_nice=load_nice, on_lost=self._on_lost)
+        w.epoch = self._crash_epoch
         self.workers.add(w)
         self.starting += 1
         if floor:
@@ -330,16 +416,59 @@ class Pool:
     async def _start_worker(self, w: WorkerProcess) -> None:
         try:
             await w.start(self.settings.start_timeout_ms / 1000)
+        except SpawnFailed as exc:
+            self.starting -= 1
+            self._spawn_failed(w, str(exc))
+            raise errors.NotReady(f"endpoint {self.key}: cannot start a worker: {exc}") from exc
         except errors.ApiNodeError as exc:
+            self.starting -= 1
             self.last_error = f"worker failed to load: {exc.message}"
             w.kill(self.last_error)
             raise
-        finally:
+        except BaseException:
             self.starting -= 1
+            raise
+        self.starting -= 1
+        self.served_once = True
         if self.closed:
             await w.stop()
             return
         self._worker_free(w)
+        if self.waiting:
+            self._grow()  # held back while no worker was live (see _grow)
+
+    def _spawn_failed(self, w: WorkerProcess, cause: str) -> None:
+        """No process was started: un-count it and retry with the crash back-off."""
+        self.workers.discard(w)
+        self.sup.release_slot(self)
+        self.stats.spawn_failures += 1
+        if self.closed or not self._started:  # at load, the failure fails the load instead
+            return
+        self.consecutive_crashes += 1
+        self.last_error = f"cannot start a worker: {cause}"
+        delay = self._back_off()
+        log.error(
+            "%s: cannot start a worker: %s; retrying in %.1f s (failure #%d in a row)",
+            self.key,
+            cause,
+            delay,
+            self.consecutive_crashes,
+        )
+        self._schedule_replenish(delay)
+
+    def _back_off(self) -> float:
+        n = self.consecutive_crashes
+        delay = 0.0 if n <= 1 else min(0.1 * 2 ** (n - 2), _MAX_BACKOFF_S)
+        self.backoff_until = time.monotonic() + delay
+        return delay
+
+    def _schedule_replenish(self, delay: float) -> None:
+        if self._replenish_handle is not None:
+            return
+        if delay <= 0:
+            self._replenish()  # at once: requests are waiting for it
+        else:
+            self._replenish_handle = self._loop.call_later(delay, self._replenish)
 
     def _launch(self, w: WorkerProcess) -> None:
         task = asyncio.create_task(self._start_worker(w))
@@ -357,8 +486,13 @@ class Pool:
             self._grow_handle = self._loop.call_later(delay, self._grow_if_still_waiting)
 
     def _grow(self) -> None:
-        """Adds workers while requests wait and the pool is under `ceil` and the cap allows."""
+        """Adds workers while requests wait and the pool is under `ceil` and the cap allows.
+        Not while no worker is live and one is starting: the queue then measures the gap,
+        not the load, and more processes starting on the same cores would only delay the
+        first one."""
         if self.closed or time.monotonic() < self.backoff_until:
+            return
+        if self.starting and not self.live:
             return
         while self.waiting > self.starting and self.size < self.settings.ceil:
             if not self.sup.take_slot(self):
@@ -392,13 +526,17 @@ class Pool:
         if w.kill_reason and "max_run_ms" in w.kill_reason:
             log.warning("%s: killed worker %s: %s", self.key, w.label, w.kill_reason)
             self.stats.restarts += 1
-            self._launch(self._spawn(floor=self.size < self.settings.floor))
+            self._launch(self._spawn(floor=True))  # takes the slot the killed one gave back
             return
         self.stats.crashed += 1
-        self.consecutive_crashes += 1
+        # "In a row" means a crash loop: a worker started since the last crash (a
+        # replacement) dies before serving anything. Others dying (siblings killed at once, a
+        # worker that had served) start a new count.
+        looping = w.tasks_done == 0 and w.epoch == self._crash_epoch
+        self.consecutive_crashes = self.consecutive_crashes + 1 if looping else 1
+        self._crash_epoch += 1
         self.last_error = reason
-        delay = 0.0 if self.consecutive_crashes <= 1 else min(0.1 * 2 ** (self.consecutive_crashes - 2), _MAX_BACKOFF_S)
-        self.backoff_until = time.monotonic() + delay
+        delay = self._back_off()
         log.error(
             "%s: %s; replacing it in %.1f s (crash #%d in a row)",
             self.key,
@@ -406,8 +544,7 @@ class Pool:
             delay,
             self.consecutive_crashes,
         )
-        if self._replenish_handle is None:
-            self._replenish_handle = self._loop.call_later(delay, self._replenish)
+        self._schedule_replenish(delay)
 
     def apply(self, settings: PoolSettings) -> None:
         """New settings on a live pool (tuning): grows to the new floor now; idle workers over
@@ -422,10 +559,16 @@ class Pool:
                 break
             self._retire(w)
 
+    def park(self, parked: bool) -> None:
+        """Parked (a warm generation kept for rollback), idle workers above `floor` retire
+        after the grace period; unparked, the pool is back to `cruise`."""
+        self.parked = parked
+
     def tick(self, now: float) -> None:
         """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""
-        if self.waiting == 0 and self.size > self.settings.cruise:
-            excess = self.size - self.settings.cruise
+        keep = self.settings.floor if self.parked else self.settings.cruise
+        if self.waiting == 0 and self.size > keep:
+            excess = self.size - keep
             grace = self.settings.idle_grace_ms / 1000
             for w in sorted(self.idle, key=lambda w: w.idle_since):
                 if excess <= 0 or now - w.idle_since < grace:
@@ -451,6 +594,11 @@ class Pool:
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }
+
+
+def _kill_if_alive(w: WorkerProcess, reason: str) -> None:
+    if w.alive:
+        w.kill(reason)
 
 
 def _exit_text(w: WorkerProcess) -> str:

@@ -31,16 +31,34 @@ _SQL_ERRORS: dict[str, type[errors.ApiNodeError]] = {
 }
 
 
+class SpawnFailed(Exception):
+    """The worker process could not be started at all (no socketpair, no exec: typically
+    file descriptors or memory exhausted). Nothing was started, so no exit will follow."""
+
+
+class ChannelClosed(Exception):
+    """A request could not be sent: the worker's data channel is closed (it is exiting)."""
+
+
 class _FrameProtocol(asyncio.Protocol):
     """Splits a byte stream into frames and hands each decoded message to `on_message`."""
 
-    def __init__(self, on_message: Callable[[Any], None]) -> None:
+    def __init__(self, on_message: Callable[[Any], None], on_lost: Callable[[], None] | None = None) -> None:
         self._buf = bytearray()
         self._on_message = on_message
+        self._on_lost = on_lost
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._on_lost is not None:
+            self._on_lost()
+
+    @property
+    def open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -74,10 +92,19 @@ class WorkerProcess:
     """One worker process. Created by a pool; `start()` spawns it and loads its endpoint."""
 
     def __init__(
-        self, label: str, spec: dict[str, Any], on_exit: Callable[[WorkerProcess], None], *, nice: int = 0
+        self,
+        label: str,
+        spec: dict[str, Any],
+        on_exit: Callable[[WorkerProcess], None],
+        *,
+        nice: int = 0,
+        load_nice: int = 0,
+        on_lost: Callable[[WorkerProcess], None] | None = None,
     ) -> None:
         self.id = next(_ids)
         self.nice = nice
+        self.load_nice = load_nice  # added to `nice` while it loads (see node.worker)
+        self.on_lost = on_lost
         self.label = f"{label} worker {self.id}"
         self.spec = spec
         self.on_exit = on_exit
@@ -90,6 +117,8 @@ class WorkerProcess:
         self.exit_code: int | None = None
         self.kill_reason: str | None = None  # why we killed it, when we did
         self.retiring = False  # stopped on purpose (shrink, reclaim, shutdown): not a crash
+        self.lost = False  # its data channel closed while it was not retiring
+        self.epoch = 0  # its pool's crash count when it was started
         self.ping_sent_at: float | None = None
         self._inflight: dict[int, asyncio.Future[Any]] = {}
         self._data: _FrameProtocol | None = None
@@ -100,32 +129,25 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.state != "dead"
 
+    @property
+    def sendable(self) -> bool:
+        """False once the data channel closed: the worker is exiting, send it nothing."""
+        return self.state != "dead" and self._data is not None and self._data.open
+
     async def start(self, timeout: float) -> dict[str, Any]:
-        """Spawns the process and waits for its endpoint to load; raises ApiNodeError if not."""
-        loop = asyncio.get_running_loop()
-        data_front, data_child = socket.socketpair()
-        ctl_front, ctl_child = socket.socketpair()
+        """Spawns the process and waits for its endpoint to load. Raises SpawnFailed when no
+        process could be started (then nothing else happens: no exit callback), and
+        ApiNodeError when the process started but did not load (its exit follows)."""
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "node.worker",
-                str(data_child.fileno()),
-                str(ctl_child.fileno()),
-                str(self.nice),
-                pass_fds=(data_child.fileno(), ctl_child.fileno()),
-                stdin=asyncio.subprocess.DEVNULL,
-                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
-            )
-        finally:
-            data_child.close()
-            ctl_child.close()
-        self.pid = self.proc.pid
-        _, self._data = await loop.create_connection(lambda: _FrameProtocol(self._on_data), sock=data_front)
-        _, self._ctl = await loop.create_connection(lambda: _FrameProtocol(self._on_ctl), sock=ctl_front)
+            await self._spawn()
+        except Exception as exc:
+            self.state = "dead"
+            raise SpawnFailed(f"{type(exc).__name__}: {exc}" if not isinstance(exc, OSError) else str(exc)) from exc
         asyncio.create_task(self._watch(), name=f"watch-{self.label}")  # noqa: RUF006 - ends with the process
         try:
             describe, _ = await asyncio.wait_for(self.request(p.OP_INIT, self.spec), timeout)
+        except ChannelClosed:  # it died at once; its exit is reported by _watch
+            raise errors.WorkerCrashed(f"worker {self.label} exited before loading") from None
         except TimeoutError:
             self.kill("did not finish loading in time")
             raise errors.NotReady(f"worker {self.label} did not load within {timeout:.0f} s") from None
@@ -133,15 +155,61 @@ class WorkerProcess:
         self.idle_since = time.monotonic()
         return describe  # type: ignore[no-any-return]
 
+    async def _spawn(self) -> None:
+        """The process and its two channels, or an exception with nothing left behind."""
+        loop = asyncio.get_running_loop()
+        socks: list[socket.socket] = []
+        try:
+            socks += socket.socketpair()
+            socks += socket.socketpair()
+            data_front, data_child, ctl_front, ctl_child = socks
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "node.worker",
+                str(data_child.fileno()),
+                str(ctl_child.fileno()),
+                str(self.nice),
+                str(self.load_nice),
+                pass_fds=(data_child.fileno(), ctl_child.fileno()),
+                stdin=asyncio.subprocess.DEVNULL,
+                env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"},
+            )
+            self.pid = self.proc.pid
+            data_child.close()
+            ctl_child.close()
+            _, self._data = await loop.create_connection(
+                lambda: _FrameProtocol(self._on_data, self._on_data_lost), sock=data_front
+            )
+            _, self._ctl = await loop.create_connection(lambda: _FrameProtocol(self._on_ctl), sock=ctl_front)
+        except BaseException:
+            for proto in (self._data, self._ctl):
+                if proto is not None and proto.transport is not None:
+                    proto.transport.close()
+            for sock in socks:
+                sock.close()
+            if self.proc is not None and self.proc.returncode is None:
+                self.proc.kill()
+                await self.proc.wait()
+            raise
+
+    def _on_data_lost(self) -> None:
+        if self.on_lost is not None and self.state != "dead":
+            self.on_lost(self)
+
     def request(self, op: str, payload: Any) -> asyncio.Future[Any]:
-        """Sends one message; the future resolves to `(result, compute_us)` or fails."""
+        """Sends one message; the future resolves to `(result, compute_us)` or fails.
+        Raises ChannelClosed, having sent nothing, when the worker can take no request."""
+        if not self.sendable:
+            raise ChannelClosed(self.label)
+        assert self._data is not None
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.state == "dead" or self._data is None:
-            fut.set_exception(self._crash_error())
-            return fut
         mid = next(_ids)
+        try:
+            self._data.send((mid, op, payload))
+        except (RuntimeError, OSError):  # uvloop: "the handler is closed"
+            raise ChannelClosed(self.label) from None
         self._inflight[mid] = fut
-        self._data.send((mid, op, payload))
         return fut
 
     def _on_data(self, msg: Any) -> None:
@@ -168,7 +236,7 @@ class WorkerProcess:
             self.ping_sent_at = None
 
     def ping(self) -> None:
-        if self._ctl is not None and self.ping_sent_at is None and self.state != "dead":
+        if self._ctl is not None and self._ctl.open and self.ping_sent_at is None and self.state != "dead":
             self.ping_sent_at = time.monotonic()
             self._ctl.send(("ping", self.ping_sent_at))
 

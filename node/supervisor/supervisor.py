@@ -49,13 +49,23 @@ class Supervisor:
         self._task = asyncio.create_task(self._upkeep(), name="supervisor-upkeep")
 
     async def add_pool(
-        self, key: str, spec: dict[str, Any], settings: PoolSettings, *, op: str, batchable: bool
+        self,
+        key: str,
+        spec: dict[str, Any],
+        settings: PoolSettings,
+        *,
+        op: str,
+        batchable: bool,
+        incoming: bool = False,
+        size: int | None = None,
     ) -> Pool:
-        """Creates a pool and starts its `floor` workers; raises if the endpoint cannot load."""
-        pool = Pool(key, spec, settings, self, op=op, batchable=batchable)
+        """Creates a pool and starts its `floor` workers (or `size`, see Pool.start); raises
+        if the endpoint cannot load. `incoming`: they load beside serving workers, at a
+        lower priority."""
+        pool = Pool(key, spec, settings, self, op=op, batchable=batchable, incoming=incoming)
         self.pools[key] = pool
         try:
-            await pool.start()
+            await pool.start(size)
         except BaseException:
             self.pools.pop(key, None)
             raise
@@ -90,6 +100,7 @@ class Supervisor:
         return (
             not pool.closed
             and pool.waiting > pool.starting
+            and (pool.live > 0 or pool.starting == 0)  # a replacement first (see Pool._grow)
             and pool.size < pool.settings.ceil
             and time.monotonic() >= pool.backoff_until
         )
