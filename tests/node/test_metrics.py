@@ -3,6 +3,8 @@ pool saturation gauges of a real node under slow calls."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
+from node._proto.inference import grpc_service_pb2 as oip
+from node._proto.inference import grpc_service_pb2_grpc as oipg
 from node.metrics import Metrics
 from tests.nodeproc import NodeProc, run_node
-from tests.packages import function_package
+from tests.packages import function_package, logistic_package
 
 
 class _NoPools:
@@ -127,3 +131,65 @@ def test_inflight_and_saturation_gauges_under_slow_calls(tmp_path: Path) -> None
         assert requests.post(node.url("other", "e", "run"), json={}, timeout=10).status_code == 404
         assert requests.post(node.url("svc", "slow", "predict"), json={}, timeout=10).status_code == 400
         assert _gauges(node) == idle_state
+
+
+def test_inflight_gauge_counts_streams_and_oip(tmp_path: Path) -> None:
+    """A prediction endpoint's one worker stopped (SIGSTOP, a real stall): a gRPC stream message
+    and OIP calls over HTTP and gRPC stay in flight until it resumes."""
+    pkg, _ = logistic_package(tmp_path)
+    config = tmp_path / "data" / "config" / "services" / "fraud" / "score.json"
+    config.parent.mkdir(parents=True)
+    config.write_text('{"pool": {"floor": 1, "cruise": 1, "ceil": 1}}')
+    with run_node(tmp_path / "data", pkg, args=["--ping-timeout", "300"]) as node:
+        ep = (("endpoint", "score"), ("service", "fraud"))
+        pool = (ep[0], ("generation", "v1"), ep[1])
+
+        def gauges() -> tuple[float, float, float, float]:
+            got = _scrape(node)
+            return (
+                got[("apinode_inflight_requests", ())],
+                got[("apinode_endpoint_inflight_requests", ep)],
+                got[("apinode_pool_saturation", pool)],
+                got[("apinode_queue_depth", pool)],
+            )
+
+        assert gauges() == (0, 0, 0.0, 0)
+        [worker] = node.pool("fraud", "score")["workers"]["pids"]
+        os.kill(worker, signal.SIGSTOP)
+        done: list[str] = []
+        features = {"amount": 1.0, "hour": 3.0, "distance": 0.5}
+
+        def stream() -> None:
+            with grpc.insecure_channel(node.grpc) as ch:
+                req = pb.PredictRequest(
+                    service="fraud", endpoint="score", features={k: pb.Value(number=v) for k, v in features.items()}
+                )
+                for answer in pbg.ApiNodeStub(ch).PredictStream(iter([req]), timeout=120):
+                    done.append(f"stream {answer.error.error_type or 'OK'}")
+
+        def oip_http() -> None:
+            body = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP64", "data": [1.0, 3.0, 0.5]}]}
+            r = requests.post(f"{node.http}/v2/models/fraud.score/infer", json=body, timeout=120)
+            done.append(f"oip-http {r.status_code}")
+
+        def oip_grpc() -> None:
+            with grpc.insecure_channel(node.grpc) as ch:
+                t = oip.ModelInferRequest.InferInputTensor(name="input", datatype="FP64", shape=[1, 3])
+                t.contents.fp64_contents.extend([1.0, 3.0, 0.5])
+                oipg.GRPCInferenceServiceStub(ch).ModelInfer(
+                    oip.ModelInferRequest(model_name="fraud.score", inputs=[t]), timeout=120
+                )
+                done.append("oip-grpc OK")
+
+        threads = [threading.Thread(target=f) for f in (stream, oip_http, oip_grpc)]
+        try:
+            for t in threads:
+                t.start()
+            # one call went to the stopped worker (busy: saturation 1/1), two wait in the queue
+            node.wait_for(lambda: gauges() == (3, 3, 1.0, 2), what="three calls in flight", timeout=60)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        for t in threads:
+            t.join(120)
+        assert sorted(done) == ["oip-grpc OK", "oip-http 200", "stream OK"]
+        node.wait_for(lambda: gauges() == (0, 0, 0.0, 0), what="the gauges back to 0")
