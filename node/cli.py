@@ -54,6 +54,13 @@ def _serve_parser(sub: Any) -> None:
         help="seconds in-flight requests get on SIGTERM",
     )
     p.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        help="on SIGTERM, seconds of serving on with /ready 503 before shutdown, so a load balancer "
+        "(Kubernetes) takes the node out first (default 0; a second signal skips the rest)",
+    )
+    p.add_argument(
         "--header-timeout", type=float, default=10.0, help="seconds an HTTP request head may take (default 10)"
     )
     p.add_argument(
@@ -124,6 +131,7 @@ def _serve(args: argparse.Namespace) -> int:
         worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace,
+        drain_seconds=args.drain_seconds,
         header_timeout=args.header_timeout,
         body_timeout=args.body_timeout,
         idle_timeout=args.idle_timeout,
@@ -208,6 +216,8 @@ def _check_limits(args: argparse.Namespace) -> str | None:
     ):
         if not value > 0:
             return f"{option} must be positive, got {value}"
+    if not args.drain_seconds >= 0:
+        return f"--drain-seconds must not be negative, got {args.drain_seconds}"
     if args.max_grpc_message_mb >= 2048:  # gRPC counts message sizes in a signed 32-bit int
         return f"--max-grpc-message-mb must be under 2048, got {args.max_grpc_message_mb}"
     if not 1 <= args.max_json_depth <= MAX_JSON_DEPTH_CAP:

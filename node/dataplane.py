@@ -78,8 +78,38 @@ class DataPlane:
         self.metrics = metrics or Metrics(registry.sup)
         self.keys = keys or registry.keys
         self.querylog = querylog
+        self.draining = False  # SIGTERM: not ready, still serving (node.server)
+        self.metrics.inflight.endpoints = self._served_endpoints
 
     async def call(
+        self,
+        verb: str,
+        service: str,
+        endpoint: str,
+        body: dict[str, Any],
+        *,
+        protocol: str,
+        dispatch: dict[str, Any] | None = None,
+        api_key: str | None = None,
+        peer: str | None = None,
+    ) -> dict[str, Any]:
+        """Runs one user operation (see `_call`), counted in flight until it is answered."""
+        key = (service, endpoint)
+        inflight = self.metrics.inflight
+        inflight.enter(key)
+        try:
+            return await self._call(
+                verb, service, endpoint, body, protocol=protocol, dispatch=dispatch, api_key=api_key, peer=peer
+            )
+        finally:
+            inflight.leave(key)
+
+    def _served_endpoints(self) -> list[tuple[str, str]]:
+        return [
+            (s.id, ep) for s in list(self.registry.services.values()) for g in s.loaded.values() for ep in g.endpoints
+        ]
+
+    async def _call(
         self,
         verb: str,
         service: str,
@@ -379,7 +409,7 @@ class DataPlane:
         }
 
     def status(self) -> dict[str, Any]:
-        ready, reasons = self.registry.readiness()
+        ready, reasons = self.readiness()
         return {
             "ready": ready,
             "notReady": reasons,
@@ -388,6 +418,8 @@ class DataPlane:
         }
 
     def readiness(self) -> tuple[bool, list[str]]:
+        if self.draining:
+            return False, ["draining: the node is shutting down (SIGTERM)"]
         return self.registry.readiness()
 
 

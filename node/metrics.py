@@ -9,6 +9,9 @@ are histograms, never summaries, so they aggregate across nodes.
     apinode_request_duration_seconds{service,endpoint,protocol}            histogram
     apinode_queue_wait_seconds{service,endpoint}                           histogram
     apinode_compute_seconds{service,endpoint}                              histogram (one per batch member)
+    apinode_inflight_requests                                              gauge (node-wide)
+    apinode_endpoint_inflight_requests{service,endpoint}                   gauge
+    apinode_pool_saturation{service,endpoint,generation}                   gauge (busy workers / ceil)
     apinode_queue_depth{service,endpoint,generation}                       gauge
     apinode_workers{service,endpoint,generation,state}                     gauge (busy|idle|starting)
     apinode_worker_crashes_total{service,endpoint,generation}              counter
@@ -21,7 +24,7 @@ are histograms, never summaries, so they aggregate across nodes.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import accumulate
 from typing import Any
 
@@ -40,6 +43,9 @@ class _PoolCollector(Collector):
     def collect(self) -> Iterator[Any]:
         labels = ["service", "endpoint", "generation"]
         depth = GaugeMetricFamily("apinode_queue_depth", "Requests waiting for a worker", labels=labels)
+        saturation = GaugeMetricFamily(
+            "apinode_pool_saturation", "Busy workers over the pool's ceiling (ceil), 0 to 1", labels=labels
+        )
         workers = GaugeMetricFamily("apinode_workers", "Worker processes by state", labels=[*labels, "state"])
         crashes = CounterMetricFamily("apinode_worker_crashes", "Workers that died", labels=labels)
         restarts = CounterMetricFamily("apinode_worker_restarts", "Workers started to replace others", labels=labels)
@@ -51,6 +57,7 @@ class _PoolCollector(Collector):
             lv = [service, endpoint, generation]
             depth.add_metric(lv, pool.waiting)
             states = [w.state for w in pool.workers if not w.retiring]
+            saturation.add_metric(lv, states.count("busy") / pool.settings.ceil)
             for state in ("busy", "idle", "starting"):
                 workers.add_metric([*lv, state], states.count(state))
             s = pool.stats
@@ -63,7 +70,7 @@ class _PoolCollector(Collector):
                 ("run_timeout", s.run_timeouts),
             ):
                 rejected.add_metric([*lv, reason], value)
-        yield from (depth, workers, crashes, restarts, rejected)
+        yield from (depth, saturation, workers, crashes, restarts, rejected)
         ql = getattr(self.sup, "querylog", None)
         if ql is not None:
             dropped = CounterMetricFamily("apinode_querylog_dropped", "Query log lines dropped (slow or full disk)")
@@ -111,6 +118,42 @@ class _Family(Collector):
         yield hist
 
 
+class InFlight(Collector):
+    """Requests inside the data plane (every transport), node-wide and per endpoint.
+
+    The hot path pays two dict updates a request (`enter`/`leave`, from the event-loop
+    thread); a key leaves the dict at 0, so names a caller made up never accumulate. At
+    scrape time every endpoint the node serves gets a series (0 when idle: an autoscaler
+    must read 0, not a missing series), and names it does not serve none."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.by_endpoint: dict[tuple[str, str], int] = {}
+        self.endpoints: Callable[[], Iterable[tuple[str, str]]] = lambda: ()  # set by the data plane
+
+    def enter(self, key: tuple[str, str]) -> None:
+        self.total += 1
+        self.by_endpoint[key] = self.by_endpoint.get(key, 0) + 1
+
+    def leave(self, key: tuple[str, str]) -> None:
+        self.total -= 1
+        n = self.by_endpoint[key] - 1
+        if n:
+            self.by_endpoint[key] = n
+        else:
+            del self.by_endpoint[key]
+
+    def collect(self) -> Iterator[Any]:
+        total = GaugeMetricFamily("apinode_inflight_requests", "Requests in the node, from decoded to answered")
+        total.add_metric([], self.total)
+        per = GaugeMetricFamily(
+            "apinode_endpoint_inflight_requests", "Requests in the node, per endpoint", labels=["service", "endpoint"]
+        )
+        for key in sorted(set(self.endpoints())):
+            per.add_metric(list(key), self.by_endpoint.get(key, 0))
+        yield from (total, per)
+
+
 class Metrics:
     def __init__(self, supervisor: Any) -> None:
         self.registry = CollectorRegistry()
@@ -135,6 +178,8 @@ class Metrics:
         for family in (self.requests, self.duration, self.wait, self.compute):
             r.register(family)
         self.loads = Counter("apinode_package_loads", "Package loads, by outcome", ["service", "outcome"], registry=r)
+        self.inflight = InFlight()
+        r.register(self.inflight)
         r.register(_PoolCollector(supervisor))
 
     def observe(

@@ -1,7 +1,8 @@
 """The composition root: settings -> supervisor -> registry -> data plane -> both servers.
 
-`Node.start()` builds and starts everything on the running (uv)loop; `Node.stop()` stops
-it in reverse order, letting in-flight requests finish within the grace period.
+`Node.start()` builds and starts everything on the running (uv)loop; on SIGTERM,
+`Node.drain()` turns readiness off while serving on (`--drain-seconds`), then `Node.stop()`
+stops everything in reverse order, letting in-flight requests finish within the grace period.
 """
 
 from __future__ import annotations
@@ -187,6 +188,25 @@ class Node:
             await asyncio.sleep(0.5)
             await self._update_health()
 
+    async def drain(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
+        """Readiness off at once (HTTP `/ready`, OIP, gRPC health) while everything keeps
+        serving and accepting for `seconds`, so that a load balancer (Kubernetes removing the
+        pod from its Service's endpoints) stops sending new connections before `stop` closes
+        the listeners. Kept-alive HTTP answers say `Connection: close` from now on, so their
+        clients reconnect through the balancer. `cut_short` set ends the wait early."""
+        self.dataplane.draining = True
+        self._draining = True
+        await self._update_health()
+        if seconds <= 0:
+            return
+        log.info("draining: not ready, serving on for %g s", seconds)
+        try:
+            await asyncio.wait_for((cut_short or asyncio.Event()).wait(), seconds)
+        except TimeoutError:
+            pass
+        else:
+            log.info("drain cut short by a second signal")
+
     async def _close_when_draining(self, request: web.Request, response: web.StreamResponse) -> None:
         if self._draining:  # the client learns from this answer that the connection ends here
             response.force_close()
@@ -259,9 +279,16 @@ async def serve(settings: NodeSettings, *, on_started: list[object] | None = Non
     """Runs a node until SIGTERM or SIGINT."""
     node = Node(settings)
     stop = asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: skip what is left of the drain (not the grace)
+
+    def on_signal() -> None:
+        if stop.is_set():
+            hurry.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
     try:
         await node.start()
     except BaseException:
@@ -270,5 +297,6 @@ async def serve(settings: NodeSettings, *, on_started: list[object] | None = Non
     for callback in on_started or []:
         callback(node)  # type: ignore[operator]
     await stop.wait()
+    await node.drain(settings.drain_seconds, hurry)
     log.info("stopping")
     await node.stop()

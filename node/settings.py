@@ -19,6 +19,7 @@ class NodeSettings:
     ping_timeout: float = 10.0
     keep_warm: float = 600.0  # seconds a generation switched away from stays loaded for rollback (0: none)
     shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM
+    drain_seconds: float = 0.0  # on SIGTERM, seconds of serving on while not ready, before shutdown
     header_timeout: float = 10.0  # an HTTP request head must be complete this long after its first byte
     body_timeout: float = 60.0  # an HTTP request body must be complete this long after its head (408)
     idle_timeout: float = 75.0  # a connection (HTTP keep-alive or gRPC) with no request this long is closed
