@@ -155,6 +155,11 @@ def main(args: argparse.Namespace) -> int:
     """Runs ``apinode loadtest``; returns the exit status."""
     try:
         config = config_from_args(args)
+        if args.plot:
+            from loadtest import plot
+
+            if not plot.available():
+                raise ConfigError(plot.MISSING)  # before the run, not after it
         if config.bodies is None and config.payload is not None:
             from loadtest.payloads import load_bodies
 
