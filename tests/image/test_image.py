@@ -125,10 +125,11 @@ def container(image: str, fraud: tuple[Path, Any]) -> Iterator[Container]:
         "--detach",
         "--name",
         name,
-        # as the Deployment runs it: read-only root, writable /data (emptyDir) and /tmp
+        # as the Deployment runs it: read-only root, writable /data (a volume, as the emptyDir)
+        # and /tmp
         "--read-only",
-        "--tmpfs",
-        "/data:rw,size=1g,mode=0700,uid=10001,gid=10001",
+        "--volume",
+        f"{name}-data:/data",
         "--tmpfs",
         "/tmp:rw,size=256m",
         "--cap-drop",
@@ -155,6 +156,7 @@ def container(image: str, fraud: tuple[Path, Any]) -> Iterator[Container]:
         yield c
     finally:
         podman("rm", "--force", "--time", "0", name, check=False)
+        podman("volume", "rm", "--force", f"{name}-data", check=False)
 
 
 def _sklearn(model: Any) -> tuple[str, float]:
