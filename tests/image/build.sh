@@ -7,7 +7,8 @@
 # Usage: tests/image/build.sh [IMAGE]   (root; run from anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-IMAGE=${1:-localhost/apinode:test}
+# One tag per checkout (its path's hash), so that runs from two checkouts never swap images.
+IMAGE=${1:-localhost/apinode:test-$(pwd -P | sha256sum | cut -c1-12)}
 BASE=localhost/apinode-base:py311
 bash tests/image/base.sh "$BASE"
 CACHE=${APINODE_BASE_CACHE:-/var/cache/apinode-base}

@@ -10,6 +10,7 @@ the background); the image tests run last and in one xdist group (conftest.py).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -35,7 +36,8 @@ from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fraud"
-IMAGE = "localhost/apinode:test"
+# tests/image/build.sh's default: one tag per checkout, so that two checkouts never swap images
+IMAGE = "localhost/apinode:test-" + hashlib.sha256(f"{ROOT}\n".encode()).hexdigest()[:12]
 TXN: dict[str, Any] = {
     "amount": 1899.0,
     "merchant_category": "electronics",
