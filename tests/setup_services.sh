@@ -6,11 +6,12 @@
 # from Debian (libcudart.so.12, which it needs even without a GPU, comes from PyPI with the
 # dev extra: Debian has no CUDA 12 runtime). Debian packages; root or sudo. Quick when all is there.
 #
-# The container image test (tests/image/) needs podman (with runc: crun fails on these
-# machines), debootstrap for its base image, and a containers.conf whose default ulimits the
-# machine allows (podman's defaults are above the hard limits here, and runc cannot set them).
-# The base image and the image take minutes to build the first time on a machine: their build starts here, in
-# the background, so it runs while the rest of the suite does; the test waits for it.
+# The container image test (tests/image/) needs podman, run with runc (the runtime these
+# machines need), debootstrap for its base image, and a containers.conf whose default ulimits
+# the machine allows (podman's defaults exceed the hard limits here: "error setting rlimit").
+# The base image and the image take minutes to build the first time on a machine (about 3 + 5
+# here): their build starts here, in the background, while the rest of the suite runs; the test
+# waits for it.
 set -euo pipefail
 missing=()
 command -v podman >/dev/null || missing+=(podman)
