@@ -9,7 +9,12 @@ DATA_DIR    ?= build/data
 PROTOS := $(wildcard proto/apinode/v1/*.proto) $(wildcard proto/inference/*.proto)
 JOBS ?= 2
 
-.PHONY: run test check fmt proto bench example clean venv
+# The container image (Dockerfile): podman if it is there, else docker.
+IMAGE      ?= apinode:0.1.0
+BASE_IMAGE ?= python:3.11-slim
+CONTAINER  ?= $(shell command -v podman || command -v docker)
+
+.PHONY: run test check fmt proto bench example clean venv image
 
 venv: $(STAMP)
 
@@ -50,6 +55,10 @@ test: $(STAMP)
 	$(MAKE) check
 	bash tests/setup_services.sh
 	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
+
+image:
+	@test -n "$(CONTAINER)" || { echo "error: make image needs podman or docker"; exit 1; }
+	$(CONTAINER) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -t $(IMAGE) .
 
 bench: $(STAMP)
 	bash loadtest/install_tools.sh

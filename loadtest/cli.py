@@ -159,6 +159,11 @@ def config_from_args(args: argparse.Namespace) -> LoadConfig:
 def main(args: argparse.Namespace) -> int:
     """Runs ``apinode loadtest``; returns the exit status."""
     try:
+        if args.plot:
+            from loadtest import plot
+
+            if not plot.available():
+                raise ConfigError(plot.MISSING)  # before the run, not after it
         config = config_from_args(args)
         if config.bodies is None and config.payload is not None:
             from loadtest.payloads import load_bodies

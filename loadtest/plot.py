@@ -8,6 +8,7 @@ where tail behaviour is visible, for served answers and errors.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,17 @@ from loadtest.sweep import SweepResult
 _SERIES = (("p50", 50.0), ("p90", 90.0), ("p99", 99.0), ("p99.9", 99.9))
 
 
+# matplotlib is the optional extra `plot` (the container image leaves it out: it is large).
+MISSING = "--plot needs matplotlib, which is not installed: pip install 'apinode[plot]'"
+
+
+def available() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def _pyplot() -> Any:
+    if not available():
+        raise RuntimeError(MISSING)
     import matplotlib
 
     matplotlib.use("Agg")
