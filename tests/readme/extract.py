@@ -4,7 +4,8 @@ A shell block (info string empty, `bash` or `sh`) holds commands, one per logica
 (`\\` continues a line); lines starting with `#` are what a command prints, and a
 ` # ...` tail is a comment. A `python` block is one snippet. Blocks of other languages
 (`yaml`, `json`) are files, not commands. Only the sections a user runs commands from are
-read: the others show templates and file layouts.
+read: the others show templates and file layouts. A shell block whose first line is
+`# REASON: not run by the tests` shows commands the tests cannot run (`not_run`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ SECTIONS = (
     "CLI",
     "Load testing and benchmarks",
     "Open Inference Protocol (KServe V2 / Triton)",
+    "Running on Kubernetes",
 )
 SHELL = ("", "bash", "sh")
 _FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
+_NOT_RUN = re.compile(r"^# (.+): not run by the tests$")
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,12 @@ class Block:
     section: str
     lang: str
     text: str
+
+    @property
+    def not_run(self) -> str:
+        """Why the tests do not run this block's commands ("" if they do)."""
+        first = _NOT_RUN.match(self.text.strip().split("\n", 1)[0]) if self.lang in SHELL else None
+        return first.group(1) if first else ""
 
 
 def blocks(readme: Path = README) -> list[Block]:
@@ -64,6 +73,11 @@ def commands(readme: Path = README) -> list[str]:
         elif b.lang in SHELL:
             out += _shell_commands(b.text)
     return out
+
+
+def not_run(readme: Path = README) -> dict[str, str]:
+    """The commands of the blocks marked `# REASON: not run by the tests`: command -> REASON."""
+    return {c: b.not_run for b in blocks(readme) if b.not_run for c in _shell_commands(b.text)}
 
 
 def _shell_commands(text: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.readme.extract import commands
+from tests.readme.extract import commands, not_run
 
 README = """\
 # title
@@ -34,6 +34,14 @@ os.getcwd()   # a comment stays in a snippet
 nodes: []
 ```
 
+## Running on Kubernetes
+
+```bash
+# needs a Kubernetes cluster: not run by the tests
+kubectl apply -k my-overlay    # a comment
+kubectl -n x get hpa
+```
+
 ## Other
 
 ```bash
@@ -50,4 +58,10 @@ def test_commands_are_logical_lines_of_the_chosen_sections(tmp_path: Path) -> No
         """curl -s http://x/a -d '{"text": "a # inside quotes", "n": 1}'""",
         """curl -s x -d '{"inputs": [1,\n  2]}'""",
         "import os\nos.getcwd()   # a comment stays in a snippet",
+        "kubectl apply -k my-overlay",
+        "kubectl -n x get hpa",
     ]
+    # the marked block's commands are still commands (registered), and say why they are not run
+    assert not_run(readme) == {
+        c: "needs a Kubernetes cluster" for c in ("kubectl apply -k my-overlay", "kubectl -n x get hpa")
+    }

@@ -1,9 +1,14 @@
 """The README is a test: every command it shows in Quick start, gRPC API, Deploying, CLI, Load
-testing and Open Inference Protocol runs here, as written, on the shipped example.
+testing, Open Inference Protocol and Running on Kubernetes runs, as written, on the shipped
+example.
 
 The commands come from the README's fenced blocks (tests/readme/extract.py), and REGISTRY
-names the test that runs each one: a command added to the README without a test, or a test
-left for a command that is gone, fails `test_every_readme_command_has_a_test`. A test runs the
+names the test that runs each one: a test of this module; `tests/...py::test_x`, a test of
+another module that runs it (the container image is built and run by tests/image, once); or
+`not run: REASON` for the commands of a block the README marks `# REASON: not run by the
+tests` (those that need a Kubernetes cluster), each still listed. A command added to the README
+without an entry, or an entry left for a command that is gone, fails
+`test_every_readme_command_has_a_test`. A test runs the
 README's text through `readme_command(...)`, replacing only addresses, ports and keys (each
 replacement must match, so a changed command fails loudly) and adding harness flags (short
 durations, a JSON result file) at the end.
@@ -17,6 +22,7 @@ state one after the other, as they would for a reader.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -34,14 +40,23 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.node.test_tls import make_pki
 from tests.nodeproc import NodeProc, start_node
-from tests.readme.extract import README, blocks, commands
+from tests.readme.extract import README, blocks, commands, not_run
 
 pytestmark = pytest.mark.xdist_group("readme")
 
 ROOT = README.parent
 VENV_BIN = Path(sys.executable).parent
 RISK_KEY = "risk-readme-key-0123"
+EXPORT = "export APINODE_DATA_DIR=build/data"  # Deploying: where `apinode deploy` finds the key
+TLS_LIST = "apinode deploy list --node 10.0.0.5:12001 --tls-ca ca.crt"
+MTLS_LIST = f"{TLS_LIST} --tls-cert me.crt --tls-key me.key"
+CLUSTER = "not run: needs a Kubernetes cluster"
+# `deploy publish --repository` is being built (branch h-repo): then run it against a local
+# directory repository, here
+PUBLISH = f"{CLUSTER} (and `deploy publish --repository`, pending)"
+IMAGE_TESTS = "tests/image/test_image.py"
 
 # README command -> the test that runs it. Long lines: each key is the README's text.
 REGISTRY: dict[str, str] = {
@@ -59,7 +74,8 @@ REGISTRY: dict[str, str] = {
     'echo \'{"data": [{"input": {"content": [120.5, 3.0, 12.0], "shape": [3]}}]}\' > rows.json': "test_oip_perf_analyzer",
     "LD_LIBRARY_PATH=$(.venv/bin/python -c 'import nvidia.cuda_runtime as m; print(m.__path__[0])')/lib .venv/bin/perf_analyzer -m risk.score -u localhost:12000 --input-data rows.json --concurrency-range 1:2 -H 'Authorization:Bearer KEY'": "test_oip_perf_analyzer",
     # Deploying
-    "apinode deploy push build/fraud.apz --node 10.0.0.5:12001 --activate": "test_deploy_push_activate",
+    EXPORT: "test_deploy_push_activate",
+    "apinode deploy push build/fraud.apz --node 127.0.0.1:12001 --activate": "test_deploy_push_activate",
     "apinode deploy push build/fraud-v2.apz --node ... --mapping v1=0.9,v2=0.1": "test_deploy_push_mapping",
     "apinode deploy list --node ...": "test_deploy_list",
     "apinode deploy status --node ...": "test_deploy_status",
@@ -68,7 +84,26 @@ REGISTRY: dict[str, str] = {
     "apinode deploy rollback fraud --node ...": "test_deploy_rollback",
     "apinode deploy tune fraud score floor=2 ceil=4 --node ...": "test_deploy_tune",
     "apinode deploy test build/fraud.apz --node ...": "test_deploy_test",
+    TLS_LIST: "test_deploy_list_tls_nodes",
+    MTLS_LIST: "test_deploy_list_tls_nodes",
     "apinode deploy push build/fraud.apz --infra prod.yaml --rollback-on-failure": "test_deploy_infra_three_nodes",
+    # Running on Kubernetes: tests/image builds the image with `make image` (build.sh) and runs
+    # it with the fraud example mounted at /packages (read-only root, as the Deployment does)
+    "make image": f"{IMAGE_TESTS}::test_the_image_runs_as_a_non_root_user_without_the_optional_extras",
+    'podman run --rm -p 12000:12000 -p 12001:12001 -v "$PWD/build:/packages:ro" apinode:0.1.0 /packages/fraud.apz': f"{IMAGE_TESTS}::test_predictions_over_http_and_grpc",
+    "kubectl kustomize kubernetes/overlays/volume": "test_kubectl_kustomize_volume_overlay",
+    "kubectl create namespace apinode": CLUSTER,
+    'kubectl -n apinode create secret generic apinode-admin --from-literal=admin-key="$(openssl rand -hex 32)"': CLUSTER,
+    "kubectl -n apinode create secret generic apinode-connections --from-file=connections.json": CLUSTER,
+    "podman tag apinode:0.1.0 registry.example.com/apinode:0.1.0 && podman push registry.example.com/apinode:0.1.0": CLUSTER,
+    "kubectl apply -k my-overlay": CLUSTER,
+    "apinode deploy publish build/fraud.apz --repository /mnt/apinode-repository --activate --wait": PUBLISH,
+    "kubectl -n apinode rollout status deployment/apinode": CLUSTER,
+    "kubectl -n apinode get hpa apinode": CLUSTER,
+    'kubectl -n apinode patch hpa apinode -p \'{"spec": {"minReplicas": 4, "maxReplicas": 20}}\'': CLUSTER,
+    "apinode deploy publish build/fraud-v2.apz --repository /mnt/apinode-repository --activate --wait": PUBLISH,
+    "kubectl -n apinode set image deployment/apinode apinode=registry.example.com/apinode:0.2.0": CLUSTER,
+    "kubectl -n apinode rollout undo deployment/apinode": CLUSTER,
     # Load testing
     "apinode loadtest --url http://127.0.0.1:12000 --payload build/fraud.apz --endpoint score -c 16 -d 10s": "test_loadtest_each_endpoint_kind",
     "apinode loadtest --grpc 127.0.0.1:12001 --mode grpc-stream --payload rows.csv --service fraud --endpoint score --rate 5000 --poisson --procs 2 --json -": "test_loadtest_grpc_stream_open_loop",
@@ -96,20 +131,27 @@ def readme_command(text: str, replace: dict[str, str] | None = None, append: str
 
 
 def _env(work: Path) -> dict[str, str]:
+    # no admin key nor data dir from the caller's environment: the README says what to set
+    env = {k: v for k, v in os.environ.items() if k not in ("APINODE_ADMIN_KEY", "APINODE_DATA_DIR")}
     return {
-        **os.environ,
+        **env,
         "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # apinode, grpcurl, perf_analyzer
         "PYTHONPATH": str(ROOT),
         "OMP_NUM_THREADS": "1",
-        # where `apinode deploy` on the node's machine finds the node (and its generated admin key)
-        "APINODE_DATA_DIR": str(work / "build" / "data"),
     }
 
 
-def sh(work: Path, command: str, *, timeout: float = 120, ok: bool = True) -> subprocess.CompletedProcess[str]:
+def sh(
+    work: Path, command: str, *, timeout: float = 120, ok: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Runs `command` with bash in the scratch folder, as a reader would in the repository."""
     run = subprocess.run(
-        ["bash", "-c", command], cwd=work, env=_env(work), capture_output=True, text=True, timeout=timeout
+        ["bash", "-c", command],
+        cwd=work,
+        env={**_env(work), **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if ok:
         assert run.returncode == 0, f"{command}\nexit {run.returncode}\n{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
@@ -325,7 +367,8 @@ def test_cli_table_commands_have_help(quick: Quick) -> None:
 
 
 def _deploy(quick: Quick, text: str) -> subprocess.CompletedProcess[str]:
-    return sh(quick.work, readme_command(text, quick.ports(text)))
+    """`text` after the section's `export`, in one shell, as a reader types them."""
+    return sh(quick.work, f"{readme_command(EXPORT)} && {readme_command(text, quick.ports(text))}")
 
 
 def _mapping(node: NodeProc) -> dict[str, float]:
@@ -334,7 +377,7 @@ def _mapping(node: NodeProc) -> dict[str, float]:
 
 
 def test_deploy_push_activate(quick: Quick) -> None:
-    _deploy(quick, "apinode deploy push build/fraud.apz --node 10.0.0.5:12001 --activate")
+    _deploy(quick, "apinode deploy push build/fraud.apz --node 127.0.0.1:12001 --activate")
     assert _mapping(quick.node) == {"v1": 1.0}
 
 
@@ -382,6 +425,32 @@ def test_deploy_test(quick: Quick) -> None:
         assert endpoint in out, out
 
 
+def test_deploy_list_tls_nodes(quick: Quick, tmp_path: Path) -> None:
+    """The two TLS commands, against an empty node on another machine (for the deployer: it is
+    given the key by $APINODE_ADMIN_KEY, as the README says), first with TLS, then also asking
+    for a client certificate; each refused without the options it shows."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    for name, to in (("ca.crt", "ca.crt"), ("client.crt", "me.crt"), ("client.key", "me.key")):
+        shutil.copy(pki / name, quick.work / to)
+    tls = ["--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key")]
+    for text, args, without in (
+        (TLS_LIST, tls, "--tls-ca ca.crt"),
+        (MTLS_LIST, [*tls, "--tls-client-ca", str(pki / "ca.crt")], "--tls-cert me.crt --tls-key me.key"),
+    ):
+        node = start_node(tmp_path / "data", args=args)
+        try:
+            env = {"APINODE_ADMIN_KEY": node.admin_key() or ""}
+            command = readme_command(text, {"10.0.0.5:12001": f"localhost:{node.grpc_port}"})
+            run = sh(quick.work, command, env=env)
+            assert f"no services on localhost:{node.grpc_port}" in run.stdout + run.stderr, run
+            refused = sh(quick.work, command.replace(f" {without}", ""), env=env, ok=False)
+            assert refused.returncode == 3, (command, refused.stdout, refused.stderr)
+        finally:
+            node.stop()
+
+
 def test_deploy_infra_three_nodes(quick: Quick, tmp_path: Path) -> None:
     """A rolling push over three local nodes, with the README's infrastructure file as the
     template of each node's entry."""
@@ -414,6 +483,21 @@ def test_deploy_infra_three_nodes(quick: Quick, tmp_path: Path) -> None:
     finally:
         for node in nodes:
             node.stop()
+
+
+# --- Running on Kubernetes -------------------------------------------------------------------
+
+
+def test_kubectl_kustomize_volume_overlay(work: Path) -> None:
+    shutil.copytree(ROOT / "kubernetes", work / "kubernetes", dirs_exist_ok=True)
+    text = "kubectl kustomize kubernetes/overlays/volume"
+    docs = {d["kind"]: d for d in yaml.safe_load_all(sh(work, readme_command(text)).stdout) if d}
+    assert {"Deployment", "Service", "PersistentVolumeClaim", "HorizontalPodAutoscaler"} <= set(docs), set(docs)
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    claims = [v["persistentVolumeClaim"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"claimName": docs["PersistentVolumeClaim"]["metadata"]["name"], "readOnly": True}], claims
+    mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["/repository"].get("readOnly") is True, mounts
 
 
 # --- Load testing ---------------------------------------------------------------------------
@@ -523,6 +607,12 @@ def test_oip_perf_analyzer(work: Path, risk: NodeProc) -> None:
 # --- the registry is the README -------------------------------------------------------------
 
 
+def _tests_of(path: Path) -> set[str]:
+    """The test functions a module defines (read, not imported)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and n.name.startswith("test_")}
+
+
 def test_every_readme_command_has_a_test() -> None:
     shown = commands()
     assert len(shown) == len(set(shown)), "a command appears twice in the README: key the registry otherwise"
@@ -530,8 +620,16 @@ def test_every_readme_command_has_a_test() -> None:
     stale = [c for c in REGISTRY if c not in shown]
     assert not missing, f"README commands without a test (add them to REGISTRY and test them): {missing}"
     assert not stale, f"REGISTRY entries the README no longer shows: {stale}"
+    # not run: exactly the commands of the blocks the README marks so, for the reason it gives
+    marked = not_run()
+    skipped = {c for c, test in REGISTRY.items() if test.startswith("not run: ")}
+    assert skipped == set(marked), f"not run but not in a marked block, or marked but run: {skipped ^ set(marked)}"
+    wrong = {c: REGISTRY[c] for c in skipped if not REGISTRY[c].startswith(f"not run: {marked[c]}")}
+    assert not wrong, f"the README gives another reason: {wrong}"
     tests = {name for name, value in globals().items() if name.startswith("test_") and callable(value)}
-    assert set(REGISTRY.values()) <= tests, set(REGISTRY.values()) - tests
+    for test in set(REGISTRY.values()) - {REGISTRY[c] for c in skipped}:
+        module, _, name = test.rpartition("::")
+        assert name in (_tests_of(ROOT / module) if module else tests), f"no test {test}"
 
 
 def test_zz_every_command_of_the_tests_that_ran_was_run() -> None:
