@@ -23,7 +23,7 @@ import orjson
 
 from node import errors
 from node.dataplane import TEST_VERB, DataPlane
-from node.package import PackageError
+from node.package import PackageError, read_manifest
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
 from node.supervisor import settings as pool_settings
@@ -222,6 +222,25 @@ class AdminPlane:
                 "tests": tests,
                 "state": self.service_state(svc.id),
             }
+
+    async def seed(self, package: Path) -> dict[str, Any] | None:
+        """A package named on `serve`'s command line: stored and activated only when the node
+        has no state for its service yet (no mapping). What was pushed or published since
+        wins on a restart with the same command line; returns None when it was kept."""
+        try:
+            manifest = await asyncio.to_thread(read_manifest, package)
+        except PackageError as exc:
+            raise errors.BadRequest(f"package refused: {exc}") from None
+        svc = self.registry.services.get(manifest.service)
+        if svc is not None and svc.state.mapping:
+            log.info(
+                "%s: keeping its state (serves %s); %s from the command line is not activated over it",
+                svc.id,
+                _describe(svc.state.mapping),
+                package,
+            )
+            return None
+        return await self.push(package, activate=True)
 
     async def activate(self, service: str, generation: str) -> dict[str, Any]:
         return await self.set_mapping(

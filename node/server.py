@@ -33,6 +33,7 @@ from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
 from node.querylog import QueryLog
 from node.registry import Registry
+from node.repository import RepositoryCollector, RepositorySync
 from node.settings import NodeSettings
 from node.storage import Storage
 from node.supervisor.supervisor import Supervisor
@@ -72,6 +73,13 @@ class Node:
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
+        self.registry.allow_empty = settings.allow_empty
+        self.repository: RepositorySync | None = None
+        if settings.repository is not None:
+            self.repository = RepositorySync(self.admin, settings.repository, settings.poll_seconds)
+            self.registry.gates.append(self.repository.not_ready)
+            self.registry.status_sections["repository"] = self.repository.status
+            self.dataplane.metrics.registry.register(RepositoryCollector(self.repository))
         self.http_port = 0
         self.grpc_port = 0
         self._runner: web.AppRunner | None = None
@@ -83,9 +91,10 @@ class Node:
         s = self.settings
         await self.supervisor.start()
         await self.registry.start()
-        for package in s.packages:
-            result = await self.admin.push(Path(package), activate=True)
-            log.info("serving %s %s from %s", result["service"], result["generation"], package)
+        for package in s.packages:  # only for services without state: what was deployed since wins
+            result = await self.admin.seed(Path(package))
+            if result is not None:
+                log.info("serving %s %s from %s", result["service"], result["generation"], package)
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
@@ -133,6 +142,8 @@ class Node:
         await self._grpc.start()
         await self._update_health()
         self._health_task = asyncio.create_task(self._health_loop())
+        if self.repository is not None:  # syncs in the background: /ready says 503 until done
+            self.repository.start()
 
     async def _update_health(self) -> None:
         ok, _ = self.dataplane.readiness()
@@ -149,6 +160,8 @@ class Node:
         """Stops listening, lets in-flight and queued requests finish (up to the grace
         period), then stops the workers."""
         grace = self.settings.shutdown_grace
+        if self.repository is not None:
+            await self.repository.stop()
         if self._health_task is not None:
             self._health_task.cancel()
         await self._health.enter_graceful_shutdown()
