@@ -223,24 +223,29 @@ class AdminPlane:
                 "state": self.service_state(svc.id),
             }
 
-    async def seed(self, package: Path) -> dict[str, Any] | None:
-        """A package named on `serve`'s command line: stored and activated only when the node
-        has no state for its service yet (no mapping). What was pushed or published since
-        wins on a restart with the same command line; returns None when it was kept."""
-        try:
-            manifest = await asyncio.to_thread(read_manifest, package)
-        except PackageError as exc:
-            raise errors.BadRequest(f"package refused: {exc}") from None
-        svc = self.registry.services.get(manifest.service)
-        if svc is not None and svc.state.mapping:
-            log.info(
-                "%s: keeping its state (serves %s); %s from the command line is not activated over it",
-                svc.id,
-                _describe(svc.state.mapping),
-                package,
-            )
-            return None
-        return await self.push(package, activate=True)
+    async def seed(self, packages: list[Path]) -> list[dict[str, Any]]:
+        """The packages named on `serve`'s command line: stored and activated (in order, so
+        the last of a service serves) only for services the node had no state for (no
+        mapping) when it started. What was pushed or published since wins on a restart with
+        the same command line. Returns the push results of those activated."""
+        decided = {sid for sid, svc in self.registry.services.items() if svc.state.mapping}
+        results = []
+        for package in packages:
+            try:
+                manifest = await asyncio.to_thread(read_manifest, package)
+            except PackageError as exc:
+                raise errors.BadRequest(f"package refused: {exc}") from None
+            if manifest.service in decided:
+                svc = self.registry.services[manifest.service]
+                log.info(
+                    "%s: keeping its state (serves %s); %s from the command line is not activated over it",
+                    svc.id,
+                    _describe(svc.state.mapping or {"mode": "random", "entries": []}),
+                    package,
+                )
+                continue
+            results.append(await self.push(package, activate=True))
+        return results
 
     async def activate(self, service: str, generation: str) -> dict[str, Any]:
         return await self.set_mapping(

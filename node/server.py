@@ -91,10 +91,8 @@ class Node:
         s = self.settings
         await self.supervisor.start()
         await self.registry.start()
-        for package in s.packages:  # only for services without state: what was deployed since wins
-            result = await self.admin.seed(Path(package))
-            if result is not None:
-                log.info("serving %s %s from %s", result["service"], result["generation"], package)
+        for result in await self.admin.seed([Path(p) for p in s.packages]):  # services without state only
+            log.info("serving %s %s from the command line", result["service"], result["generation"])
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)

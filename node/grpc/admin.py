@@ -72,6 +72,29 @@ def _tuning_to_pb(service: str, endpoint: str, t: dict[str, Any]) -> apb.Tuning:
     return apb.Tuning(service=service, endpoint=endpoint, pool=pool, source=t["source"])
 
 
+def _endpoint_status_pb(service: str, generation: str, endpoint: str, st: dict[str, Any]) -> apb.EndpointStatus:
+    """One endpoint's status. Lookup endpoints are served by the front process itself: they
+    have no pool (no workers, queue or counters) and are ready once loaded."""
+    workers = st.get("workers") or {}
+    return apb.EndpointStatus(
+        service=service,
+        generation=generation,
+        endpoint=endpoint,
+        type=st["type"],
+        ready=st.get("ready", True),
+        not_ready_reason=st.get("notReadyReason") or "",
+        workers_busy=workers.get("busy", 0),
+        workers_idle=workers.get("idle", 0),
+        workers_starting=workers.get("starting", 0),
+        queue_depth=st.get("queueDepth", 0),
+        served=st.get("served", 0),
+        rejected=st.get("rejected", 0),
+        timed_out=st.get("timed_out", 0),
+        crashed=st.get("crashed", 0),
+        restarts=st.get("restarts", 0),
+    )
+
+
 class AdminServicer(admin_pb2_grpc.AdminServicer):
     def __init__(self, admin: AdminPlane, dataplane: DataPlane, auth: AdminAuth, *, max_package_bytes: int) -> None:
         self.admin = admin
@@ -206,23 +229,5 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         for sid, svc in doc["services"].items():
             for version, endpoints in svc["generations"].items():
                 for eid, st in endpoints.items():
-                    eps.append(
-                        apb.EndpointStatus(
-                            service=sid,
-                            generation=version,
-                            endpoint=eid,
-                            type=st["type"],
-                            ready=st["ready"],
-                            not_ready_reason=st["notReadyReason"] or "",
-                            workers_busy=st["workers"]["busy"],
-                            workers_idle=st["workers"]["idle"],
-                            workers_starting=st["workers"]["starting"],
-                            queue_depth=st["queueDepth"],
-                            served=st["served"],
-                            rejected=st["rejected"],
-                            timed_out=st["timed_out"],
-                            crashed=st["crashed"],
-                            restarts=st["restarts"],
-                        )
-                    )
+                    eps.append(_endpoint_status_pb(sid, version, eid, st))
         return apb.StatusResponse(ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode())
