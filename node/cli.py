@@ -46,6 +46,24 @@ def _serve_parser(sub: Any) -> None:
         help="seconds in-flight requests get on SIGTERM",
     )
     p.add_argument(
+        "--header-timeout", type=float, default=10.0, help="seconds an HTTP request head may take (default 10)"
+    )
+    p.add_argument(
+        "--body-timeout", type=float, default=60.0, help="seconds an HTTP request body may take (408; default 60)"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=75.0,
+        help="seconds an HTTP keep-alive or gRPC connection may wait for a request (default 75)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        help="open connections per server, HTTP and gRPC (default 4096, lowered to fit the descriptor limit)",
+    )
+    p.add_argument(
         "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
@@ -99,6 +117,10 @@ def _serve(args: argparse.Namespace) -> int:
         worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,
         shutdown_grace=args.shutdown_grace,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
         packages=list(args.packages),
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
@@ -179,6 +201,10 @@ def _check_limits(args: argparse.Namespace) -> str | None:
         ("--max-package-mb", args.max_package_mb),
         ("--max-items", args.max_items),
         ("--max-string-chars", args.max_string_chars),
+        ("--header-timeout", args.header_timeout),
+        ("--body-timeout", args.body_timeout),
+        ("--idle-timeout", args.idle_timeout),
+        ("--max-connections", args.max_connections),
     ):
         if not value > 0:
             return f"{option} must be positive, got {value}"

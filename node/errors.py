@@ -8,6 +8,7 @@ status themselves: the aiohttp middleware and the gRPC decorator read :data:`ERR
     │   ├── PayloadTooLarge        413  INVALID_ARGUMENT
     │   ├── DispatchKeyMissing     400  INVALID_ARGUMENT     (a hash mapping and no dispatch key)
     │   ├── NotSupported           400  UNIMPLEMENTED        (a Dataiku feature apinode lacks: explanations, forecast)
+    │   ├── RequestTimeout         408  DEADLINE_EXCEEDED    (an HTTP body slower than --body-timeout)
     │   └── SqlBadValue            400  INVALID_ARGUMENT     (the database refused a caller's value)
     ├── Unauthorized               401  UNAUTHENTICATED
     ├── Forbidden                  403  PERMISSION_DENIED
@@ -72,6 +73,8 @@ class DispatchKeyMissing(BadRequest):
 class NotSupported(BadRequest):
     """The caller asks for a feature of the Dataiku API node that apinode does not have
     (explanations, forecasts, effects): said plainly rather than silently left out."""
+class RequestTimeout(BadRequest):
+    """The client did not send its request (head or body) in time; the connection closes."""
 
 
 class SqlBadValue(BadRequest):
@@ -160,6 +163,7 @@ ERROR_TABLE: dict[type[ApiNodeError], ErrorKind] = {
     BadRequest: ErrorKind(400, grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"),
     PayloadTooLarge: ErrorKind(413, grpc.StatusCode.INVALID_ARGUMENT, "PAYLOAD_TOO_LARGE"),
     NotSupported: ErrorKind(400, grpc.StatusCode.UNIMPLEMENTED, "NOT_SUPPORTED"),
+    RequestTimeout: ErrorKind(408, grpc.StatusCode.DEADLINE_EXCEEDED, "REQUEST_TIMEOUT"),
     Unauthorized: ErrorKind(401, grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),
     Forbidden: ErrorKind(403, grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: ErrorKind(404, grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from collections.abc import Awaitable
 from pathlib import Path
 
 import grpc
@@ -23,11 +24,13 @@ from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
 from node.admin import AdminPlane
 from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
+from node.fds import connection_cap, raise_nofile
 from node.grpc.admin import AdminServicer
 from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import register_servicers
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
+from node.http.guard import ConnectionGuard, body_guard
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
@@ -39,6 +42,13 @@ from node.storage import Storage
 from node.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("node")
+GRPC_MAX_STREAMS = 1000  # concurrent calls on one gRPC connection (the client queues the rest)
+GRPC_MAX_AGE_S = 2 * 3600
+GRPC_AGE_GRACE_S = 3600
+# On SIGTERM, how long kept-alive HTTP connections get to send one more request (answered,
+# with `Connection: close`) before the idle ones are closed.
+HTTP_DRAIN_S = 2.0
+GRPC_SETTLE_S = 0.5
 
 
 class Node:
@@ -82,13 +92,18 @@ class Node:
             self.dataplane.metrics.registry.register(RepositoryCollector(self.repository))
         self.http_port = 0
         self.grpc_port = 0
+        self.max_connections = settings.max_connections  # per server, once sized to the descriptor limit
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
+        self.http_guard: ConnectionGuard | None = None
+        self._draining = False
         self._grpc: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         s = self.settings
+        self.max_connections = connection_cap(s.max_connections, raise_nofile())
         await self.supervisor.start()
         await self.registry.start()
         for result in await self.admin.seed([Path(p) for p in s.packages]):  # services without state only
@@ -96,18 +111,43 @@ class Node:
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=s.shutdown_grace)
+        app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))
+        app.on_response_prepare.append(self._close_when_draining)
+        self._runner = web.AppRunner(
+            app,
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=s.shutdown_grace,
+            keepalive_timeout=s.idle_timeout,  # also armed when a connection opens: a silent one is closed
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, s.host, s.http_port, reuse_address=True, ssl_context=_http_tls(s))
-        await site.start()
-        server = site._server
-        assert server is not None
-        self.http_port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        assert self._runner.server is not None
+        # Our own listener (not a TCPSite) so that each connection goes through the guard.
+        self.http_guard = ConnectionGuard(
+            self._runner.server, max_connections=self.max_connections, header_timeout=s.header_timeout
+        )
+        self._listener = await asyncio.get_running_loop().create_server(
+            self.http_guard, s.host, s.http_port, ssl=_http_tls(s), reuse_address=True, backlog=1024
+        )
+        self.http_port = self._listener.sockets[0].getsockname()[1]
 
         opts = [
             ("grpc.max_receive_message_length", s.max_grpc_message_bytes),
             ("grpc.max_send_message_length", s.max_grpc_message_bytes),
             ("grpc.so_reuseport", 0),
+            ("grpc.max_allowed_incoming_connections", self.max_connections),
+            ("grpc.max_concurrent_streams", GRPC_MAX_STREAMS),
+            ("grpc.server_handshake_timeout_ms", int(s.header_timeout * 1000)),  # connection preface
+            ("grpc.max_connection_idle_ms", int(s.idle_timeout * 1000)),  # then GOAWAY
+            ("grpc.max_connection_age_ms", GRPC_MAX_AGE_S * 1000),  # clients reconnect (and rebalance)
+            ("grpc.max_connection_age_grace_ms", GRPC_AGE_GRACE_S * 1000),  # calls in flight then finish
+            # Keepalive: ping a peer in a call every minute, drop it after 20 s of silence; a client
+            # pinging more often than every 30 s, or with no call open, gets GOAWAY after 2 strikes.
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.keepalive_permit_without_calls", 0),
+            ("grpc.http2.min_ping_interval_without_data_ms", 30_000),
+            ("grpc.http2.max_ping_strikes", 2),
         ]
         self._grpc = grpc.aio.server(options=opts)
         names = (
@@ -154,6 +194,28 @@ class Node:
             await asyncio.sleep(0.5)
             await self._update_health()
 
+    async def _close_when_draining(self, request: web.Request, response: web.StreamResponse) -> None:
+        if self._draining:  # the client learns from this answer that the connection ends here
+            response.force_close()
+            response.headers["Connection"] = "close"  # aiohttp wrote its own before this hook
+
+    async def _drain_http(self, seconds: float) -> None:
+        """Stops accepting, then gives kept-alive connections `seconds` to send one more
+        request: it is answered with `Connection: close`, so a client never sends on a
+        connection the node is closing. Connections then idle are closed by the cleanup."""
+        if self._listener is not None:
+            self._listener.close()
+        self._draining = True
+        deadline = asyncio.get_running_loop().time() + seconds
+        # Every connection, not only the idle ones: an answer prepared before the signal said
+        # keep-alive, so its client may send again on it.
+        while self.http_guard is not None and self.http_guard.connections:
+            if asyncio.get_running_loop().time() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        if self._runner is not None:
+            await self._runner.cleanup()  # closes idle connections, lets requests in flight finish
+
     async def stop(self) -> None:
         """Stops listening, lets in-flight and queued requests finish (up to the grace
         period), then stops the workers."""
@@ -163,11 +225,14 @@ class Node:
         if self._health_task is not None:
             self._health_task.cancel()
         await self._health.enter_graceful_shutdown()
-        stops = []
+        http = asyncio.create_task(self._drain_http(min(HTTP_DRAIN_S, grace)))  # stops accepting at once
+        stops: list[Awaitable[None]] = [http]
         if self._grpc is not None:
-            stops.append(self._grpc.stop(grace))
-        if self._runner is not None:
-            stops.append(self._runner.cleanup())
+            # gRPC hands a call to the server only when its event loop asks for the next one; calls
+            # that arrived while the loop was busy wait in gRPC's queue, and gRPC cancels those at
+            # stop(). Serving on a little first lets every call that reached us be taken.
+            await asyncio.sleep(min(GRPC_SETTLE_S, grace))
+            stops.append(self._grpc.stop(grace))  # GOAWAY: clients open no new call on their connection
         results = await asyncio.gather(*stops, return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException):

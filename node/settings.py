@@ -18,6 +18,10 @@ class NodeSettings:
     ping_interval: float = 1.0
     ping_timeout: float = 10.0
     shutdown_grace: float = 20.0  # seconds in-flight requests get on SIGTERM
+    header_timeout: float = 10.0  # an HTTP request head must be complete this long after its first byte
+    body_timeout: float = 60.0  # an HTTP request body must be complete this long after its head (408)
+    idle_timeout: float = 75.0  # a connection (HTTP keep-alive or gRPC) with no request this long is closed
+    max_connections: int = 4096  # per server (HTTP, gRPC); lowered at start to fit the descriptor limit
     max_body_bytes: int = 32 * 1024 * 1024  # an HTTP request body (413 PAYLOAD_TOO_LARGE)
     max_grpc_message_bytes: int = 32 * 1024 * 1024  # a gRPC message (RESOURCE_EXHAUSTED, from gRPC itself)
     max_items: int = 10_000  # items of one predict-multi call (413 PAYLOAD_TOO_LARGE)

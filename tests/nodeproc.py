@@ -71,7 +71,10 @@ class NodeProc:
         return self.proc.returncode
 
 
-def start_node(data_dir: Path, *packages: Path, args: Sequence[str] = (), timeout: float = 90.0) -> NodeProc:
+def start_node(
+    data_dir: Path, *packages: Path, args: Sequence[str] = (), timeout: float = 90.0, nofile: int | None = None
+) -> NodeProc:
+    """`nofile`: the node's RLIMIT_NOFILE (soft and hard), to run it short of descriptors."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = data_dir.parent / f"{data_dir.name}.ports.json"
     ports.unlink(missing_ok=True)
@@ -80,7 +83,14 @@ def start_node(data_dir: Path, *packages: Path, args: Sequence[str] = (), timeou
     cmd = [APINODE, "serve", "--data-dir", str(data_dir), "--http-port", "0", "--grpc-port", "0"]
     cmd += ["--ports-file", str(ports), *args, *map(str, packages)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    preexec = None
+    if nofile is not None:
+        import resource
+
+        def preexec() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     log.close()
     deadline = time.monotonic() + timeout
     while not ports.exists():
@@ -95,8 +105,10 @@ def start_node(data_dir: Path, *packages: Path, args: Sequence[str] = (), timeou
 
 
 @contextlib.contextmanager
-def run_node(data_dir: Path, *packages: Path, args: Sequence[str] = ()) -> Iterator[NodeProc]:
-    node = start_node(data_dir, *packages, args=args)
+def run_node(
+    data_dir: Path, *packages: Path, args: Sequence[str] = (), nofile: int | None = None
+) -> Iterator[NodeProc]:
+    node = start_node(data_dir, *packages, args=args, nofile=nofile)
     try:
         yield node
     finally:
