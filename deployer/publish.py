@@ -17,16 +17,19 @@ the state, changes it, and writes it back whole, atomically:
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import fcntl
+import http.client
 import os
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import requests
 
 from deployer.errors import EXIT_OK, DeployError, UsageError
 from deployer.models import Mapping
@@ -128,34 +131,52 @@ def _chunks(f: Any, size: int, on_progress: Any) -> Iterator[bytes]:
 
 
 class _HttpStore(_Store):
-    def __init__(self, base: str, timeout: float) -> None:
-        self.base = base if base.endswith("/") else base + "/"
-        self.where = base
-        self.timeout = timeout
-        self.http = requests.Session()
+    """Over HTTP(S) with the standard library (the deployer needs no HTTP client package):
+    credentials in the URL (`https://user:token@host/path/`) go as Basic authorization."""
 
-    def _request(self, method: str, file: str, **kw: Any) -> requests.Response:
+    def __init__(self, base: str, timeout: float) -> None:
+        base = base if base.endswith("/") else base + "/"
+        parts = urllib.parse.urlsplit(base)
+        self.headers: dict[str, str] = {}
+        if parts.username is not None:
+            user = urllib.parse.unquote(parts.username)
+            secret = urllib.parse.unquote(parts.password or "")
+            self.headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+            netloc = parts.hostname or ""
+            netloc += f":{parts.port}" if parts.port else ""
+            base = urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+        self.base = self.where = base
+        self.timeout = timeout
+
+    def _request(self, method: str, file: str, body: Any = None, size: int | None = None) -> tuple[int, Any, bytes]:
         url = self.base + file
+        headers = dict(self.headers)
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        req = urllib.request.Request(url, data=body, method=method, headers=headers)
         try:
-            return self.http.request(method, url, timeout=self.timeout, **kw)
-        except requests.RequestException as exc:
+            with urllib.request.urlopen(req, timeout=self.timeout) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+        except (OSError, http.client.HTTPException) as exc:
             raise DeployError(f"{method} {url}: {exc}") from None
 
     def _validators(self) -> tuple[str | None, str | None]:
-        r = self._request("HEAD", STATE_FILE)
-        return (r.headers.get("ETag"), r.headers.get("Last-Modified")) if r.status_code == 200 else (None, None)
+        code, headers, _ = self._request("HEAD", STATE_FILE)
+        return (headers.get("ETag"), headers.get("Last-Modified")) if code == 200 else (None, None)
 
     def read(self) -> RepoState:
-        r = self._request("GET", STATE_FILE)
-        if r.status_code == 404:
+        code, _, body = self._request("GET", STATE_FILE)
+        if code == 404:
             return RepoState()
-        if r.status_code != 200:
-            raise DeployError(f"GET {self.base}{STATE_FILE}: HTTP {r.status_code} {r.reason}")
-        return _parse(r.content, self.base + STATE_FILE)
+        if code != 200:
+            raise DeployError(f"GET {self.base}{STATE_FILE}: HTTP {code}")
+        return _parse(body, self.base + STATE_FILE)
 
     def has(self, file: str, size: int) -> bool:
-        r = self._request("HEAD", file)
-        return r.status_code == 200 and r.headers.get("Content-Length") == str(size)
+        code, headers, _ = self._request("HEAD", file)
+        return code == 200 and headers.get("Content-Length") == str(size)
 
     def upload(self, file: str, src: Path, on_progress: Any) -> None:
         size = src.stat().st_size
@@ -171,13 +192,14 @@ class _HttpStore(_Store):
             self._put(STATE_FILE, data, len(data))
 
     def _put(self, file: str, body: Any, size: int) -> None:
-        r = self._request("PUT", file, data=body, headers={"Content-Length": str(size)})
-        if r.status_code not in (200, 201, 204):
-            raise DeployError(f"PUT {self.base}{file}: HTTP {r.status_code} {r.reason} {r.text[:200]}")
+        code, _, text = self._request("PUT", file, body, size)
+        if code not in (200, 201, 204):
+            raise DeployError(f"PUT {self.base}{file}: HTTP {code} {text[:200].decode(errors='replace')}")
 
 
 class _Body:
-    """A file as a request body that reports progress (requests streams iterables)."""
+    """A file as a request body that reports progress (urllib streams an iterable body
+    whose Content-Length is given)."""
 
     def __init__(self, f: Any, size: int, on_progress: Any) -> None:
         self.f, self.size, self.on_progress = f, size, on_progress

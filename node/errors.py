@@ -73,6 +73,8 @@ class DispatchKeyMissing(BadRequest):
 class NotSupported(BadRequest):
     """The caller asks for a feature of the Dataiku API node that apinode does not have
     (explanations, forecasts, effects): said plainly rather than silently left out."""
+
+
 class RequestTimeout(BadRequest):
     """The client did not send its request (head or body) in time; the connection closes."""
 

@@ -103,8 +103,7 @@ def _copy(src: Path, dest: Path) -> None:
 class _HttpSource(_Source):
     def __init__(self, base: str) -> None:
         self.base = base if base.endswith("/") else base + "/"
-        parts = urllib.parse.urlsplit(self.base)
-        self.url = urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.password else self.base
+        self.url = _redact(self.base)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
@@ -153,8 +152,12 @@ class _HttpSource(_Source):
 
 
 def _redact(url: str) -> str:
+    """The URL without its credentials (status, logs and errors show it)."""
     parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(netloc=parts.hostname or "")) if parts.password else url
+    if parts.username is None:
+        return url
+    netloc = (parts.hostname or "") + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
 def source_of(where: str) -> _Source:
@@ -211,13 +214,18 @@ class RepositorySync:
         self.last_poll = _now()
         try:
             changed = await self.source.read_state(self._token)
-            if changed is not None:
-                token, content = changed
-                self._state = loads(content) if content is not None else RepoState()
-                self._token, self._pending, self._failures, self._retry_at = token, True, 0, 0.0
-        except (SyncError, StateError) as exc:
+        except SyncError as exc:
             self._failed(f"state of {self.source.url}: {exc}")
             return
+        if changed is not None:
+            token, content = changed
+            self._token = token  # a broken file is read again only once it changes
+            try:
+                self._state = loads(content) if content is not None else RepoState()
+            except StateError as exc:
+                self._failed(f"state of {self.source.url}: {exc}")
+                return
+            self._pending, self._failures, self._retry_at = True, 0, 0.0
         if not self._pending or self._state is None or time.monotonic() < self._retry_at:
             return
         problems = await self.converge(self._state)

@@ -152,6 +152,22 @@ def test_bad_checksum_leaves_every_node_on_the_last_good_state(fleet: Fleet) -> 
         assert served(node) == version
 
 
+def test_an_unreadable_state_leaves_every_node_on_the_last_good_state(fleet: Fleet) -> None:
+    good = served(fleet.nodes[0])
+    state = fleet.www / "state.json"
+    original = state.read_bytes()
+    state.write_bytes(b'{"format": 1, "services": {"svc": ')  # cut short
+    try:
+        for node in fleet.nodes:
+            node.wait_for(lambda n=node: "not JSON" in (status(n)["repository"]["lastError"] or ""), what="the error")
+        _assert_on(fleet, good, "not JSON")
+    finally:
+        state.write_bytes(original + b" ")  # the same state, as a new file version
+    for node in fleet.nodes:
+        node.wait_for(lambda n=node: status(n)["repository"]["lastError"] is None, timeout=90, what="recovery")
+        assert served(node) == good
+
+
 def test_a_node_started_later_serves_the_current_state_before_it_is_ready(fleet: Fleet) -> None:
     current = served(fleet.nodes[0])
     node = fleet.start(f"late{len(fleet.nodes)}")
