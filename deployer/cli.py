@@ -18,6 +18,7 @@ from typing import Any
 from deployer import commands, publish
 from deployer.client import DEFAULT_TARGET
 from deployer.errors import DeployError
+from deployer.localkey import DEFAULT_DATA_DIR
 from deployer.output import PROG, Output
 
 Handler = Callable[[argparse.Namespace, Output], int]
@@ -47,11 +48,29 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--admin-key",
         default=os.environ.get("APINODE_ADMIN_KEY"),
         metavar="KEY",
-        help="admin key (default $APINODE_ADMIN_KEY); a node without keys takes loopback callers",
+        help="admin key (default $APINODE_ADMIN_KEY; for a node on this machine, the first key of "
+        "DATA_DIR/admin-keys.txt)",
     )
+    g.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        metavar="DIR",
+        help="data dir of a node on this machine, whose generated admin key to use "
+        "(default $APINODE_DATA_DIR or apinode-data, as apinode serve)",
+    )
+    t = p.add_argument_group("TLS (a node started with --tls-cert)")
+    t.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's CAs")
+    t.add_argument("--tls-ca", type=Path, metavar="PEM", help="connect over TLS, trusting this CA")
+    t.add_argument("--tls-cert", type=Path, metavar="PEM", help="client certificate (mutual TLS), with --tls-key")
+    t.add_argument("--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert")
     g.add_argument("--timeout", type=float, default=120.0, metavar="S", help="seconds per call (default 120)")
     g.add_argument("--json", action="store_true", help="machine-readable JSON on stdout")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or notes")
+
+
+def _api_key(p: argparse.ArgumentParser, help: str) -> None:
+    p.add_argument("--api-key", default=os.environ.get("APINODE_API_KEY"), metavar="KEY", help=help)
 
 
 def _mapping_args(p: argparse.ArgumentParser, required: bool) -> None:
@@ -88,6 +107,7 @@ def _deploy_parser(sub: Any) -> None:
         help="with --infra: when a node fails, roll back the nodes already done",
     )
     p.add_argument("--health-timeout", type=float, default=30.0, metavar="S", help="with --infra (default 30)")
+    _api_key(p, "with --infra: the service's API key for the test queries (default $APINODE_API_KEY)")
     _common(p)
 
     p = action("publish", publish.cmd_repository, "upload a package to a repository that nodes converge to")
@@ -139,7 +159,7 @@ def _deploy_parser(sub: Any) -> None:
     p = action("test", commands.cmd_test, "play a package's test queries against a node (exit 1 if one fails)")
     p.add_argument("package", type=Path, metavar="PACKAGE")
     p.add_argument("--http", metavar="URL", help="over JSON HTTP at this base URL instead of gRPC")
-    p.add_argument("--api-key", default=os.environ.get("APINODE_API_KEY"), help="the service's API key")
+    _api_key(p, "the service's API key (default $APINODE_API_KEY)")
     p.add_argument("--generation", metavar="GEN", help="pin the queries to this generation")
     _common(p)
 

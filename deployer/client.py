@@ -1,6 +1,6 @@
 """`AdminClient`: the node's admin gRPC API as typed Python methods.
 
-    with AdminClient("127.0.0.1:12001", admin_key) as node:
+    with AdminClient("127.0.0.1:12001", admin_key, tls=Tls(ca=Path("ca.crt"))) as node:
         result = node.push(Path("fraud.apz"), activate=True)
         node.set_mapping("fraud", Mapping.parse("v1=0.9,v2=0.1"))
 
@@ -10,7 +10,6 @@ own details included) and the exit code it deserves; nothing here prints.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,55 +18,15 @@ from typing import Any, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from deployer.errors import DeployError, Unreachable, from_rpc_error
+from deployer.errors import DeployError, from_rpc_error
 from deployer.models import Mapping, NodeStatus, PushResult, ServiceState, Tuning
 from deployer.packagefile import CHUNK, LocalPackage, open_package
+from deployer.transport import Tls, channel, wait_connected
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc
 
 T = TypeVar("T")
 Progress = Callable[[int, int], None]  # (bytes sent, total bytes)
 DEFAULT_TARGET = "127.0.0.1:12001"
-_MAX_MESSAGE = 64 * 1024 * 1024
-_SETTLED = (
-    grpc.ChannelConnectivity.READY,
-    grpc.ChannelConnectivity.TRANSIENT_FAILURE,
-    grpc.ChannelConnectivity.SHUTDOWN,
-)
-
-
-def channel(target: str) -> grpc.Channel:
-    """An insecure channel to a node (admin and user gRPC share the node's port)."""
-    opts = [
-        ("grpc.max_receive_message_length", _MAX_MESSAGE),
-        ("grpc.max_send_message_length", _MAX_MESSAGE),
-    ]
-    return grpc.insecure_channel(target, options=opts)
-
-
-def wait_connected(ch: grpc.Channel, target: str, timeout: float) -> None:
-    """Raises Unreachable unless the channel connects within `timeout` seconds.
-
-    A refused connection fails at once (TRANSIENT_FAILURE), not after the timeout.
-    """
-    done = threading.Event()
-    states: list[grpc.ChannelConnectivity] = []
-
-    def watch(state: grpc.ChannelConnectivity) -> None:
-        states.append(state)
-        if state in _SETTLED:
-            done.set()
-
-    ch.subscribe(watch, try_to_connect=True)
-    try:
-        done.wait(timeout)
-    finally:
-        ch.unsubscribe(watch)
-    last = states[-1] if states else None
-    if last == grpc.ChannelConnectivity.READY:
-        return
-    if last == grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-        raise Unreachable(f"node {target} unreachable: cannot connect (refused or no route)")
-    raise Unreachable(f"node {target} unreachable: no connection in {timeout:g} s")
 
 
 class AdminClient:
@@ -80,11 +39,13 @@ class AdminClient:
         *,
         timeout: float = 120.0,
         connect_timeout: float = 10.0,
+        tls: Tls | None = None,
     ) -> None:
         self.target = target
         self.timeout = timeout
         self.connect_timeout = min(connect_timeout, timeout)
-        self._channel = channel(target)
+        self.tls = tls
+        self._channel = channel(target, tls)
         self._stub = admin_pb2_grpc.AdminStub(self._channel)
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {admin_key}"),) if admin_key else ()
         self._connected = False
@@ -101,7 +62,7 @@ class AdminClient:
     def connect(self) -> None:
         """Waits for the connection (Unreachable, exit 3, when none comes)."""
         if not self._connected:
-            wait_connected(self._channel, self.target, self.connect_timeout)
+            wait_connected(self._channel, self.target, self.connect_timeout, self.tls)
             self._connected = True
 
     def _call(self, what: str, method: Callable[..., T], request: Any) -> T:

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from deployer.client import AdminClient
 from deployer.errors import EXIT_FAILED, EXIT_OK, UsageError
+from deployer.localkey import local_admin_key
 from deployer.models import Mapping, to_json
 from deployer.output import (
     Output,
@@ -27,10 +28,16 @@ from deployer.output import (
 from deployer.packagefile import LocalPackage, open_package
 from deployer.rollout import Rollout, load_infra
 from deployer.testplay import play_grpc, play_http
+from deployer.transport import Tls
+
+
+def tls_of(args: argparse.Namespace) -> Tls | None:
+    return Tls.of(args.tls_ca, args.tls_cert, args.tls_key, enabled=args.tls)
 
 
 def client_of(args: argparse.Namespace) -> AdminClient:
-    return AdminClient(args.node, args.admin_key, timeout=args.timeout)
+    key = args.admin_key or local_admin_key(args.data_dir, args.node)
+    return AdminClient(args.node, key, timeout=args.timeout, tls=tls_of(args))
 
 
 def _mapping(args: argparse.Namespace) -> Mapping | None:
@@ -79,6 +86,9 @@ def _rollout(args: argparse.Namespace, out: Output, pkg: LocalPackage, mapping: 
         nodes,
         mapping=mapping,
         default_admin_key=args.admin_key,
+        local_data_dir=args.data_dir,
+        default_api_key=args.api_key,
+        default_tls=tls_of(args),
         timeout=args.timeout,
         health_timeout=args.health_timeout,
         rollback_on_failure=args.rollback_on_failure,
@@ -202,7 +212,13 @@ def cmd_test(args: argparse.Namespace, out: Output) -> int:
         raise UsageError(f"{pkg.path} has no test queries")
     play, where = (play_http, args.http) if args.http else (play_grpc, args.node)
     results = play(
-        where, pkg.service, queries, api_key=args.api_key, forced_generation=args.generation, timeout=args.timeout
+        where,
+        pkg.service,
+        queries,
+        api_key=args.api_key,
+        forced_generation=args.generation,
+        timeout=args.timeout,
+        tls=tls_of(args),
     )
     ok = all(r.ok for r in results)
     if out.json_mode:

@@ -97,6 +97,15 @@ def _check(client: AdminClient, state: RepoState, sid: str, node: NodeWait) -> N
         node.detail = f"at serial {node.serial}, reading {seen}" + (f"; last error: {error}" if error else "")
 
 
+def _client(args: argparse.Namespace, target: str) -> AdminClient:
+    """A client of one node, with the key and TLS options as every deploy action takes them."""
+    from deployer.commands import tls_of
+    from deployer.localkey import local_admin_key
+
+    key = args.admin_key or local_admin_key(args.data_dir, target)
+    return AdminClient(target, key, timeout=10, connect_timeout=3, tls=tls_of(args))
+
+
 def wait_for_nodes(args: argparse.Namespace, out: Output, state: RepoState, sid: str) -> int:
     if not getattr(args, "nodes", None) and not getattr(args, "nodes_dns", None):
         raise UsageError("--wait needs the nodes: --nodes HOST:PORT,... or --nodes-dns NAME:PORT")
@@ -114,9 +123,7 @@ def wait_for_nodes(args: argparse.Namespace, out: Output, state: RepoState, sid:
                 for t, node in nodes.items():
                     if node.status != "waiting":
                         continue
-                    client = clients.get(t) or clients.setdefault(
-                        t, AdminClient(t, args.admin_key, timeout=10, connect_timeout=3)
-                    )
+                    client = clients.get(t) or clients.setdefault(t, _client(args, t))
                     try:
                         _check(client, state, sid, node)
                     except DeployError as exc:  # unreachable or refused: maybe starting, try again

@@ -33,8 +33,9 @@ from rich.markup import escape
 
 from deployer.client import AdminClient
 from deployer.errors import DeployError, UsageError
+from deployer.localkey import local_admin_key
 from deployer.output import Output, tests_summary, tests_table
-from deployer.packagefile import open_package
+from deployer.packagefile import open_package, verb_of
 from node.package import MANIFEST, write_package
 
 _IGNORED_DIRS = {"__pycache__", "node_modules", "build", "dist"}
@@ -142,9 +143,11 @@ class DevLoop:
 
     def start(self) -> None:
         ports = self.node.wait_ports()
-        # the node inherits our environment, and with it $APINODE_ADMIN_KEY if set
-        key = os.environ.get("APINODE_ADMIN_KEY")
-        self.client = AdminClient(f"127.0.0.1:{ports['grpc']}", key, timeout=300.0)
+        # The node inherits our environment, and with it $APINODE_ADMIN_KEY if set; else it
+        # generated a key into its data dir before it wrote its ports.
+        target = f"127.0.0.1:{ports['grpc']}"
+        key = os.environ.get("APINODE_ADMIN_KEY") or local_admin_key(self.data_dir, target)
+        self.client = AdminClient(target, key, timeout=300.0)
         self.http = f"http://127.0.0.1:{ports['http']}"
         self.out.note(
             f"node serving on {self.http} and gRPC 127.0.0.1:{ports['grpc']} (data dir {escape(str(self.data_dir))})"
@@ -185,8 +188,7 @@ class DevLoop:
         )
         if first:
             for eid, ep in pkg.manifest.endpoints.items():
-                verb = "run" if ep.type == "function" else "predict"
-                self.out.note(f"  POST {self.http}/public/api/v1/{pkg.service}/{eid}/{verb}")
+                self.out.note(f"  POST {self.http}/public/api/v1/{pkg.service}/{eid}/{verb_of(ep.type)}")
         self._prune(pkg.service)
         return True
 

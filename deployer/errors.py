@@ -40,9 +40,13 @@ class Unreachable(DeployError):
     exit_code = EXIT_UNREACHABLE
 
 
+_KEY_HINT = (
+    "check --admin-key or $APINODE_ADMIN_KEY; a node on this machine keeps its key in "
+    "DATA_DIR/admin-keys.txt (give --data-dir)"
+)
 _HINTS = {
-    grpc.StatusCode.UNAUTHENTICATED: "check --admin-key or APINODE_ADMIN_KEY",
-    grpc.StatusCode.PERMISSION_DENIED: "check --admin-key or APINODE_ADMIN_KEY",
+    grpc.StatusCode.UNAUTHENTICATED: _KEY_HINT,
+    grpc.StatusCode.PERMISSION_DENIED: _KEY_HINT,
     grpc.StatusCode.UNIMPLEMENTED: "is this an apinode node of the same version?",
 }
 

@@ -17,14 +17,34 @@ from deployer.errors import UsageError
 from node.package import Manifest, PackageError, read_manifest
 
 CHUNK = 1 << 20  # upload chunks: 1 MiB (the node takes up to 4 MiB)
+# The public verb that calls an endpoint of each kind (POST .../{endpoint}/{verb})
+VERB_OF_KIND = {
+    "prediction": "predict",
+    "custom-prediction": "predict",
+    "function": "run",
+    "lookup": "lookup",
+    "sql": "query",
+}
+
+
+def verb_of(kind: str) -> str:
+    return VERB_OF_KIND.get(kind, "predict")
 
 
 @dataclass(frozen=True, slots=True)
 class TestQuery:
     endpoint: str
-    type: str  # "prediction" | "function" (the call it needs)
+    type: str  # the endpoint's kind: prediction, custom-prediction, function, lookup, sql
     index: int
     body: dict[str, Any]
+
+    @property
+    def verb(self) -> str:
+        """The public verb that plays this query (predict-multi / lookup-multi for `items`)."""
+        verb = verb_of(self.type)
+        if verb in ("predict", "lookup") and "items" in self.body:
+            return f"{verb}-multi"
+        return verb
 
 
 @dataclass(frozen=True, slots=True)

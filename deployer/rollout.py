@@ -5,6 +5,8 @@
         grpc: 10.0.0.1:12001
         http: http://10.0.0.1:12000     # optional: test queries over JSON HTTP
         admin_key: ...                  # optional (or admin_key_env: VAR)
+        api_key_env: FRAUD_KEY          # the service's API key for the test queries (or api_key)
+        tls_ca: ca.crt                  # TLS (tls_cert/tls_key: mutual TLS; tls: true: system CAs)
 
 One node at a time: push (activating, or under a mapping), wait for the gRPC health check
 to say SERVING, play the package's test queries through the node's public API, then the
@@ -26,9 +28,11 @@ import yaml
 
 from deployer.client import AdminClient
 from deployer.errors import DeployError, Unreachable, UsageError
+from deployer.localkey import local_admin_key
 from deployer.models import Mapping, ServiceState
 from deployer.packagefile import LocalPackage, TestQuery
 from deployer.testplay import play_grpc, play_http
+from deployer.transport import Tls
 
 ProgressFactory = Callable[[str], AbstractContextManager[Callable[[int, int], None]]]
 Notify = Callable[[str], None]
@@ -40,10 +44,50 @@ class NodeSpec:
     grpc: str
     http: str | None = None
     admin_key: str | None = None
+    api_key: str | None = None  # the service's API key, for the test queries
+    tls: Tls | None = None
+
+
+_KEYS = ("admin_key", "api_key")
+_TLS_KEYS = ("tls", "tls_ca", "tls_cert", "tls_key")
+_SHARED = {*_KEYS, *(f"{k}_env" for k in _KEYS), *_TLS_KEYS}  # top level: defaults for every node
+_NODE_KEYS = {"name", "grpc", "http", *_SHARED}
+
+
+def _key(entry: dict[str, Any], name: str, where: str) -> str | None:
+    """`name: VALUE` or `name_env: VARIABLE` (read now: a missing variable stops here)."""
+    value = entry.get(name)
+    var = entry.get(f"{name}_env")
+    if value is not None and var is not None:
+        raise UsageError(f"{where}: give {name} or {name}_env, not both")
+    if var is not None:
+        value = os.environ.get(str(var))
+        if value is None:
+            raise UsageError(f"{where}: environment variable {var} ({name}_env) is not set")
+    return str(value) if value is not None else None
+
+
+def _tls(entry: dict[str, Any], base: Path, where: str) -> Tls | None:
+    paths = {}
+    for k in ("tls_ca", "tls_cert", "tls_key"):
+        v = entry.get(k)
+        if v is not None and not isinstance(v, str):
+            raise UsageError(f"{where}: {k} must be a file path")
+        paths[k] = base / v if v else None
+    enabled = entry.get("tls")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise UsageError(f"{where}: tls must be true or false")
+    if enabled is False:
+        return None
+    return Tls.of(paths["tls_ca"], paths["tls_cert"], paths["tls_key"], enabled=bool(enabled), where=f"{where}: ")
 
 
 def load_infra(path: Path) -> list[NodeSpec]:
-    """Reads an infrastructure file; UsageError (exit 2) says what is wrong with it."""
+    """Reads an infrastructure file; UsageError (exit 2) says what is wrong with it.
+
+    Keys at the top level (next to `nodes`) are defaults for every node; a node's own win.
+    TLS file paths are relative to the file's folder.
+    """
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -51,14 +95,22 @@ def load_infra(path: Path) -> list[NodeSpec]:
     except yaml.YAMLError as exc:
         raise UsageError(f"{path}: not valid YAML: {exc}") from None
     nodes = doc.get("nodes") if isinstance(doc, dict) else None
-    if not isinstance(nodes, list) or not nodes:
-        raise UsageError(f"{path}: expected 'nodes:' with a list of {{name, grpc, http?, admin_key?}}")
+    if not isinstance(doc, dict) or not isinstance(nodes, list) or not nodes:
+        raise UsageError(
+            f"{path}: expected 'nodes:' with a list of {{name, grpc, http?, admin_key?, api_key?, tls_ca?}}"
+        )
+    unknown = set(doc) - {"nodes", *_SHARED}
+    if unknown:
+        raise UsageError(
+            f"{path}: unknown top-level keys {sorted(unknown)} (known: nodes, {', '.join(sorted(_SHARED))})"
+        )
+    base = path.parent
     out: list[NodeSpec] = []
     for i, n in enumerate(nodes):
         where = f"{path}: nodes[{i}]"
         if not isinstance(n, dict):
             raise UsageError(f"{where} must be a mapping with name and grpc")
-        unknown = set(n) - {"name", "grpc", "http", "admin_key", "admin_key_env"}
+        unknown = set(n) - _NODE_KEYS
         if unknown:
             raise UsageError(f"{where}: unknown keys {sorted(unknown)}")
         grpc_target = n.get("grpc")
@@ -68,12 +120,26 @@ def load_infra(path: Path) -> list[NodeSpec]:
         http = n.get("http")
         if http is not None and not (isinstance(http, str) and http.startswith(("http://", "https://"))):
             raise UsageError(f"{where}: 'http' must be a URL like http://host:port, got {http!r}")
-        key = n.get("admin_key")
-        if key is None and n.get("admin_key_env"):
-            key = os.environ.get(str(n["admin_key_env"]))
-            if key is None:
-                raise UsageError(f"{where}: environment variable {n['admin_key_env']} is not set")
-        out.append(NodeSpec(name, grpc_target, http, str(key) if key is not None else None))
+        # A node's own setting wins over the file's default (either of VALUE or VALUE_env).
+        merged = {k: v for k, v in doc.items() if k in _SHARED}
+        for k in _KEYS:
+            if k in n or f"{k}_env" in n:
+                merged.pop(k, None)
+                merged.pop(f"{k}_env", None)
+        if any(k in n for k in _TLS_KEYS):
+            for k in _TLS_KEYS:
+                merged.pop(k, None)
+        merged.update({k: v for k, v in n.items() if k in _SHARED})
+        out.append(
+            NodeSpec(
+                name,
+                grpc_target,
+                http,
+                admin_key=_key(merged, "admin_key", where),
+                api_key=_key(merged, "api_key", where),
+                tls=_tls(merged, base, where),
+            )
+        )
     names = [n.name for n in out]
     if len(set(names)) != len(names):
         raise UsageError(f"{path}: node names must be unique")
@@ -139,6 +205,9 @@ class Rollout:
         *,
         mapping: Mapping | None = None,
         default_admin_key: str | None = None,
+        local_data_dir: Path | None = None,
+        default_api_key: str | None = None,
+        default_tls: Tls | None = None,
         timeout: float = 120.0,
         health_timeout: float = 30.0,
         rollback_on_failure: bool = False,
@@ -149,6 +218,9 @@ class Rollout:
         self.nodes = nodes
         self.mapping = mapping
         self.default_admin_key = default_admin_key
+        self.local_data_dir = local_data_dir
+        self.default_api_key = default_api_key
+        self.default_tls = default_tls
         self.timeout = timeout
         self.health_timeout = health_timeout
         self.rollback_on_failure = rollback_on_failure
@@ -158,7 +230,11 @@ class Rollout:
 
     def _client(self, node: NodeSpec) -> AdminClient:
         key = node.admin_key if node.admin_key is not None else self.default_admin_key
-        return AdminClient(node.grpc, key, timeout=self.timeout)
+        key = key or local_admin_key(self.local_data_dir, node.grpc)  # a node on this machine
+        return AdminClient(node.grpc, key, timeout=self.timeout, tls=self._tls(node))
+
+    def _tls(self, node: NodeSpec) -> Tls | None:
+        return node.tls if node.tls is not None else self.default_tls
 
     def run(self) -> RolloutResult:
         self._queries = self.package.test_queries()  # a bad file fails before any node
@@ -206,14 +282,17 @@ class Rollout:
         queries = self._queries
         # With a mapping, pin the queries to the new generation: it is the one to check.
         forced = generation if self.mapping is not None else None
-        if node.http:
-            results = play_http(
-                node.http, self.package.service, queries, forced_generation=forced, timeout=self.timeout
-            )
-        else:
-            results = play_grpc(
-                node.grpc, self.package.service, queries, forced_generation=forced, timeout=self.timeout
-            )
+        api_key = node.api_key if node.api_key is not None else self.default_api_key
+        play, where = (play_http, node.http) if node.http else (play_grpc, node.grpc)
+        results = play(
+            where,
+            self.package.service,
+            queries,
+            api_key=api_key,
+            forced_generation=forced,
+            timeout=self.timeout,
+            tls=self._tls(node),
+        )
         outcome.tests_total = len(results)
         outcome.tests_passed = sum(r.ok for r in results)
         failed = [r for r in results if not r.ok]

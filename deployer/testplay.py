@@ -18,10 +18,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from deployer.client import channel, wait_connected
 from deployer.errors import Unreachable
 from deployer.models import TestQueryResult
 from deployer.packagefile import TestQuery
+from deployer.transport import Tls, channel, wait_connected
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
 
@@ -78,18 +78,45 @@ def _grpc_call(
     metadata: tuple[tuple[str, str], ...],
     timeout: float,
 ) -> tuple[Any, str]:
+    """Plays one query with the RPC of its endpoint's kind; (the answer as JSON, generation)."""
     body = q.body
-    dispatch = _dispatch({} if q.type == "function" else body, forced)
-    if q.type == "function":
+    verb = q.verb
+    flat = verb in ("run", "query")  # the body is the arguments: dispatch travels beside it
+    dispatch = _dispatch({} if flat else body, forced)
+    if verb == "run":
         run = pb.RunRequest(service=service, endpoint=q.endpoint, arguments=_struct(body), dispatch=dispatch)
         reply = stub.Run(run, timeout=timeout, metadata=metadata)
         response = _ints(json_format.MessageToDict(reply.response))
         return {"response": response}, reply.api_context.service_generation
-    if "items" in body:
+    if verb == "query":
+        params = {k: _value(v) for k, v in body.items()}
+        qreq = pb.QueryRequest(service=service, endpoint=q.endpoint, parameters=params, dispatch=dispatch)
+        qreply = stub.Query(qreq, timeout=timeout, metadata=metadata)
+        if qreply.HasField("updated_rows"):
+            return {"updatedRows": qreply.updated_rows}, qreply.api_context.service_generation
+        rows = [[_py(v) for v in row.values] for row in qreply.rows]
+        return {"columns": list(qreply.columns), "rows": rows}, qreply.api_context.service_generation
+    if verb in ("lookup", "lookup-multi"):
+        raw = body.get("items") if verb == "lookup-multi" else [body]
         items = [
+            pb.LookupItem(data={k: _value(v) for k, v in (i.get("data") or {}).items()})
+            for i in raw or []
+            if isinstance(i, dict)
+        ]
+        lreq = pb.LookupRequest(service=service, endpoint=q.endpoint, items=items, dispatch=dispatch)
+        lreply = stub.Lookup(lreq, timeout=timeout, metadata=metadata)
+        found = []
+        for r in lreply.results:
+            one: dict[str, Any] = {"data": {k: _py(v) for k, v in r.data.items()}}
+            if r.ignored:
+                one.update(ignored=True, ignoreReason=r.ignore_reason)
+            found.append(one)
+        return {"results": found}, lreply.api_context.service_generation
+    if verb == "predict-multi":
+        pitems = [
             pb.PredictItem(features={k: _value(v) for k, v in (i.get("features") or {}).items()}) for i in body["items"]
         ]
-        multi = pb.PredictMultiRequest(service=service, endpoint=q.endpoint, items=items, dispatch=dispatch)
+        multi = pb.PredictMultiRequest(service=service, endpoint=q.endpoint, items=pitems, dispatch=dispatch)
         mreply = stub.PredictMulti(multi, timeout=timeout, metadata=metadata)
         results = [json_format.MessageToDict(r) for r in mreply.results]
         return {"results": results}, mreply.api_context.service_generation
@@ -114,11 +141,12 @@ def play_grpc(
     api_key: str | None = None,
     forced_generation: str | None = None,
     timeout: float = 30.0,
+    tls: Tls | None = None,
 ) -> list[TestQueryResult]:
-    """Plays the queries through the node's gRPC user API (ApiNode.Predict / Run)."""
-    ch = channel(target)
+    """Plays the queries through the node's gRPC user API (the RPC of each endpoint's kind)."""
+    ch = channel(target, tls)
     try:
-        wait_connected(ch, target, min(timeout, 10.0))
+        wait_connected(ch, target, min(timeout, 10.0), tls)
         stub = apinode_pb2_grpc.ApiNodeStub(ch)
         metadata = (("authorization", f"Bearer {api_key}"),) if api_key else ()
         results = []
@@ -138,12 +166,6 @@ def play_grpc(
         ch.close()
 
 
-def _verb(q: TestQuery) -> str:
-    if q.type == "function":
-        return "run"
-    return "predict-multi" if "items" in q.body else "predict"
-
-
 def play_http(
     base_url: str,
     service: str,
@@ -152,23 +174,26 @@ def play_http(
     api_key: str | None = None,
     forced_generation: str | None = None,
     timeout: float = 30.0,
+    tls: Tls | None = None,
 ) -> list[TestQueryResult]:
-    """Plays the queries through the node's JSON HTTP API (POST /public/api/v1/...)."""
+    """Plays the queries through the node's JSON HTTP API (POST /public/api/v1/...); an
+    `https://` URL trusts `tls`'s CA (default: the system's) and presents its certificate."""
+    context = (tls or Tls()).ssl_context() if base_url.startswith("https://") else None
     headers = {"Content-Type": "application/json"}
     if api_key:
         headers["Authorization"] = "Basic " + base64.b64encode(f"{api_key}:".encode()).decode()
     results = []
     for q in queries:
         body, call_headers = dict(q.body), dict(headers)
-        if forced_generation and q.type == "function":  # run bodies are the arguments
+        if forced_generation and q.verb in ("run", "query"):  # these bodies are the arguments
             call_headers["X-Dispatch-Forced-Generation"] = forced_generation
         elif forced_generation:
             body["dispatch"] = {**(body.get("dispatch") or {}), "forcedGeneration": forced_generation}
-        url = f"{base_url.rstrip('/')}/public/api/v1/{service}/{q.endpoint}/{_verb(q)}"
+        url = f"{base_url.rstrip('/')}/public/api/v1/{service}/{q.endpoint}/{q.verb}"
         req = urllib.request.Request(url, json.dumps(body).encode(), call_headers, method="POST")
         t0 = time.perf_counter()
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
                 out = json.loads(resp.read() or b"null")
             ms = (time.perf_counter() - t0) * 1000
             gen = (out.get("apiContext") or {}).get("serviceGeneration", "") if isinstance(out, dict) else ""

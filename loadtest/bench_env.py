@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -113,8 +114,14 @@ def server_cpu(pids: list[int], measure: Callable[[], dict[str, Any]]) -> Callab
     return measured
 
 
+# The benchmark's nodes take this admin key (bench_runs.node_cmd): their admin plane is
+# closed without one, and /admin/status is how the benchmark reads the pools.
+BENCH_ADMIN_KEY = secrets.token_urlsafe(24)
+
+
 def _status(http: str) -> dict[str, Any]:
-    with urllib.request.urlopen(http + "/admin/status", timeout=10) as resp:
+    req = urllib.request.Request(http + "/admin/status", headers={"Authorization": f"Bearer {BENCH_ADMIN_KEY}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
         data: dict[str, Any] = json.loads(resp.read())
     return data
 

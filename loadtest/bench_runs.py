@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_env import BENCH_ADMIN_KEY
 from loadtest.config import LoadConfig, Target
 from loadtest.result import LoadResult
 from loadtest.runner import run
@@ -76,7 +77,8 @@ class Bench:
     def node_cmd(self, data: Path, ports: Path, package: Path) -> list[str]:
         """``apinode serve`` of ``package``, pinned, on free ports written to ``ports``."""
         ports_args = ["--http-port", "0", "--grpc-port", "0", "--ports-file", str(ports)]
-        return [*self.server_pin, APINODE, "serve", "--data-dir", str(data), *ports_args, str(package)]
+        key = ["--admin-key", BENCH_ADMIN_KEY]
+        return [*self.server_pin, APINODE, "serve", "--data-dir", str(data), *ports_args, *key, str(package)]
 
 
 def harness_row(m: Measured, per_request: int = 1) -> Row:

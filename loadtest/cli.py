@@ -57,7 +57,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     t.add_argument("--mode", choices=MODES, help="http | grpc (unary) | grpc-stream")
     t.add_argument("--service", help="service id (default: the package's)")
     t.add_argument("--endpoint", help="endpoint id (default: the package's only endpoint)")
-    t.add_argument("--verb", choices=VERBS, help="default: predict, or run for a function")
+    t.add_argument(
+        "--verb",
+        choices=VERBS,
+        help="default: the verb of the endpoint's kind (lookup, query, run, predict) from a .apz payload, else predict",
+    )
     t.add_argument("--path", help="HTTP: send to this path instead of the Dataiku route")
     t.add_argument("--method", default="POST", help="HTTP method (default POST)")
     t.add_argument("--api-key", help="HTTP Basic user / gRPC 'authorization: Bearer' key")

@@ -16,7 +16,7 @@ Mode = Literal["http", "grpc", "grpc-stream"]
 MODES: tuple[Mode, ...] = ("http", "grpc", "grpc-stream")
 HttpClient = Literal["fast", "aiohttp"]
 HTTP_CLIENTS: tuple[HttpClient, ...] = ("fast", "aiohttp")
-VERBS = ("predict", "predict-multi", "run", "lookup")
+VERBS = ("predict", "predict-multi", "run", "lookup", "lookup-multi", "query")
 DEFAULT_URL = "http://127.0.0.1:12000"
 DEFAULT_GRPC = "127.0.0.1:12001"
 
@@ -38,7 +38,8 @@ class Target:
 
     HTTP: ``url`` + ``path``, or ``url`` + ``/public/api/v1/{service}/{endpoint}/{verb}``.
     gRPC: ``grpc`` (host:port); ``verb`` picks the RPC (predict → Predict, predict-multi →
-    PredictMulti, run → Run); ``grpc-stream`` mode uses PredictStream.
+    PredictMulti, run → Run, lookup and lookup-multi → Lookup, query → Query);
+    ``grpc-stream`` mode uses PredictStream.
     """
 
     mode: Mode = "http"
@@ -128,9 +129,9 @@ class LoadConfig:
             if not t.service or not t.endpoint:
                 raise ConfigError("gRPC target needs --service and --endpoint")
             if t.mode == "grpc-stream" and t.verb != "predict":
-                raise ConfigError("grpc-stream mode only streams predictions (verb predict)")
-            if t.verb == "lookup":
-                raise ConfigError("the gRPC API has no lookup; use HTTP")
+                raise ConfigError(
+                    f"grpc-stream mode only streams predictions (verb predict), not {t.verb}: use --mode grpc or http"
+                )
         if self.rate is None and self.concurrency < 1:
             raise ConfigError("concurrency must be at least 1")
         if self.rate is not None and self.rate <= 0:

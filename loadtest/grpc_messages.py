@@ -1,7 +1,9 @@
 """JSON request bodies → serialized apinode.v1 messages, once, before the run.
 
 The bodies are the JSON API's (``{"features": {...}, "context"?, "dispatch"?}`` for a
-prediction, ``{"items": [...]}`` for several, the keyword arguments for a function), so one
+prediction, ``{"items": [...]}`` for several, the keyword arguments for a function,
+``{"data": {...}}`` or ``{"items": [{"data"}]}`` for a lookup, the parameters of an SQL
+query), so one
 payload file drives both transports. Features become typed ``Value``s (integer, number,
 text, flag, null). Messages are serialized here, so the hot loop sends bytes and the
 gRPC call does no protobuf work for the request.
@@ -18,7 +20,14 @@ from loadtest.config import ConfigError, Target
 from node._proto.apinode.v1 import apinode_pb2 as pb
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ApiNode"]
-_RPC_OF_VERB = {"predict": "Predict", "predict-multi": "PredictMulti", "run": "Run"}
+_RPC_OF_VERB = {
+    "predict": "Predict",
+    "predict-multi": "PredictMulti",
+    "run": "Run",
+    "lookup": "Lookup",
+    "lookup-multi": "Lookup",
+    "query": "Query",
+}
 _INT64 = 2**63
 
 
@@ -53,7 +62,7 @@ def encode_bodies(target: Target, bodies: Sequence[Any], *, stream: bool = False
 
 def _message(
     verb: str, service: str, endpoint: str, body: dict[str, Any]
-) -> pb.PredictRequest | pb.PredictMultiRequest | pb.RunRequest:
+) -> pb.PredictRequest | pb.PredictMultiRequest | pb.RunRequest | pb.LookupRequest | pb.QueryRequest:
     if verb == "predict":
         req = pb.PredictRequest(service=service, endpoint=endpoint)
         _fill_item(req, body)
@@ -74,6 +83,25 @@ def _message(
         run = pb.RunRequest(service=service, endpoint=endpoint)
         run.arguments.update(body)
         return run
+    if verb in ("lookup", "lookup-multi"):
+        lookup = pb.LookupRequest(service=service, endpoint=endpoint)
+        items = body.get("items") if "items" in body else [body]
+        if not isinstance(items, list):
+            raise ValueError("a lookup-multi body needs an 'items' list")
+        for item in items:
+            data = item.get("data") if isinstance(item, dict) else None
+            if not isinstance(data, dict):
+                raise ValueError('a lookup body is {"data": {key: value}} (or "items" of those)')
+            one = lookup.items.add()
+            for name, value in data.items():
+                one.data[str(name)].CopyFrom(to_value(value))
+        _fill_dispatch(lookup.dispatch, body.get("dispatch"))
+        return lookup
+    if verb == "query":
+        query = pb.QueryRequest(service=service, endpoint=endpoint)
+        for name, value in body.items():
+            query.parameters[str(name)].CopyFrom(to_value(value))
+        return query
     raise ValueError(f"verb {verb!r} has no gRPC call")
 
 

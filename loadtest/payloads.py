@@ -26,7 +26,14 @@ import orjson
 
 from loadtest.config import ConfigError
 
-_VERB_OF_TYPE = {"prediction": "predict", "function": "run"}
+# The verb of each endpoint kind, as the node routes it (node.dataplane.TEST_VERB)
+_VERB_OF_TYPE = {
+    "prediction": "predict",
+    "custom-prediction": "predict",
+    "function": "run",
+    "lookup": "lookup",
+    "sql": "query",
+}
 
 
 @dataclass(frozen=True, slots=True)

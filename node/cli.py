@@ -64,7 +64,16 @@ def _serve_parser(sub: Any) -> None:
         help="open connections per server, HTTP and gRPC (default 4096, lowered to fit the descriptor limit)",
     )
     p.add_argument(
-        "--admin-key", action="append", default=[], help="admin key (repeatable); also DATA_DIR/admin-keys.txt"
+        "--admin-key",
+        action="append",
+        default=[],
+        help="admin key (repeatable); also $APINODE_ADMIN_KEY and DATA_DIR/admin-keys.txt; "
+        "with none, one is generated into DATA_DIR/admin-keys.txt (mode 0600)",
+    )
+    p.add_argument(
+        "--admin-open-loopback",
+        action="store_true",
+        help="let loopback callers use the admin API without a key (unsafe behind a proxy on this host)",
     )
     p.add_argument("--max-package-mb", type=float, default=2048, help="largest package PushPackage accepts")
     p.add_argument("--max-body-mb", type=float, default=32, help="largest HTTP request body (413 beyond)")
@@ -124,6 +133,7 @@ def _serve(args: argparse.Namespace) -> int:
         packages=list(args.packages),
         admin_keys=list(args.admin_key)
         + ([os.environ["APINODE_ADMIN_KEY"]] if os.environ.get("APINODE_ADMIN_KEY") else []),
+        admin_open_loopback=args.admin_open_loopback,
         max_package_bytes=int(args.max_package_mb * 1024 * 1024),
         max_body_bytes=int(args.max_body_mb * 1024 * 1024),
         max_grpc_message_bytes=int(args.max_grpc_message_mb * 1024 * 1024),

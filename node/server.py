@@ -31,6 +31,7 @@ from node.grpc.undecodable import register_servicers
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.http.guard import ConnectionGuard, body_guard
+from node.http.quiet import quiet_malformed_requests
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
@@ -82,7 +83,7 @@ class Node:
         self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage)
-        self.auth = AdminAuth(settings.admin_keys, settings.data_dir)
+        self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
         self.registry.allow_empty = settings.allow_empty
         self.repository: RepositorySync | None = None
         if settings.repository is not None:
@@ -109,6 +110,7 @@ class Node:
         for result in await self.admin.seed([Path(p) for p in s.packages]):  # services without state only
             log.info("serving %s %s from the command line", result["service"], result["generation"])
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
+        quiet_malformed_requests()
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
         app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))

@@ -29,6 +29,7 @@ class NodeSettings:
     max_string_chars: int = 65_536  # a string feature value, or any string of a JSON body (400 BAD_REQUEST)
     max_package_bytes: int = 2 * 1024**3
     admin_keys: list[str] = field(default_factory=list)
+    admin_open_loopback: bool = False  # key-less admin calls from loopback peers (unsafe behind a local proxy)
     tls_cert: Path | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
     tls_key: Path | None = None
     tls_client_ca: Path | None = None  # require client certificates signed by this CA

@@ -72,9 +72,22 @@ def usage(node: Any, host: str) -> str:
             lines.append(
                 f"  {grpcurl}{auth_grpc} -d {shlex.quote(json.dumps(grpc_body))} {target} apinode.v1.ApiNode/{method}"
             )
-    lines.append(f"\n  {curl} {base}/admin/status    # pools, queues, counters")
+    lines.append(f"\n  {curl}{_admin_header(node)} {base}/admin/status    # pools, queues, counters")
     lines.append("\nCtrl-C stops the node.")
     return "\n".join(lines)
+
+
+def _admin_header(node: Any) -> str:
+    """The curl option that authorises an admin call: the data dir's key file when the node
+    has one (it is readable by whoever may deploy), else $APINODE_ADMIN_KEY."""
+    if node.settings.admin_open_loopback and not node.auth.configured:
+        return ""
+    keys = node.settings.data_dir / "admin-keys.txt"
+    if keys.exists():
+        key = f"$(grep -vm1 '^#' {shlex.quote(str(keys))})"
+    else:
+        key = "$APINODE_ADMIN_KEY"
+    return f' -H "Authorization: Bearer {key}"'
 
 
 def grpc_request(verb: str, body: dict[str, Any]) -> dict[str, Any]:

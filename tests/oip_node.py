@@ -80,6 +80,11 @@ def served(tmp: Path) -> Iterator[Served]:
     keys.write_text(json.dumps({"api_keys": [{"id": "oip", "key": KEY}]}))
     with run_node(tmp / "data", v1, v2, guarded, shop_pkg, rent_pkg) as node:
         mapping = {"entries": [{"generation": "v2", "proba": 1.0}, {"generation": "v1", "proba": 0.0}]}
-        r = requests.post(node.http + "/admin/api/services/fraud/actions/setMapping", json=mapping, timeout=60)
+        r = requests.post(
+            node.http + "/admin/api/services/fraud/actions/setMapping",
+            json=mapping,
+            headers=node.admin_headers(),
+            timeout=60,
+        )
         assert r.status_code == 200, r.text
         yield Served(node, fraud, shop, rent, dataset(40, 2))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from node.package import write_package
-from tests.nodeproc import NodeProc, run_node
+from tests.nodeproc import NodeProc, node_at, run_node
 
 VERSION_CODE = """
 import os
@@ -121,10 +121,20 @@ def prediction_package(out_dir: Path, version: str, offset: float, *, service: s
 
 
 def deploy(
-    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180
+    *args: str | Path, env: dict[str, str] | None = None, timeout: float = 180, admin_key: bool = True
 ) -> subprocess.CompletedProcess[str]:
-    """Runs `python -m deployer deploy ARGS`: the real CLI, in a subprocess."""
-    cmd = [sys.executable, "-m", "deployer", "deploy", *map(str, args)]
+    """Runs `python -m deployer deploy ARGS`: the real CLI, in a subprocess.
+
+    Admin planes are closed by default: for `--node ADDRESS` of a node this test process
+    started, the node's admin key is added (`--admin-key`), unless the arguments (or `env`)
+    give a key or a data dir (where the CLI finds it itself), or `admin_key=False`."""
+    texts = [str(a) for a in args]
+    given = any(t.startswith(("--admin-key", "--data-dir")) for t in texts) or "APINODE_ADMIN_KEY" in (env or {})
+    if admin_key and "--node" in texts and not given:
+        node = node_at(texts[texts.index("--node") + 1])
+        if node is not None:
+            texts += node.admin_args()
+    cmd = [sys.executable, "-m", "deployer", "deploy", *texts]
     base = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
     return subprocess.run(
         cmd, capture_output=True, text=True, timeout=timeout, env={**base, **(env or {})}, check=False

@@ -155,7 +155,7 @@ def test_exit_codes(node: NodeProc, packages: dict[str, Path], tmp_path: Path) -
 
 def test_admin_key(tmp_path: Path, packages: dict[str, Path]) -> None:
     with run_node(tmp_path / "keyed", args=["--admin-key", "s3cret"]) as keyed:
-        r = deploy("list", "--node", keyed.grpc)
+        r = deploy("list", "--node", keyed.grpc, admin_key=False)
         assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr and "admin-key" in r.stderr
         r = deploy("list", "--node", keyed.grpc, "--admin-key", "wrong")
         assert r.returncode == 1 and "UNAUTHENTICATED" in r.stderr

@@ -114,7 +114,7 @@ def test_dev_loop_with_the_compiler(tmp_path: Path) -> None:
     subprocess.run([sys.executable, str(folder / "train.py")], check=True, capture_output=True)  # trains the copy
     ports_file, log = tmp_path / "ports.json", tmp_path / "dev.log"
     cmd = [sys.executable, "-m", "deployer", "dev", str(folder), "--http-port", "0", "--grpc-port", "0"]
-    cmd += ["--ports-file", str(ports_file), "--interval", "0.2"]
+    cmd += ["--ports-file", str(ports_file), "--interval", "0.2", "--data-dir", str(tmp_path / "data")]
     env = {k: v for k, v in os.environ.items() if not k.startswith("APINODE_")}
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path, env=env, preexec_fn=_ctrl_c)
@@ -122,12 +122,16 @@ def test_dev_loop_with_the_compiler(tmp_path: Path) -> None:
         ports = _wait(lambda: ports_file.exists() and json.loads(ports_file.read_text()), "the node", log)
         grpc_target = f"127.0.0.1:{ports['grpc']}"
 
-        def serving() -> list[str]:
-            services = deploy_json("list", "--node", grpc_target)["services"]
+        def serving() -> list[str]:  # the CLI on the same machine, with the key the node generated
+            services = deploy_json("list", "--node", grpc_target, "--data-dir", tmp_path / "data")["services"]
             return [e["generation"] for s in services for e in s["mapping"]["entries"]]
 
         _wait(lambda: "serving fraud v1-dev1" in log.read_text(), "the first deploy", log, timeout=120)
         assert serving() == ["v1-dev1"]
+        base = f"POST http://127.0.0.1:{ports['http']}/public/api/v1/fraud"
+        text = log.read_text()  # each endpoint's URL with the verb of its kind
+        for url in ("score/predict", "customer/lookup", "explain/run"):
+            assert f"{base}/{url}" in text, text
         with open(folder / "code" / "rules.py", "a") as f:
             f.write("\n# an edit\n")
         _wait(lambda: "serving fraud v1-dev2" in log.read_text(), "the hot swap", log, timeout=120)

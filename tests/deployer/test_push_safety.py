@@ -82,11 +82,11 @@ def test_upload_cut_short_is_refused(node: NodeProc, packages: dict[str, Path]) 
     chunks = [admin_pb2.PushChunk(header=header), admin_pb2.PushChunk(data=data[: len(data) // 2])]
     with grpc.insecure_channel(node.grpc) as ch:
         with pytest.raises(grpc.RpcError) as exc:
-            admin_pb2_grpc.AdminStub(ch).PushPackage(iter(chunks), timeout=30)
+            admin_pb2_grpc.AdminStub(node.admin_channel(ch)).PushPackage(iter(chunks), timeout=30)
     assert exc.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert served_version(node) == ("v1", "v1")
     # the library client reports the same as one DeployError
-    with AdminClient(node.grpc) as client, pytest.raises(DeployError) as err:
+    with AdminClient(node.grpc, node.admin_key()) as client, pytest.raises(DeployError) as err:
         client.push(packages["v2"], activate=True, sha256="0" * 64)
     assert err.value.code == "INVALID_ARGUMENT" and err.value.exit_code == 1
     assert served_version(node) == ("v1", "v1")

@@ -30,8 +30,8 @@ def _infra(tmp_path: Path, nodes: list[NodeProc], *, unreachable_b: bool = False
     a, b, c = nodes
     doc = {
         "nodes": [
-            {"name": "a", "grpc": a.grpc, "http": a.http},
-            {"name": "b", "grpc": "127.0.0.1:1" if unreachable_b else b.grpc},
+            {"name": "a", "grpc": a.grpc, "http": a.http, "admin_key": a.admin_key()},
+            {"name": "b", "grpc": "127.0.0.1:1" if unreachable_b else b.grpc, "admin_key": b.admin_key()},
             {"name": "c", "grpc": c.grpc, "admin_key": "key-of-c"},
         ]
     }
@@ -124,6 +124,10 @@ def test_bad_infra_files(tmp_path: Path, packages: dict[str, Path]) -> None:
         "badgrpc.yaml": "nodes: [{name: a, grpc: nowhere}]",
         "unknown.yaml": "nodes: [{name: a, grpc: 'h:1', colour: red}]",
         "dupes.yaml": "nodes: [{name: a, grpc: 'h:1'}, {name: a, grpc: 'h:2'}]",
+        "toplevel.yaml": "colour: red\nnodes: [{name: a, grpc: 'h:1'}]",
+        "twokeys.yaml": "nodes: [{name: a, grpc: 'h:1', api_key: k, api_key_env: K}]",
+        "tlsflag.yaml": "nodes: [{name: a, grpc: 'h:1', tls: maybe}]",
+        "nocert.yaml": "nodes: [{name: a, grpc: 'h:1', tls_ca: missing.crt}]",
     }
     for name, text in cases.items():
         path = tmp_path / name

@@ -142,3 +142,25 @@ async def test_nothing_served_exits_1() -> None:
     code, out, _ = await _cli("--url", url, "--path", "/echo", "-n", "3", "-q")
     assert code == 1
     assert "conn ConnectionRefusedError: 3" in out
+
+
+async def test_each_endpoint_kind_gets_its_verb_over_http_and_grpc(tmp_path: Path) -> None:
+    """`--endpoint customer` (a lookup) of a package sends lookups, `--endpoint echo` runs:
+    every request answered 200 / OK by a real node, over HTTP and gRPC."""
+    from tests.deployer.kinds import kinds_package
+    from tests.nodeproc import run_node
+
+    apz = kinds_package(tmp_path)
+    with run_node(tmp_path / "data", apz) as node:
+        for endpoint in ("customer", "echo"):
+            for target in (["--url", node.http], ["--grpc", node.grpc]):
+                code, out, err = await _cli(
+                    *target, "--payload", str(apz), "--endpoint", endpoint, "-n", "20", "--json", "-", "--quiet"
+                )
+                assert code == 0, err
+                data = json.loads(out)
+                assert data["sent"] == data["ok"] == 20, (endpoint, target, data)
+        code, _, err = await _cli(
+            "--grpc", node.grpc, "--mode", "grpc-stream", "--payload", str(apz), "--endpoint", "customer", "-n", "1"
+        )
+        assert code == 2 and "grpc-stream mode only streams predictions" in err and "lookup" in err

@@ -110,8 +110,10 @@ def test_config_validation() -> None:
         LoadConfig(target=Target()).validate()
     with pytest.raises(ConfigError, match="duration or a number"):
         LoadConfig(target=Target(path="/x"), duration=None).validate()
-    with pytest.raises(ConfigError, match="no lookup"):
-        LoadConfig(target=Target(mode="grpc", service="s", endpoint="e", verb="lookup")).validate()
+    for verb in ("lookup", "lookup-multi", "query"):  # gRPC has Lookup and Query
+        LoadConfig(target=Target(mode="grpc", service="s", endpoint="e", verb=verb)).validate()
+    with pytest.raises(ConfigError, match="only streams predictions"):
+        LoadConfig(target=Target(mode="grpc-stream", service="s", endpoint="e", verb="lookup")).validate()
     with pytest.raises(ConfigError, match="only streams predictions"):
         LoadConfig(target=Target(mode="grpc-stream", service="s", endpoint="e", verb="run")).validate()
 

@@ -56,7 +56,7 @@ def test_keys_guard_services(tmp_path: Path) -> None:
         assert details[1] == details[2]
         with pytest.raises(dataikuapi.utils.DataikuException):
             dataikuapi.APINodeClient(node.http, "alpha", api_key=BETA).run_function("e")
-        status = requests.get(node.http + "/admin/status").text
+        status = requests.get(node.http + "/admin/status", headers=node.admin_headers(), timeout=10).text
         log = node.log()
         assert "wrong API key for service alpha from 127.0.0.1" in log
         assert "key of service beta used for service alpha" in log

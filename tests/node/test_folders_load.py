@@ -92,6 +92,7 @@ def _push(node: NodeProc, pkg: Path) -> dict[str, Any]:
     r = requests.post(
         f"{node.http}/admin/api/services/heavy/generations/actions/importFromArchive",
         params={"filePath": str(pkg)},
+        headers=node.admin_headers(),
         timeout=120,
     )
     assert r.status_code == 200, r.text
@@ -140,7 +141,9 @@ def test_a_50mb_folder_is_unpacked_once_off_the_loop_and_seen_only_by_its_endpoi
         assert statuses and set(statuses) == {200}
         assert proofs >= 1, f"no call was answered during the extraction ({len(statuses)} calls sent)"
 
-        r = requests.post(f"{node.http}/admin/api/services/heavy/actions/switchTo/v1", timeout=60)
+        r = requests.post(
+            f"{node.http}/admin/api/services/heavy/actions/switchTo/v1", headers=node.admin_headers(), timeout=60
+        )
         assert r.status_code == 200, r.text
 
         # unpacked once, in the data dir: one copy of the file for the generation

@@ -167,8 +167,10 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with (
         run_node(tmp / "data", fraud_pkg, tags_pkg, fn_pkg, args=args) as node,
         requests.Session() as http,
-        grpc.insecure_channel(node.grpc, options=[("grpc.max_send_message_length", 64 * MIB)]) as channel,
+        grpc.insecure_channel(node.grpc, options=[("grpc.max_send_message_length", 64 * MIB)]) as raw_channel,
     ):
+        http.headers.update(node.admin_headers())  # the admin routes are fuzzed past authorisation
+        channel = node.admin_channel(raw_channel)
         yield Served(
             node,
             http,

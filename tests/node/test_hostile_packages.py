@@ -298,7 +298,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         tmp, {"echo": {"function": "echo", "pool": {"floor": 1, "cruise": 1, "ceil": 1}}}, service="fn"
     )
     with run_node(tmp / "data", pkg) as node, grpc.insecure_channel(node.grpc) as channel:
-        yield Live(node, channel, apbg.AdminStub(channel), tmp)
+        yield Live(node, channel, apbg.AdminStub(node.admin_channel(channel)), tmp)
 
 
 def push(live: Live, data: bytes, *, activate: bool = True, chunk: int = 64 * 1024) -> Any:

@@ -291,7 +291,7 @@ def test_a_broken_connection_is_reopened(bank: tuple[NodeProc, PgServer]) -> Non
 
 def test_dsn_never_in_logs_or_status(bank: tuple[NodeProc, PgServer]) -> None:
     node, _ = bank
-    status = requests.get(node.http + "/admin/status", timeout=10).text
+    status = requests.get(node.http + "/admin/status", headers=node.admin_headers(), timeout=10).text
     assert PASSWORD not in status and PASSWORD not in node.log()
     assert node.status()["services"]["bank"]["generations"]["v1"]["get"]["type"] == "sql"
 
