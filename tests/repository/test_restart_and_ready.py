@@ -37,6 +37,22 @@ def test_restart_with_the_original_command_line_keeps_what_was_pushed_later(tmp_
         assert sorted(generations) == ["v2"]
 
 
+def test_a_repository_node_restarted_after_a_publish_serves_the_later_generation(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    pk = {v: make_package(tmp_path / "pkgs", v) for v in ("v1", "v2")}
+    ok(deploy("publish", pk["v1"], "--repository", repo, "--activate"))
+    args = ["--admin-key", KEY, "--repository", str(repo), "--poll-seconds", "0.3"]
+    with run_node(tmp_path / "node", args=args) as node:
+        wait_ready(node)
+        assert served(node) == "v1"
+    ok(deploy("publish", pk["v2"], "--repository", repo, "--activate"))  # while the node is down
+    with run_node(tmp_path / "node", args=args) as node:  # its data dir says v1: ready only on v2
+        wait_ready(node)
+        assert served(node) == "v2"
+        assert status(node)["repository"]["serial"] == 2
+
+
 def _ready(http: str) -> tuple[int, list[str]]:
     r = requests.get(http + "/ready", timeout=10)
     return r.status_code, r.json()["notReady"]
