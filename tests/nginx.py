@@ -38,6 +38,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root}/www;
         location / {{
+            {auth}
             dav_methods PUT DELETE;
             create_full_put_path on;
             dav_access user:rw group:r all:r;
@@ -78,7 +79,8 @@ def _free_port() -> int:
         return port
 
 
-def start_nginx() -> Nginx:
+def start_nginx(users: dict[str, str] | None = None) -> Nginx:
+    """`users`: name -> password; when given, every request needs HTTP Basic authorization."""
     if not Path(NGINX).exists():
         raise RuntimeError("nginx is not installed: run `bash tests/setup_services.sh` (make test does)")
     root = Path(tempfile.mkdtemp(prefix="apinode-nginx-"))
@@ -86,7 +88,17 @@ def start_nginx() -> Nginx:
     (root / "tmp").mkdir()
     port = _free_port()
     conf = root / "nginx.conf"
-    conf.write_text(_CONF.format(root=root, port=port))
+    auth = ""
+    if users:
+        lines = []
+        for name, password in users.items():
+            digest = subprocess.run(
+                ["openssl", "passwd", "-apr1", password], capture_output=True, text=True, check=True
+            ).stdout.strip()
+            lines.append(f"{name}:{digest}\n")
+        (root / "htpasswd").write_text("".join(lines))
+        auth = f'auth_basic "repository"; auth_basic_user_file {root}/htpasswd;'
+    conf.write_text(_CONF.format(root=root, port=port, auth=auth))
     log = open(root / "stderr.log", "wb")
     proc = subprocess.Popen([NGINX, "-p", str(root), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
     log.close()
@@ -94,7 +106,7 @@ def start_nginx() -> Nginx:
     deadline = time.monotonic() + 30
     while True:
         try:
-            requests.get(server.url, timeout=2)
+            requests.get(server.url, timeout=2)  # any answer (401 included): it listens
             return server
         except requests.ConnectionError:
             if proc.poll() is not None or time.monotonic() > deadline:

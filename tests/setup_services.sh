@@ -13,6 +13,7 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)   # tests/nginx.py: an HTTP package repository (WebDAV PUT)
+command -v openssl >/dev/null || missing+=(openssl)   # tests/nginx.py: its Basic auth password file
 command -v curl >/dev/null || missing+=(curl)   # tests/readme runs the README's curl calls
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
