@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from deployer import commands
+from deployer import commands, publish
 from deployer.client import DEFAULT_TARGET
 from deployer.errors import DeployError
 from deployer.localkey import DEFAULT_DATA_DIR
@@ -110,33 +110,47 @@ def _deploy_parser(sub: Any) -> None:
     _api_key(p, "with --infra: the service's API key for the test queries (default $APINODE_API_KEY)")
     _common(p)
 
+    p = action("publish", publish.cmd_repository, "upload a package to a repository that nodes converge to")
+    p.add_argument("package", type=Path, metavar="PACKAGE")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--activate", action="store_true", help="make the new generation serve all traffic")
+    how.add_argument("--mapping", metavar="MAPPING", help="serve under GEN=PROBA,... e.g. v1=0.9,v2=0.1")
+    _mapping_args(p, required=False)
+    publish.add_repository_args(p, required=True)
+    _common(p)
+
     p = action("list", commands.cmd_list, "services and generations: loaded, active, share")
     p.add_argument("service", nargs="?", metavar="SERVICE")
     _common(p)
     _common(action("status", commands.cmd_status, "per endpoint: readiness, workers, queue, counters"))
 
-    p = action("activate", commands.cmd_activate, "make one generation serve all traffic")
+    p = action("activate", publish.or_repository(commands.cmd_activate), "make one generation serve all traffic")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("generation", metavar="GENERATION")
+    publish.add_repository_args(p)
     _common(p)
-    p = action("rollback", commands.cmd_rollback, "back to what served before the last switch")
+    p = action("rollback", publish.or_repository(commands.cmd_rollback), "back to what served before the last switch")
     p.add_argument("service", metavar="SERVICE")
+    publish.add_repository_args(p)
     _common(p)
-    p = action("mapping", commands.cmd_mapping, "split traffic between generations")
+    p = action("mapping", publish.or_repository(commands.cmd_mapping), "split traffic between generations")
     p.add_argument("service", metavar="SERVICE")
     _mapping_args(p, required=True)
+    publish.add_repository_args(p)
     _common(p)
     for name, handler, help in (
         ("enable", commands.cmd_enable, "let a service answer again"),
         ("disable", commands.cmd_disable, "stop a service answering (kept on the node)"),
     ):
-        p = action(name, handler, help)
+        p = action(name, publish.or_repository(handler), help)
         p.add_argument("service", metavar="SERVICE")
+        publish.add_repository_args(p)
         _common(p)
-    p = action("tune", commands.cmd_tune, "show or change an endpoint's pool settings")
+    p = action("tune", publish.or_repository(commands.cmd_tune), "show or change an endpoint's pool settings")
     p.add_argument("service", metavar="SERVICE")
     p.add_argument("endpoint", metavar="ENDPOINT")
     p.add_argument("settings", nargs="*", metavar="NAME=VALUE", help="e.g. floor=2 ceil=4 queue=32 timeout=5000")
+    publish.add_repository_args(p)
     _common(p)
     p = action("delete", commands.cmd_delete, "delete a generation, or a whole service")
     p.add_argument("service", metavar="SERVICE")

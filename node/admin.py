@@ -26,7 +26,7 @@ import orjson
 
 from node import errors
 from node.dataplane import TEST_VERB, DataPlane
-from node.package import PackageError
+from node.package import PackageError, read_manifest
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
 from node.supervisor import settings as pool_settings
@@ -279,6 +279,30 @@ class AdminPlane:
                 "tests": tests,
                 "state": self.service_state(svc.id),
             }
+
+    async def seed(self, packages: list[Path]) -> list[dict[str, Any]]:
+        """The packages named on `serve`'s command line: stored and activated (in order, so
+        the last of a service serves) only for services the node had no state for (no
+        mapping) when it started. What was pushed or published since wins on a restart with
+        the same command line. Returns the push results of those activated."""
+        decided = {sid for sid, svc in self.registry.services.items() if svc.state.mapping}
+        results = []
+        for package in packages:
+            try:
+                manifest = await asyncio.to_thread(read_manifest, package)
+            except PackageError as exc:
+                raise errors.BadRequest(f"package refused: {exc}") from None
+            if manifest.service in decided:
+                svc = self.registry.services[manifest.service]
+                log.info(
+                    "%s: keeping its state (serves %s); %s from the command line is not activated over it",
+                    svc.id,
+                    _describe(svc.state.mapping or {"mode": "random", "entries": []}),
+                    package,
+                )
+                continue
+            results.append(await self.push(package, activate=True))
+        return results
 
     async def activate(self, service: str, generation: str) -> dict[str, Any]:
         return await self.set_mapping(

@@ -108,6 +108,16 @@ def _serve_parser(sub: Any) -> None:
         type=Path,
         help="JSON file of database connections for SQL endpoints (default DATA_DIR/config/connections.json)",
     )
+    p.add_argument(
+        "--repository",
+        metavar="DIR|URL",
+        default=os.environ.get("APINODE_REPOSITORY"),
+        help="serve what this package repository's state.json says, and follow its changes ($APINODE_REPOSITORY)",
+    )
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="seconds between reads of the repository state")
+    p.add_argument(
+        "--allow-empty", action="store_true", help="report ready even with nothing to serve (503 on /ready otherwise)"
+    )
     p.add_argument("--ports-file", type=Path, help="write the bound ports as JSON here once serving")
     p.add_argument("--print-usage", action="store_true", help="print how to call the served endpoints")
     p.add_argument("--log-level", default="INFO")
@@ -153,6 +163,9 @@ def _serve(args: argparse.Namespace) -> int:
         tls_client_ca=args.tls_client_ca,
         query_log_max_mb=args.query_log_max_mb,
         connections_file=args.connections,
+        repository=args.repository,
+        poll_seconds=args.poll_seconds,
+        allow_empty=args.allow_empty,
     )
     bad_limit = _check_limits(args)
     if bad_limit:
@@ -160,6 +173,12 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     if (args.tls_cert is None) != (args.tls_key is None):
         print("apinode serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return 2
+    if args.repository and settings.packages:
+        print("apinode serve: packages on the command line and --repository exclude each other", file=sys.stderr)
+        return 2
+    if not args.poll_seconds > 0:
+        print(f"apinode serve: --poll-seconds must be positive, got {args.poll_seconds}", file=sys.stderr)
         return 2
     for pkg in settings.packages:
         if not pkg.is_file():

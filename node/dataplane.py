@@ -415,6 +415,7 @@ class DataPlane:
             "notReady": reasons,
             "services": self.registry.status(),
             "supervisor": {k: v for k, v in self.registry.sup.status().items() if k != "pools"},
+            **{name: section() for name, section in self.registry.status_sections.items()},
         }
 
     def readiness(self) -> tuple[bool, list[str]]:

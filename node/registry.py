@@ -15,6 +15,7 @@ import bisect
 import hashlib
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ class Registry:
         self.connections_file = connections_file or connections.default_path(storage.root)
         self.services: dict[str, Service] = {}
         self._loads = 0
+        # Readiness beyond the pools: a node with nothing to serve is not ready unless
+        # allowed (`serve --allow-empty`); gates (the repository's first sync) add reasons.
+        self.allow_empty = True
+        self.gates: list[Callable[[], str | None]] = []
+        self.status_sections: dict[str, Callable[[], Any]] = {}  # more sections of /admin/status
 
     def service(self, service: str, *, create: bool = False) -> Service:
         svc = self.services.get(service)
@@ -322,7 +328,9 @@ class Registry:
         return out
 
     def readiness(self) -> tuple[bool, list[str]]:
-        reasons = []
+        reasons = [r for r in (gate() for gate in self.gates) if r]
+        if not self.allow_empty and not any(self.serving(s) for s in self.services.values()):
+            reasons.append("nothing to serve: no service has an active generation (serve --allow-empty to be ready so)")
         for svc in self.services.values():
             if not svc.state.enabled:
                 continue

@@ -38,6 +38,7 @@ from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
 from node.querylog import QueryLog
 from node.registry import Registry
+from node.repository import RepositoryCollector, RepositorySync
 from node.settings import NodeSettings
 from node.storage import Storage
 from node.supervisor.supervisor import Supervisor
@@ -84,6 +85,13 @@ class Node:
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage, keep_warm=settings.keep_warm)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
+        self.registry.allow_empty = settings.allow_empty
+        self.repository: RepositorySync | None = None
+        if settings.repository is not None:
+            self.repository = RepositorySync(self.admin, settings.repository, settings.poll_seconds)
+            self.registry.gates.append(self.repository.not_ready)
+            self.registry.status_sections["repository"] = self.repository.status
+            self.dataplane.metrics.registry.register(RepositoryCollector(self.repository))
         self.http_port = 0
         self.grpc_port = 0
         self.max_connections = settings.max_connections  # per server, once sized to the descriptor limit
@@ -100,9 +108,8 @@ class Node:
         self.max_connections = connection_cap(s.max_connections, raise_nofile())
         await self.supervisor.start()
         await self.registry.start()
-        for package in s.packages:
-            result = await self.admin.push(Path(package), activate=True)
-            log.info("serving %s %s from %s", result["service"], result["generation"], package)
+        for result in await self.admin.seed([Path(p) for p in s.packages]):  # services without state only
+            log.info("serving %s %s from the command line", result["service"], result["generation"])
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         quiet_malformed_requests()
         add_admin_routes(app, self.admin, self.auth)
@@ -176,6 +183,8 @@ class Node:
         await self._grpc.start()
         await self._update_health()
         self._health_task = asyncio.create_task(self._health_loop())
+        if self.repository is not None:  # syncs in the background: /ready says 503 until done
+            self.repository.start()
 
     async def _update_health(self) -> None:
         ok, _ = self.dataplane.readiness()
@@ -233,6 +242,8 @@ class Node:
         """Stops listening, lets in-flight and queued requests finish (up to the grace
         period), then stops the workers."""
         grace = self.settings.shutdown_grace
+        if self.repository is not None:
+            await self.repository.stop()
         if self._health_task is not None:
             self._health_task.cancel()
         await self._health.enter_graceful_shutdown()

@@ -39,3 +39,6 @@ class NodeSettings:
     query_log_max_mb: float = 64
     connections_file: Path | None = None  # None: DATA_DIR/config/connections.json
     packages: list[Path] = field(default_factory=list)
+    repository: str | None = None  # a directory or an http(s) URL: converge to its state.json
+    poll_seconds: float = 5.0  # between two reads of the repository's state
+    allow_empty: bool = False  # ready with nothing to serve

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond Python packages: the load generators that the
-# benchmark tools drive (wrk, h2load), PostgreSQL, whose server the SQL endpoint tests
+# benchmark tools drive (wrk, h2load), nginx, which serves the HTTP package repository of
+# tests/repository (tests/nginx.py, its WebDAV module taking PUT), PostgreSQL, whose server the SQL endpoint tests
 # start privately (tests/pg.py), and the two libraries Triton's perf_analyzer (shipped in
 # the tritonclient wheel) links, which tests/node/test_oip_perf_analyzer.py runs: libb64
 # from Debian (libcudart.so.12, which it needs even without a GPU, comes from PyPI with the
@@ -21,6 +22,8 @@ command -v wrk >/dev/null || missing+=(wrk)
 command -v h2load >/dev/null || missing+=(nghttp2-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
+[ -x /usr/sbin/nginx ] || missing+=(nginx)   # tests/nginx.py: an HTTP package repository (WebDAV PUT)
+command -v openssl >/dev/null || missing+=(openssl)   # tests/nginx.py: its Basic auth password file
 command -v curl >/dev/null || missing+=(curl)   # tests/readme runs the README's curl calls
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ${#missing[@]} -gt 0 ]; then

@@ -180,3 +180,15 @@ def test_the_inflight_hpa_reads_what_the_adapter_rule_exposes() -> None:
     assert rule["seriesQuery"].startswith(name + "{")
     assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
     assert 'endpoint=""' in rule["metricsQuery"]  # the node-wide series only, not the per-endpoint ones
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_deployment_arguments_are_options_apinode_serve_takes(overlay: str) -> None:
+    """The container's arguments, appended to the image's `apinode serve --host 0.0.0.0`,
+    parse with the node's own parser: a renamed or mistyped flag fails here, not in a pod."""
+    from node.cli import build_parser
+
+    c = container(render(KUBE / "overlays" / overlay))
+    args = build_parser().parse_args(["serve", "--host", "0.0.0.0", *c.get("args", [])])
+    assert args.repository and args.poll_seconds == 5
+    assert args.drain_seconds > 0 and args.shutdown_grace > 0

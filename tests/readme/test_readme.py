@@ -38,6 +38,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+import requests
 import yaml
 
 from tests.node.test_tls import make_pki
@@ -55,7 +56,7 @@ MTLS_LIST = f"{TLS_LIST} --tls-cert me.crt --tls-key me.key"
 CLUSTER = "not run: needs a Kubernetes cluster"
 # `deploy publish --repository` is being built (branch h-repo): then run it against a local
 # directory repository, here
-PUBLISH = f"{CLUSTER} (and `deploy publish --repository`, pending)"
+PUBLISH = CLUSTER  # the same commands run on a local directory repository in test_deploy_repository
 IMAGE_TESTS = "tests/image/test_image.py"
 
 # README command -> the test that runs it. Long lines: each key is the README's text.
@@ -97,13 +98,19 @@ REGISTRY: dict[str, str] = {
     "kubectl -n apinode create secret generic apinode-connections --from-file=connections.json": CLUSTER,
     "podman tag apinode:0.1.0 registry.example.com/apinode:0.1.0 && podman push registry.example.com/apinode:0.1.0": CLUSTER,
     "kubectl apply -k my-overlay": CLUSTER,
-    "apinode deploy publish build/fraud.apz --repository /mnt/apinode-repository --activate --wait": PUBLISH,
+    "apinode deploy publish build/fraud.apz --repository /mnt/apinode-repository --activate --wait --nodes-dns apinode-nodes.apinode.svc:12001": PUBLISH,
     "kubectl -n apinode rollout status deployment/apinode": CLUSTER,
     "kubectl -n apinode get hpa apinode": CLUSTER,
     'kubectl -n apinode patch hpa apinode -p \'{"spec": {"minReplicas": 4, "maxReplicas": 20}}\'': CLUSTER,
-    "apinode deploy publish build/fraud-v2.apz --repository /mnt/apinode-repository --activate --wait": PUBLISH,
+    "apinode deploy publish build/fraud-v2.apz --repository /mnt/apinode-repository --activate --wait --nodes-dns apinode-nodes.apinode.svc:12001": PUBLISH,
     "kubectl -n apinode set image deployment/apinode apinode=registry.example.com/apinode:0.2.0": CLUSTER,
     "kubectl -n apinode rollout undo deployment/apinode": CLUSTER,
+    "apinode deploy publish build/fraud.apz --repository /mnt/repo --activate": "test_deploy_repository",
+    "apinode serve --repository /mnt/repo --poll-seconds 5": "test_deploy_repository",
+    "apinode deploy publish build/fraud-v2.apz --repository /mnt/repo --mapping v1=0.9,v2=0.1": "test_deploy_repository",
+    "apinode deploy activate fraud v2 --repository /mnt/repo --wait --nodes 10.0.0.5:12001,10.0.0.6:12001": "test_deploy_repository",
+    "apinode deploy rollback fraud --repository /mnt/repo --wait --nodes-dns apinode-headless.prod.svc:12001": "test_deploy_repository",
+    "apinode deploy tune fraud score floor=2 ceil=4 --repository /mnt/repo": "test_deploy_repository",
     # Load testing
     "apinode loadtest --url http://127.0.0.1:12000 --payload build/fraud.apz --endpoint score -c 16 -d 10s": "test_loadtest_each_endpoint_kind",
     "apinode loadtest --grpc 127.0.0.1:12001 --mode grpc-stream --payload rows.csv --service fraud --endpoint score --rate 5000 --poisson --procs 2 --json -": "test_loadtest_grpc_stream_open_loop",
@@ -449,6 +456,57 @@ def test_deploy_list_tls_nodes(quick: Quick, tmp_path: Path) -> None:
             assert refused.returncode == 3, (command, refused.stdout, refused.stderr)
         finally:
             node.stop()
+
+
+def test_deploy_repository(quick: Quick, tmp_path: Path) -> None:
+    """Repository mode: the README's node serves from a directory repository that the
+    deployer changes; `--wait` follows it, by address and through DNS (localhost)."""
+    repo, key = tmp_path / "repo", "readme-repository-admin-key"
+    repo.mkdir()
+    at = {"/mnt/repo": str(repo)}
+    sh(quick.work, readme_command("apinode deploy publish build/fraud.apz --repository /mnt/repo --activate", at))
+    ports, log = tmp_path / "ports.json", open(tmp_path / "node.log", "wb")
+    serve = readme_command(
+        "apinode serve --repository /mnt/repo --poll-seconds 5",
+        at,
+        append=f"--data-dir {tmp_path / 'data'} --http-port 0 --grpc-port 0 --ports-file {ports} --admin-key {key}",
+    )
+    proc = subprocess.Popen(
+        ["bash", "-c", f"exec {serve}"], cwd=quick.work, env=_env(quick.work), stdout=log, stderr=log
+    )
+    log.close()
+    try:
+        deadline = time.monotonic() + 120
+        while not ports.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()[-3000:]
+            time.sleep(0.1)
+        p = json.loads(ports.read_text())
+        grpc, http = f"127.0.0.1:{p['grpc']}", f"http://127.0.0.1:{p['http']}"
+        while (ready := requests.get(http + "/ready", timeout=10)).status_code != 200:
+            assert time.monotonic() < deadline, ready.text
+            time.sleep(0.2)
+        wait = f"--admin-key {key} --json"
+        cmd = "apinode deploy publish build/fraud-v2.apz --repository /mnt/repo --mapping v1=0.9,v2=0.1"
+        sh(quick.work, readme_command(cmd, at))
+        cmd = "apinode deploy activate fraud v2 --repository /mnt/repo --wait --nodes 10.0.0.5:12001,10.0.0.6:12001"
+        done = sh_json(quick.work, readme_command(cmd, {**at, "10.0.0.5:12001,10.0.0.6:12001": grpc}, wait))
+        assert [(n["target"], n["status"]) for n in done["nodes"]] == [(grpc, "ok")], done
+        r = requests.post(http + "/public/api/v1/fraud/customer/lookup", json={"data": {"customer_id": "C00042"}})
+        assert r.json()["apiContext"]["serviceGeneration"] == "v2", r.text
+        cmd = "apinode deploy rollback fraud --repository /mnt/repo --wait --nodes-dns apinode-headless.prod.svc:12001"
+        dns = {**at, "apinode-headless.prod.svc:12001": f"localhost:{p['grpc']}"}
+        done = sh_json(quick.work, readme_command(cmd, dns, wait))
+        assert [(n["target"], n["status"], n["serving"]) for n in done["nodes"]] == [
+            (grpc, "ok", "v1=0.9, v2=0.1 (random)")
+        ], done
+        cmd = "apinode deploy tune fraud score floor=2 ceil=4 --repository /mnt/repo"
+        sh(quick.work, readme_command(cmd, at, f"--wait --nodes {grpc} {wait}"))
+        assert json.loads((repo / "state.json").read_text())["services"]["fraud"]["tuning"] == {
+            "score": {"floor": 2, "ceil": 4}
+        }
+    finally:
+        proc.terminate()
+        proc.wait(60)
 
 
 def test_deploy_infra_three_nodes(quick: Quick, tmp_path: Path) -> None:
