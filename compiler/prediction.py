@@ -14,6 +14,7 @@ from typing import Any
 
 from compiler.console import Reporter
 from compiler.errors import CompileError
+from compiler.explain import proba_percentiles, settings_entry
 from compiler.inputs import load_model, read_table
 from compiler.onnx_convert import ConversionFailed, Converted, convert, precisions
 from compiler.parity import ParityResult, check
@@ -32,6 +33,7 @@ class PredictionBuild:
     parity: ParityResult
     test_queries: list[dict[str, Any]] | None
     booster: bool
+    files: dict[str, bytes]  # more package files: the explanation background
 
 
 @dataclass(slots=True)
@@ -79,12 +81,20 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
         ]
     rep.step(f"converting {ep.id}: {info.description} ({len(features)} features, {info.input_mode} input, {info.task})")
     conv, parity = _convert_checked(ep, info, features, data, rep, where)
+    entry = _entry(ep, info, features, conv, parity)
+    sample_rows = data.rows if sample is not None else []
+    entry["explanations"], files = settings_entry(ep.id, ep.explanations, sample_rows, features)
+    if info.task != "regression":
+        percentiles = proba_percentiles(conv, features, sample_rows)
+        if percentiles is not None:
+            entry["proba_percentiles"] = percentiles
     return PredictionBuild(
-        entry=_entry(ep, info, features, conv, parity),
+        entry=entry,
         onnx=conv.onnx,
         parity=parity,
         test_queries=test_queries,
         booster=info.booster,
+        files=files,
     )
 
 
