@@ -79,7 +79,10 @@ def wrap(row: list[Any], task: dict[str, Any] | None) -> Any:
 
 
 def percentile(sorted_probas: tuple[float, ...], p: float) -> int:
-    """Where `p` ranks among the sample's probabilities, 0-100 (ties count half)."""
+    """Where `p` ranks among the sample's probabilities, 0-100 (ties count half). The
+    package stores them rounded to 7 decimals, so `p` is compared rounded alike (a sample
+    row's own probability must tie with itself)."""
+    p = round(p, 7)
     lo = bisect.bisect_left(sorted_probas, p)
     hi = bisect.bisect_right(sorted_probas, p)
     return round(100 * (lo + hi) / (2 * len(sorted_probas)))

@@ -219,7 +219,9 @@ def test_explanations_without_background_and_missing_verbs_are_refused_plainly(
         lambda: client.predict_records("score", [{"features": feats(r)} for r in x], with_explanations=True),
         lambda: client.predict_record("score", feats(x[0]), with_explanations=True, explanation_method="SHAPLEY"),
     ):
-        with pytest.raises(dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: endpoint 'score' has no explanation background"):
+        with pytest.raises(
+            dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: endpoint 'score' has no explanation background"
+        ):
             call()
     r = requests.post(
         node.url("fraud", "score", "predict"), json={"features": feats(x[0]), "explanations": {"enabled": True}}
