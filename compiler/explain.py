@@ -49,15 +49,17 @@ def settings_entry(
     return entry, files
 
 
-def proba_percentiles(conv: Converted, features: list[Feature], rows: list[list[Any]]) -> list[float] | None:
-    """The sorted positive-class probabilities of a binary classifier over `rows`."""
+def proba_percentiles(
+    conv: Converted, features: list[Feature], rows: list[list[Any]], column: int
+) -> list[float] | None:
+    """The sorted positive-class (`column`) probabilities of a binary classifier over `rows`."""
     if not rows or conv.proba_output is None:
         return None
     feed = onnx_feed(features, conv.precision, conv.input_mode, conv.input_name, rows)
     probas = np.asarray(conv.session.run([conv.proba_output], feed)[0], dtype=np.float64)
     if probas.ndim != 2 or probas.shape[1] != 2:
         return None
-    p = np.sort(probas[:, 1])
+    p = np.sort(probas[:, column])
     if len(p) > MAX_PERCENTILE_POINTS:
         p = p[np.linspace(0, len(p) - 1, MAX_PERCENTILE_POINTS).round().astype(int)]
     return [round(float(v), 7) for v in p]

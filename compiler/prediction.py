@@ -84,8 +84,11 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
     entry = _entry(ep, info, features, conv, parity)
     sample_rows = data.rows if sample is not None else []
     entry["explanations"], files = settings_entry(ep.id, ep.explanations, sample_rows, features)
-    if info.task != "regression":
-        percentiles = proba_percentiles(conv, features, sample_rows)
+    if ep.positive_class is not None:
+        entry["positive_class"] = _positive_class(ep, info, where)
+    if info.task == "binary":
+        column = info.classes.index(entry.get("positive_class", info.classes[1])) if info.classes else 1
+        percentiles = proba_percentiles(conv, features, sample_rows, column)
         if percentiles is not None:
             entry["proba_percentiles"] = percentiles
     return PredictionBuild(
@@ -95,6 +98,18 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
         test_queries=test_queries,
         booster=info.booster,
         files=files,
+    )
+
+
+def _positive_class(ep: PredictionEndpoint, info: ModelInfo, where: str) -> Any:
+    """`positive_class:` as one of the model's labels (a YAML `1` names the label 1 or "1")."""
+    if info.task != "binary" or not info.classes:
+        raise CompileError(f"{where}.positive_class: only a binary classifier has one (this model: {info.task})")
+    for c in info.classes:
+        if c == ep.positive_class or str(c) == str(ep.positive_class):
+            return c
+    raise CompileError(
+        f"{where}.positive_class: {ep.positive_class!r} is not one of the model's classes {info.classes}"
     )
 
 

@@ -39,6 +39,7 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
         "parity_tolerance",
         "enrich",
         "explanations",
+        "positive_class",
     ),
     "function": ("type", "file", "function", "folders", "test_queries", "pool"),
     "lookup": ("type", "dataset", "keys", "columns", "on_no_match", "on_multiple", "test_queries"),
@@ -96,6 +97,7 @@ class PredictionEndpoint:
     parity_tolerance: float
     enrich: list[dict[str, Any]] = field(default_factory=list)  # manifest-shaped entries
     explanations: dict[str, Any] = field(default_factory=dict)  # only the keys given
+    positive_class: Any = None  # binary: the class probaPercentile and explanations are about
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +394,7 @@ def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
         parity_tolerance=float(tol),
         enrich=_enrich(r, e, where),
         explanations=_explanations(r, e, where),
+        positive_class=e.get("positive_class"),
     )
 
 

@@ -194,10 +194,10 @@ class FeatureCodec:
                 {"prediction": classes[i], "probas": dict(zip(keys, p, strict=True)), "ignored": False}
                 for i, p in zip(idx, probas, strict=True)
             ]
-            ranks = self.spec.proba_percentiles
+            ranks, positive = self.spec.proba_percentiles, self.spec.positive
             if ranks is not None:  # binary: where the positive probability ranks in the sample
                 for result, p in zip(out, probas, strict=True):
-                    result["probaPercentile"] = percentile(ranks, p[1])
+                    result["probaPercentile"] = percentile(ranks, p[positive])
         if len(arrays) > (1 if self.regression else 2):
             for result, x in zip(out, arrays[-1], strict=True):
                 if x is not None:

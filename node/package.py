@@ -113,6 +113,8 @@ class EndpointSpec:
     explanations: dict[str, Any] | None = None
     # binary classifier: sorted positive-class probabilities over the sample rows
     proba_percentiles: tuple[float, ...] | None = None
+    # binary: the index in `classes` of the class probaPercentile and explanations are about
+    positive: int = 1
 
     @property
     def feature_names(self) -> list[str]:
@@ -436,7 +438,16 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str,
         pool=pool,
         explanations=_explanations(e.get("explanations"), where, files),
         proba_percentiles=_percentiles(e.get("proba_percentiles"), where, task),
+        positive=_positive(e, where, task, classes),
     )
+
+
+def _positive(e: dict[str, Any], where: str, task: str, classes: Any) -> int:
+    if "positive_class" not in e:
+        return 1
+    _require(task == "binary", f"{where}.positive_class: only a binary classifier has one")
+    _require(e["positive_class"] in classes, f"{where}.positive_class {e['positive_class']!r} is not one of classes")
+    return int(classes.index(e["positive_class"]))
 
 
 _EXPLANATION_KEYS = {"enabled": bool, "by_default": bool, "method": str, "n_explanations": int}

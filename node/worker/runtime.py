@@ -30,6 +30,9 @@ _NP_TYPES: dict[str, Any] = {
 }
 
 
+MAX_RUN_ROWS = 100_000  # perturbed rows of explanations in one model run (memory bound)
+
+
 class RuntimeError_(Exception):
     def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -66,6 +69,8 @@ class PredictionRuntime:
         self.names = [f["name"] for f in self.features]
         classes = endpoint.get("classes")
         self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
+        # binary: the class explanations are about (`positive_class`, else the second)
+        self.positive = classes.index(endpoint["positive_class"]) if classes and "positive_class" in endpoint else 1
         self.outputs = [model.get("label_output"), model.get("proba_output")]
         if classes is None:
             self.outputs = [model["value_output"]]
@@ -158,8 +163,17 @@ class PredictionRuntime:
             for i, r in enumerate(rows)
             if isinstance(r, dict)
         ]
-        out = self._outputs(np.concatenate([x, *(pl.rows for _, pl in plans)]))
-        n = len(rows)
+        # One model run for the batch, unless its explanations together exceed
+        # MAX_RUN_ROWS: then one run per group of whole requests (never a request split).
+        groups: list[list[np.ndarray]] = [[x]]
+        size = n = len(rows)
+        for _, pl in plans:
+            if size + len(pl.rows) > MAX_RUN_ROWS and size:
+                groups.append([])
+                size = 0
+            groups[-1].append(pl.rows)
+            size += len(pl.rows)
+        out = np.concatenate([self._outputs(np.concatenate(g)) for g in groups])
         mine, start = out[:n], n
         if self.class_index is None:
             answer: tuple[list[Any], ...] = (mine.tolist(),)
@@ -171,8 +185,8 @@ class PredictionRuntime:
             start += pl.rows.shape[0]
             if self.class_index is None:
                 fx, target, bg = float(mine[i]), values, self.bg_out
-            else:  # binary: the positive (second) class; multiclass: the predicted one
-                c = 1 if mine.shape[1] == 2 else int(mine[i].argmax())
+            else:  # binary: the positive class; multiclass: the predicted one
+                c = self.positive if mine.shape[1] == 2 else int(mine[i].argmax())
                 fx, target, bg = float(mine[i, c]), values[:, c], self.bg_out[:, c]
             phi = ex.contributions(pl, fx, target, bg)
             explanations[i] = {"explanations": ex.strongest(self.names, phi, pl.job.k), "method": pl.job.method}

@@ -94,7 +94,7 @@ def _tree(tmp: Path) -> tuple[Path, Any]:
     feats = {**dict.fromkeys(TREE_NUM, "float"), "cat": "string"}
     ep = {"type": "prediction", "model": "model.joblib", "features": feats, "sample": "sample.csv"}
     ep["explanations"] = {"background_rows": 20, "max_mc_steps": 1000}
-    _write_service(folder, "tree", {"score": ep})
+    _write_service(folder, "tree", {"score": ep, "neg": {**ep, "positive_class": "no"}})
     return compile_service(folder, tmp / "tree.apz", progress=False).out, model
 
 
@@ -238,6 +238,23 @@ def test_proba_percentile_ranks_among_the_sample(served: dict[str, Any]) -> None
     assert "probaPercentile" not in lin and "explanations" not in lin
 
 
+def test_positive_class_chooses_what_is_explained_and_ranked(served: dict[str, Any]) -> None:
+    """`positive_class: "no"`: the same model explained and ranked by P(no) = 1 - P(yes)."""
+    client = _client(served["node"], "tree")
+    features = {"n1": 1.3, "n2": -0.2, "n3": 0.1, "n4": -1.5, "n5": 0.4, "cat": "green"}
+    ask = {"with_explanations": True, "n_explanations": 6, "n_explanations_mc_steps": 200}
+    yes = client.predict_record("score", features, **ask)["result"]
+    no = client.predict_record("neg", features, **ask)["result"]
+    assert set(no["explanations"]) == set(TREE)
+    for name, value in yes["explanations"].items():
+        assert no["explanations"][name] == pytest.approx(-value, abs=1e-6)
+    stored = _member(served["tree_pkg"], "manifest.json")["endpoints"]
+    assert stored["neg"]["positive_class"] == "no"
+    flipped = sorted(1 - p for p in stored["score"]["proba_percentiles"])
+    assert np.allclose(stored["neg"]["proba_percentiles"], flipped, atol=1e-6)
+    assert abs(no["probaPercentile"] - (100 - yes["probaPercentile"])) <= 1
+
+
 def test_endpoint_settings_and_refusals(served: dict[str, Any]) -> None:
     node = served["node"]
     client = _client(node, "lin")
@@ -296,3 +313,21 @@ def test_grpc_carries_explanations_and_proba_percentile(served: dict[str, Any]) 
     assert not plain.result.explanations and plain.result.explanation_method == ""
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "nMonteCarloSteps is 5000" in (err.value.details() or "")
+
+
+def test_positive_class_must_be_a_label_of_a_binary_model(tmp_path: Path) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from compiler.errors import CompileError
+
+    x = pd.DataFrame(np.random.default_rng(0).normal(size=(60, 2)), columns=["u", "v"])
+    folder = tmp_path / "svc"
+    folder.mkdir()
+    joblib.dump(LogisticRegression().fit(x, np.where(x["u"] > 0, "up", "down")), folder / "model.joblib")
+    ep = {"type": "prediction", "model": "model.joblib", "positive_class": "sideways"}
+    _write_service(folder, "svc", {"score": ep})
+    with pytest.raises(CompileError, match=r"positive_class: 'sideways' is not one of the model's classes"):
+        compile_service(folder, tmp_path / "svc.apz", progress=False)
+    joblib.dump(LinearRegression().fit(x, x["u"]), folder / "model.joblib")
+    with pytest.raises(CompileError, match="only a binary classifier has one"):
+        compile_service(folder, tmp_path / "svc.apz", progress=False)
