@@ -331,3 +331,33 @@ def test_positive_class_must_be_a_label_of_a_binary_model(tmp_path: Path) -> Non
     joblib.dump(LinearRegression().fit(x, x["u"]), folder / "model.joblib")
     with pytest.raises(CompileError, match="only a binary classifier has one"):
         compile_service(folder, tmp_path / "svc.apz", progress=False)
+
+
+CUSTOM_CODE = """
+import pandas as pd
+
+
+class Doubler:
+    def predict(self, df):
+        return (df["a"] * 2).tolist()
+"""
+
+
+def test_custom_prediction_refuses_explanations_plainly(tmp_path: Path) -> None:
+    folder = tmp_path / "svc"
+    (folder / "code").mkdir(parents=True)
+    (folder / "code" / "m.py").write_text(CUSTOM_CODE)
+    ep = {"type": "custom-prediction", "file": "code/m.py", "class": "Doubler", "features": {"a": "float"}}
+    _write_service(folder, "custom", {"double": ep})
+    pkg = compile_service(folder, tmp_path / "custom.apz", progress=False).out
+    with run_node(tmp_path / "data", pkg) as node:
+        client = _client(node, "custom")
+        with pytest.raises(
+            dataikuapi.utils.DataikuException,
+            match="NOT_SUPPORTED: explanations are not supported for custom-prediction endpoints",
+        ):
+            client.predict_record("double", {"a": 2.0}, with_explanations=True)
+        with pytest.raises(dataikuapi.utils.DataikuException, match="NOT_SUPPORTED"):
+            client.predict_records("double", [{"features": {"a": 1.0}}], with_explanations=True)
+        # the client's nulls: answered as usual
+        assert client.predict_record("double", {"a": 2.0})["result"]["prediction"] == 4.0
