@@ -148,8 +148,10 @@ class PredictionRuntime:
 
     def explain(self, rows: list[Any]) -> tuple[list[Any], ...]:
         """A batch where some rows ask for explanations (`{"row", "method", "k", "steps"}`
-        in place of the row): the rows and every perturbed row in ONE model run; the
-        answer is `run`'s with one more list, the explanations (None for plain rows)."""
+        in place of the row). The rows are predicted as `run` predicts them (the same
+        answer as without explanations); every perturbed row of the batch goes to the
+        model in ONE more run. The answer is `run`'s with one more list, the explanations
+        (None for plain rows)."""
         from node.worker import explain as ex
 
         if self.background is None:
@@ -157,16 +159,17 @@ class PredictionRuntime:
                 p.ERR_BAD_REQUEST, "this model was compiled without a sample: no explanation background"
             )
         plain = [r["row"] if isinstance(r, dict) else r for r in rows]
+        answer = self.run(plain)
         x = self._matrix(plain)
         plans = [
             (i, ex.plan(x[i], ex.Job(r["method"], int(r["k"]), int(r["steps"])), self.background))
             for i, r in enumerate(rows)
             if isinstance(r, dict)
         ]
-        # One model run for the batch, unless its explanations together exceed
+        # One model run for the batch's perturbed rows, unless together they exceed
         # MAX_RUN_ROWS: then one run per group of whole requests (never a request split).
-        groups: list[list[np.ndarray]] = [[x]]
-        size = n = len(rows)
+        groups: list[list[np.ndarray]] = [[]]
+        size = 0
         for _, pl in plans:
             if size + len(pl.rows) > MAX_RUN_ROWS and size:
                 groups.append([])
@@ -174,20 +177,17 @@ class PredictionRuntime:
             groups[-1].append(pl.rows)
             size += len(pl.rows)
         out = np.concatenate([self._outputs(np.concatenate(g)) for g in groups])
-        mine, start = out[:n], n
-        if self.class_index is None:
-            answer: tuple[list[Any], ...] = (mine.tolist(),)
-        else:
-            answer = (mine.argmax(axis=1).tolist(), mine.tolist())
-        explanations: list[Any] = [None] * n
+        explanations: list[Any] = [None] * len(rows)
+        start = 0
         for i, pl in plans:
             values = out[start : start + pl.rows.shape[0]]
             start += pl.rows.shape[0]
             if self.class_index is None:
-                fx, target, bg = float(mine[i]), values, self.bg_out
+                fx, target, bg = float(answer[0][i]), values, self.bg_out
             else:  # binary: the positive class; multiclass: the predicted one
-                c = self.positive if mine.shape[1] == 2 else int(mine[i].argmax())
-                fx, target, bg = float(mine[i, c]), values[:, c], self.bg_out[:, c]
+                probas = answer[1][i]
+                c = self.positive if len(probas) == 2 else int(answer[0][i])
+                fx, target, bg = float(probas[c]), values[:, c], self.bg_out[:, c]
             phi = ex.contributions(pl, fx, target, bg)
             explanations[i] = {"explanations": ex.strongest(self.names, phi, pl.job.k), "method": pl.job.method}
         return (*answer, explanations)
