@@ -18,6 +18,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -398,3 +399,25 @@ def test_custom_prediction_refuses_explanations_plainly(tmp_path: Path) -> None:
             client.predict_records("double", [{"features": {"a": 1.0}}], with_explanations=True)
         # the client's nulls: answered as usual
         assert client.predict_record("double", {"a": 2.0})["result"]["prediction"] == 4.0
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"explanations": {"background": "models/elsewhere.json"}}, "explanations.background 'models/elsewhere.json'"),
+        ({"explanations": {"max_mc_steps": 0}}, "explanations.max_mc_steps"),
+        ({"explanations": {"method": "LIME"}}, "explanations.method 'LIME'"),
+        ({"proba_percentiles": [0.5, 0.1]}, "proba_percentiles must be sorted"),
+        ({"proba_percentiles": []}, "proba_percentiles must be a non-empty list"),
+        ({"positive_class": "maybe"}, "positive_class 'maybe' is not one of classes"),
+    ],
+)
+def test_the_node_refuses_bad_explanation_fields(served: dict[str, Any], change: dict[str, Any], expected: str) -> None:
+    from node.package import PackageError, parse_manifest, read_manifest
+
+    manifest = read_manifest(served["tree_pkg"]).raw
+    score = manifest["endpoints"]["score"]
+    for key, value in change.items():
+        score[key] = {**score[key], **value} if isinstance(value, dict) else value
+    with pytest.raises(PackageError, match=re.escape(expected)):
+        parse_manifest(manifest)
