@@ -84,6 +84,11 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
     entry = _entry(ep, info, features, conv, parity)
     sample_rows = data.rows if sample is not None else []
     entry["explanations"], files = settings_entry(ep.id, ep.explanations, sample_rows, features)
+    if files:
+        n = min(ep.explanations.get("background_rows", 100), len(sample_rows))
+        rep.step(f"explanations {ep.id}: a background of {n} sample rows")
+    else:
+        rep.note(f"{ep.id}: no sample, so no explanations and no probaPercentile (add 'sample: <csv>')")
     if ep.positive_class is not None:
         entry["positive_class"] = _positive_class(ep, info, where)
     if info.task == "binary":

@@ -65,7 +65,7 @@ def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
     k = min(_int(asked, "nExplanations", settings["n_explanations"]), len(spec.features))
     steps = _int(asked, "nMonteCarloSteps", settings["mc_steps"])
     cap = settings["max_mc_steps"]
-    if steps > cap:
+    if steps > cap and method == "SHAPLEY":  # ICE takes no steps: nothing to refuse
         raise errors.BadRequest(
             f"explanations.nMonteCarloSteps is {steps}; endpoint {spec.id!r} allows at most {cap} "
             "(service.yaml: explanations.max_mc_steps)"

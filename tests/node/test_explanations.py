@@ -307,6 +307,10 @@ def test_endpoint_settings_and_refusals(served: dict[str, Any]) -> None:
         client.predict_record("off", features, with_explanations=True)
     with pytest.raises(dataikuapi.utils.DataikuException, match=r"BAD_REQUEST: explanations\.nMonteCarloSteps is 1001"):
         client.predict_record("score", features, with_explanations=True, n_explanations_mc_steps=1001)
+    ice = client.predict_record(
+        "score", features, with_explanations=True, explanation_method="ICE", n_explanations_mc_steps=1001
+    )["result"]
+    assert ice["explanationMethod"] == "ICE"  # ICE takes no steps: the cap does not apply
     with pytest.raises(dataikuapi.utils.DataikuException, match=r"BAD_REQUEST: explanations\.method must be one of"):
         client.predict_record("score", features, with_explanations=True, explanation_method="LIME")
     for bad in ({"enabled": True, "nExplanations": 0}, {"enabled": "yes"}, [1]):
