@@ -44,10 +44,13 @@ def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
             )
         return None
     settings = spec.explanations
-    if enabled is None:
+    defaulted = enabled is None
+    if defaulted:
         enabled = bool(settings and settings["by_default"])
     if not enabled:
         return None
+    if defaulted and (settings is None or not settings.get("background") or not settings["enabled"]):
+        return None  # the endpoint's default cannot apply: answered without, never refused
     if settings is None or not settings.get("background"):
         raise errors.NotSupported(
             f"endpoint {spec.id!r} has no explanation background: its package was compiled without "

@@ -73,6 +73,11 @@ def _linear(tmp: Path) -> tuple[Path, Any]:
             "score": base,
             "off": {**base, "explanations": {"enabled": False}},
             "auto": {**base, "explanations": {"by_default": True, "method": "ICE", "n_explanations": 2}},
+            "nosample": {
+                **{k: v for k, v in base.items() if k != "sample"},
+                "test_queries": [{"features": dict.fromkeys(LIN, 0.5)}],
+                "explanations": {"by_default": True},
+            },
         },
     )
     return compile_service(folder, tmp / "lin.apz", progress=False).out, model
@@ -316,6 +321,12 @@ def test_endpoint_settings_and_refusals(served: dict[str, Any]) -> None:
     for bad in ({"enabled": True, "nExplanations": 0}, {"enabled": "yes"}, [1]):
         r = requests.post(node.url("lin", "score", "predict"), json={"features": features, "explanations": bad})
         assert r.status_code == 400 and r.json()["errorType"] == "BAD_REQUEST", r.text
+    # compiled without a sample: no background; by_default cannot apply, asking is refused
+    assert "explanations" not in client.predict_record("nosample", features)["result"]
+    with pytest.raises(
+        dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: endpoint 'nosample' has no explanation"
+    ):
+        client.predict_record("nosample", features, with_explanations=True)
     # the node still answers
     assert client.predict_record("score", features)["result"]["prediction"] == pytest.approx(
         float(served["lin"].predict(pd.DataFrame([features]))[0]), rel=1e-6
