@@ -80,6 +80,7 @@ def _compile(folder: Path, out: Path | None, rep: Reporter) -> CompileReport:
             built = build_prediction(ep, folder, rep)
             entry, queries = built.entry, built.test_queries
             files[entry["model"]["path"]] = built.onnx
+            files.update(built.files)
             parity[eid] = built.parity
             boosters = boosters or built.booster
             if ep.enrich:

@@ -14,6 +14,7 @@ from typing import Any
 
 from compiler.console import Reporter
 from compiler.errors import CompileError
+from compiler.explain import proba_percentiles, settings_entry
 from compiler.inputs import load_model, read_table
 from compiler.onnx_convert import ConversionFailed, Converted, convert, precisions
 from compiler.parity import ParityResult, check
@@ -32,6 +33,7 @@ class PredictionBuild:
     parity: ParityResult
     test_queries: list[dict[str, Any]] | None
     booster: bool
+    files: dict[str, bytes]  # more package files: the explanation background
 
 
 @dataclass(slots=True)
@@ -79,12 +81,40 @@ def build_prediction(ep: PredictionEndpoint, folder: Path, rep: Reporter) -> Pre
         ]
     rep.step(f"converting {ep.id}: {info.description} ({len(features)} features, {info.input_mode} input, {info.task})")
     conv, parity = _convert_checked(ep, info, features, data, rep, where)
+    entry = _entry(ep, info, features, conv, parity)
+    sample_rows = data.rows if sample is not None else []
+    entry["explanations"], files = settings_entry(ep.id, ep.explanations, sample_rows, features)
+    if files:
+        n = min(ep.explanations.get("background_rows", 100), len(sample_rows))
+        rep.step(f"explanations {ep.id}: a background of {n} sample rows")
+    else:
+        rep.note(f"{ep.id}: no sample, so no explanations and no probaPercentile (add 'sample: <csv>')")
+    if ep.positive_class is not None:
+        entry["positive_class"] = _positive_class(ep, info, where)
+    if info.task == "binary":
+        column = info.classes.index(entry.get("positive_class", info.classes[1])) if info.classes else 1
+        percentiles = proba_percentiles(conv, features, sample_rows, column)
+        if percentiles is not None:
+            entry["proba_percentiles"] = percentiles
     return PredictionBuild(
-        entry=_entry(ep, info, features, conv, parity),
+        entry=entry,
         onnx=conv.onnx,
         parity=parity,
         test_queries=test_queries,
         booster=info.booster,
+        files=files,
+    )
+
+
+def _positive_class(ep: PredictionEndpoint, info: ModelInfo, where: str) -> Any:
+    """`positive_class:` as one of the model's labels (a YAML `1` names the label 1 or "1")."""
+    if info.task != "binary" or not info.classes:
+        raise CompileError(f"{where}.positive_class: only a binary classifier has one (this model: {info.task})")
+    for c in info.classes:
+        if c == ep.positive_class or str(c) == str(ep.positive_class):
+            return c
+    raise CompileError(
+        f"{where}.positive_class: {ep.positive_class!r} is not one of the model's classes {info.classes}"
     )
 
 

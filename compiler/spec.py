@@ -38,6 +38,8 @@ ENDPOINT_KEYS: dict[str, tuple[str, ...]] = {
         "pool",
         "parity_tolerance",
         "enrich",
+        "explanations",
+        "positive_class",
     ),
     "function": ("type", "file", "function", "folders", "test_queries", "pool"),
     "lookup": ("type", "dataset", "keys", "columns", "on_no_match", "on_multiple", "test_queries"),
@@ -94,6 +96,8 @@ class PredictionEndpoint:
     pool: dict[str, int]
     parity_tolerance: float
     enrich: list[dict[str, Any]] = field(default_factory=list)  # manifest-shaped entries
+    explanations: dict[str, Any] = field(default_factory=dict)  # only the keys given
+    positive_class: Any = None  # binary: the class probaPercentile and explanations are about
 
 
 @dataclass(frozen=True, slots=True)
@@ -389,7 +393,36 @@ def _prediction(r: _Reader, e: _Map, eid: str) -> PredictionEndpoint:
         pool=_pool(r, e, where),
         parity_tolerance=float(tol),
         enrich=_enrich(r, e, where),
+        explanations=_explanations(r, e, where),
+        positive_class=e.get("positive_class"),
     )
+
+
+EXPLANATION_KEYS = ("enabled", "by_default", "method", "n_explanations", "mc_steps", "max_mc_steps", "background_rows")
+EXPLANATION_METHODS = ("SHAPLEY", "ICE")
+
+
+def _explanations(r: _Reader, e: _Map, where: str) -> dict[str, Any]:
+    """`explanations:` of a prediction endpoint: switches, defaults and the step cap."""
+    if e.get("explanations") is None:
+        return {}
+    where = f"{where}.explanations"
+    x = r.mapping(e, "explanations", where)
+    r.known(x, EXPLANATION_KEYS, where)
+    for key in ("enabled", "by_default"):
+        if key in x and not isinstance(x[key], bool):
+            raise r.fail(x, key, f"{where}.{key}", f"must be true or false, got {x[key]!r}")
+    if "method" in x and x["method"] not in EXPLANATION_METHODS:
+        raise r.fail(x, "method", f"{where}.method", f"must be one of {', '.join(EXPLANATION_METHODS)}")
+    lows = {"n_explanations": 1, "mc_steps": 1, "max_mc_steps": 1, "background_rows": 1}
+    for key, low in lows.items():
+        v = x.get(key)
+        if key in x and (not isinstance(v, int) or isinstance(v, bool) or v < low or v > 100_000):
+            raise r.fail(x, key, f"{where}.{key}", f"must be an integer from {low} to 100000, got {v!r}")
+    steps, cap = x.get("mc_steps", 100), x.get("max_mc_steps", 1000)
+    if steps > cap:
+        raise r.fail(x, "mc_steps", f"{where}.mc_steps", f"{steps} is above max_mc_steps ({cap})")
+    return dict(x)
 
 
 def _function(r: _Reader, e: _Map, eid: str) -> FunctionEndpoint:

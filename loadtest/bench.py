@@ -63,7 +63,10 @@ MULTI_CONCURRENCY = 4
 STREAM_MESSAGES = 100
 # One core runs one worker best: a second would only take turns with the first.
 BENCH_POOL = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 256}
-PARTS = ("http", "grpc", "stream", "multi", "oip")
+PARTS = ("http", "grpc", "stream", "multi", "oip", "explain")
+# The explanation cost row: what a Dataiku client's predict_record(with_explanations=True,
+# explanation_method="SHAPLEY", n_explanations=3, n_explanations_mc_steps=100) sends
+EXPLAIN = {"enabled": True, "method": "SHAPLEY", "nExplanations": 3, "nMonteCarloSteps": 100}
 
 
 def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str, Any]:
@@ -99,6 +102,8 @@ def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str,
         if "oip" in parts:
             grpc_pids = {"floor": [fg["pid"]], "node": node_all}
             out["oip_grpc"] = bench_oip_grpc(m, b, fg_addr, grpc_addr, http, counters, grpc_pids, CONCURRENCY)
+        if "explain" in parts and m.name == "fraud":  # the package with an explanation background
+            out["explain"] = _explain(m, b, http)
         out["node_counters"] = counters.total()
     return out
 
@@ -210,6 +215,16 @@ def _multi(m: Model, b: Bench, http: str) -> Row:
     measured = b.harness(t, multi, concurrency=MULTI_CONCURRENCY, duration=2 * b.duration)
     row = harness_row(measured, per_request=MULTI_ROWS)
     show("multi node (rows/s)", row)
+    return row
+
+
+def _explain(m: Model, b: Bench, http: str) -> Row:
+    """Latency of one predict with SHAPLEY explanations (k=3, 100 steps), one at a time."""
+    say("  predict with SHAPLEY explanations (k=3, 100 steps), concurrency 1")
+    bodies = [{**body, "explanations": EXPLAIN} for body in m.bodies]
+    t = Target(mode="http", url=http, service=m.service, endpoint=m.endpoint, verb="predict")
+    row = harness_row(b.harness(t, bodies, concurrency=1, duration=2 * b.duration))
+    show("explain node (SHAPLEY k=3, 100 steps)", row)
     return row
 
 

@@ -80,6 +80,22 @@ def _throughput_table(doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _explain_table(doc: dict[str, Any]) -> list[str]:
+    rows = [m for m in doc["models"] if "explain" in m]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Explanations: predict with SHAPLEY (k=3, 100 Monte Carlo steps), one request at a time",
+        "",
+        "| model | predictions/s | p50 / p99 ms |",
+        "|---|--:|--:|",
+    ]
+    for m in rows:
+        lines.append(f"| {m['model']} | {_tp(m['explain'])} | {_ms(m['explain'])} |")
+    return lines
+
+
 def _overload(runs: list[dict[str, Any]]) -> list[str]:
     o = runs[0]
     pool = o["pool"]
@@ -234,6 +250,7 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "",
         "h2load streams: 16 concurrent PredictStream calls of 100 requests each (the node answers each "
         "stream's requests one at a time, in order, as the harness's 16 streams with one request in flight).",
+        *_explain_table(doc),
     ]
     if _overload_runs(doc):
         lines += [

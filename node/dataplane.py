@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from node import errors
+from node import explanations as expl
 from node.auth import ApiKeys
 from node.features import MAX_STRING_CHARS
 from node.lookup import LookupEndpoint
@@ -260,7 +261,7 @@ class DataPlane:
     async def predict_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         codec = _codec(gen, ep)
-        _no_explanations(body)
+        task = expl.job(ep.spec, body.get("explanations"))
         if "features" not in body:
             raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
         features, ignored, enrich_us = await _enrich(ep, body["features"])
@@ -268,7 +269,7 @@ class DataPlane:
             row = codec.row(features, max_string=self.limits.max_string_chars)
             t1 = time.perf_counter_ns()
             assert ep.pool is not None
-            out = await ep.pool.submit([row], 1)
+            out = await ep.pool.submit([expl.wrap(row, task)], 1)
             t2 = time.perf_counter_ns()
             result = codec.results(out.result)[0]
             wait, compute = out.wait_us, out.compute_us
@@ -290,7 +291,7 @@ class DataPlane:
     async def predict_multi_on(self, gen: Generation, ep: Endpoint, body: dict[str, Any]) -> dict[str, Any]:
         t0 = time.perf_counter_ns()
         codec = _codec(gen, ep)
-        _no_explanations(body)
+        task = expl.job(ep.spec, body.get("explanations"))
         items = body.get("items")
         if not isinstance(items, list):
             raise errors.BadRequest("the body needs 'items': a list of {\"features\": {...}}")
@@ -323,7 +324,7 @@ class DataPlane:
                 if reason is not None:
                     ignored[i] = reason
                     continue
-            rows.append(codec.row(features, where=f"items[{i}]: ", max_string=max_string))
+            rows.append(expl.wrap(codec.row(features, where=f"items[{i}]: ", max_string=max_string), task))
         t1 = time.perf_counter_ns()
         if rows:
             assert ep.pool is not None
@@ -439,25 +440,6 @@ def _how_to_dispatch(verb: str, protocol: str) -> str:
     if verb in FLAT_VERBS:  # the body is the arguments
         return f"the header X-Dispatch-Key (for {verb}, dispatch travels in headers)"
     return '"dispatch": {"dispatchKey": ...} in the body'
-
-
-def _no_explanations(body: dict[str, Any]) -> None:
-    """Refuses a request that asks for explanations: an answer without them would look
-    like one where they were computed. `enabled: null` (the Dataiku client's default) means
-    the endpoint's default, which is none."""
-    asked = body.get("explanations")
-    if asked is None:
-        return
-    if not isinstance(asked, dict):
-        raise errors.BadRequest(f"explanations must be an object, got {type(asked).__name__}")
-    enabled = asked.get("enabled")
-    if enabled is not None and not isinstance(enabled, bool):
-        raise errors.BadRequest(f"explanations.enabled must be true, false or null, got {enabled!r}")
-    if enabled:
-        raise errors.NotSupported(
-            "explanations are not supported by apinode: send explanations.enabled false or null "
-            "(Dataiku client: with_explanations=None or False)"
-        )
 
 
 def _lookup(gen: Generation, ep: Endpoint) -> LookupEndpoint:

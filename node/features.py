@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from node.errors import BadRequest
+from node.explanations import percentile
 from node.package import EndpointSpec
 
 _MISSING = object()
@@ -182,15 +183,27 @@ class FeatureCodec:
         return row
 
     def results(self, arrays: tuple[list[Any], ...]) -> list[dict[str, Any]]:
-        """The answers of `PredictionRuntime.run` (lists) in the API's shape."""
+        """The answers of `PredictionRuntime.run` (lists) in the API's shape; a last list
+        of explanations (`PredictionRuntime.explain`) when some rows asked for them."""
         if self.regression:
-            return [{"prediction": v, "ignored": False} for v in arrays[0]]
-        idx, probas = arrays
-        classes, keys = self.classes, self.class_keys
-        return [
-            {"prediction": classes[i], "probas": dict(zip(keys, p, strict=True)), "ignored": False}
-            for i, p in zip(idx, probas, strict=True)
-        ]
+            out = [{"prediction": v, "ignored": False} for v in arrays[0]]
+        else:
+            idx, probas = arrays[0], arrays[1]
+            classes, keys = self.classes, self.class_keys
+            out = [
+                {"prediction": classes[i], "probas": dict(zip(keys, p, strict=True)), "ignored": False}
+                for i, p in zip(idx, probas, strict=True)
+            ]
+            ranks, positive = self.spec.proba_percentiles, self.spec.positive
+            if ranks is not None:  # binary: where the positive probability ranks in the sample
+                for result, p in zip(out, probas, strict=True):
+                    result["probaPercentile"] = percentile(ranks, p[positive])
+        if len(arrays) > (1 if self.regression else 2):
+            for result, x in zip(out, arrays[-1], strict=True):
+                if x is not None:
+                    result["explanations"] = x["explanations"]
+                    result["explanationMethod"] = x["method"]
+        return out
 
 
 def _label_key(label: Any) -> str:

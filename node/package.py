@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import os
 import re
 import shutil
@@ -108,6 +109,12 @@ class EndpointSpec:
     model: ModelSpec | None = None
     test_queries: str | None = None
     pool: dict[str, Any] = field(default_factory=dict)
+    # prediction: the explanation settings (None: a package from before explanations)
+    explanations: dict[str, Any] | None = None
+    # binary classifier: sorted positive-class probabilities over the sample rows
+    proba_percentiles: tuple[float, ...] | None = None
+    # binary: the index in `classes` of the class probaPercentile and explanations are about
+    positive: int = 1
 
     @property
     def feature_names(self) -> list[str]:
@@ -429,7 +436,52 @@ def _parse_endpoint(eid: str, e: Any, files: dict[str, Any], datasets: dict[str,
         model=model,
         test_queries=tq,
         pool=pool,
+        explanations=_explanations(e.get("explanations"), where, files),
+        proba_percentiles=_percentiles(e.get("proba_percentiles"), where, task),
+        positive=_positive(e, where, task, classes),
     )
+
+
+def _positive(e: dict[str, Any], where: str, task: str, classes: Any) -> int:
+    if "positive_class" not in e:
+        return 1
+    _require(task == "binary", f"{where}.positive_class: only a binary classifier has one")
+    _require(e["positive_class"] in classes, f"{where}.positive_class {e['positive_class']!r} is not one of classes")
+    return int(classes.index(e["positive_class"]))
+
+
+_EXPLANATION_KEYS = {"enabled": bool, "by_default": bool, "method": str, "n_explanations": int}
+_EXPLANATION_KEYS.update(mc_steps=int, max_mc_steps=int, background=str)
+
+
+def _explanations(x: Any, where: str, files: dict[str, Any]) -> dict[str, Any] | None:
+    """`explanations`: the endpoint's settings; `background` names the package file of
+    sample rows the worker explains against (absent: compiled without a sample)."""
+    if x is None:
+        return None
+    _require(isinstance(x, dict), f"{where}.explanations must be an object")
+    for key, kind in _EXPLANATION_KEYS.items():
+        v = x.get(key)
+        if key == "background":
+            _require(v is None or v in files, f"{where}.explanations.background {v!r} is not a file of the package")
+        elif kind is int:
+            _require(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{where}.explanations.{key}")
+        else:
+            _require(isinstance(v, kind), f"{where}.explanations.{key} must be a {kind.__name__}")
+    _require(x["method"] in ("SHAPLEY", "ICE"), f"{where}.explanations.method {x['method']!r}")
+    return dict(x)
+
+
+def _percentiles(p: Any, where: str, task: str) -> tuple[float, ...] | None:
+    if p is None:
+        return None
+    _require(task == "binary", f"{where}.proba_percentiles: only a binary classifier has them")
+    _require(
+        isinstance(p, list) and len(p) > 0 and all(isinstance(v, int | float) for v in p),
+        f"{where}.proba_percentiles must be a non-empty list of numbers",
+    )
+    _require(all(a <= b for a, b in itertools.pairwise(p)), f"{where}.proba_percentiles must be sorted")
+    return tuple(float(v) for v in p)
 
 
 def _custom_prediction(eid: str, e: dict[str, Any], where: str, tq: str | None, pool: dict[str, Any]) -> EndpointSpec:

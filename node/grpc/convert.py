@@ -79,7 +79,21 @@ def prediction_to_pb(result: dict[str, Any]) -> pb.Prediction:
         ignored=bool(result.get("ignored")),
         ignore_reason=result.get("ignoreReason") or "",
         enriched_features={k: py_to_value(v) for k, v in enriched.items()} if enriched else None,
+        explanations=result.get("explanations"),
+        explanation_method=result.get("explanationMethod") or "",
+        proba_percentile=result.get("probaPercentile"),
     )
+
+
+def explanations_to_py(request: Any) -> dict[str, Any] | None:
+    """The request's Explanations as the JSON API's object (unset fields: null)."""
+    if not request.HasField("explanations"):
+        return None
+    x = request.explanations
+    fields = (("enabled", "enabled"), ("method", "method"), ("nExplanations", "n_explanations"))
+    out = {key: getattr(x, f) if x.HasField(f) else None for key, f in fields}
+    out["nMonteCarloSteps"] = x.n_monte_carlo_steps if x.HasField("n_monte_carlo_steps") else None
+    return out
 
 
 def lookup_result_to_pb(result: dict[str, Any]) -> pb.LookupResult:

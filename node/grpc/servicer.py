@@ -49,6 +49,8 @@ def _predict_body(request: pb.PredictRequest) -> dict[str, Any]:
         body["dispatch"] = dispatch
     if request.return_enriched:
         body["returnEnriched"] = True
+    if request.HasField("explanations"):
+        body["explanations"] = convert.explanations_to_py(request)
     return body
 
 
@@ -97,6 +99,8 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
             body["dispatch"] = dispatch
         if request.return_enriched:
             body["returnEnriched"] = True
+        if request.HasField("explanations"):
+            body["explanations"] = convert.explanations_to_py(request)
         out = await self.dp.call(
             "predict-multi", request.service, request.endpoint, body, protocol="grpc", **caller(context)
         )

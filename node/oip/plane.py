@@ -183,6 +183,7 @@ class OipPlane:
                 if unknown:
                     raise errors.BadRequest(f"model {name!r} has no output {unknown[0]!r} (it has: {', '.join(known)})")
             body: dict[str, Any] = {"items": m.items(ep.spec, self.signature(ep), inputs)}
+            body["explanations"] = {"enabled": False}  # OIP outputs have no place for them
             dispatch: dict[str, Any] = {}
             if version:
                 dispatch["forcedGeneration"] = version

@@ -30,6 +30,9 @@ _NP_TYPES: dict[str, Any] = {
 }
 
 
+MAX_RUN_ROWS = 100_000  # perturbed rows of explanations in one model run (memory bound)
+
+
 class RuntimeError_(Exception):
     def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
         super().__init__(message)
@@ -66,10 +69,48 @@ class PredictionRuntime:
         self.names = [f["name"] for f in self.features]
         classes = endpoint.get("classes")
         self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
+        # binary: the class explanations are about (`positive_class`, else the second)
+        self.positive = classes.index(endpoint["positive_class"]) if classes and "positive_class" in endpoint else 1
         self.outputs = [model.get("label_output"), model.get("proba_output")]
         if classes is None:
             self.outputs = [model["value_output"]]
+        self.numeric = [j for j, f in enumerate(self.features) if f["onnx_type"] != "string"]
+        self.background, self.bg_out = self._background(package_dir, endpoint.get("explanations"))
         self._warm()
+
+    def _background(self, package_dir: Path, settings: dict[str, Any] | None) -> tuple[Any, Any]:
+        """The explanation background (rows of the sample) and the model's outputs on it:
+        every SHAPLEY step starts from one of them, so they are predicted once, here."""
+        if not settings or not settings.get("background"):
+            return None, None
+        rows = orjson.loads((package_dir / settings["background"]).read_bytes())
+        matrix = self._matrix(rows)
+        return matrix, self._outputs(matrix)
+
+    def _matrix(self, rows: list[list[Any]]) -> np.ndarray:
+        """Rows as an object array, nulls of numeric features as NaN (what the model sees)."""
+        m = np.empty((len(rows), len(self.names)), dtype=object)
+        m[:] = rows
+        for j in self.numeric:
+            m[:, j] = np.array(m[:, j].tolist(), dtype=np.float64)
+        return m
+
+    def _outputs(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's raw outputs on an object matrix: values (n,) or probabilities (n, C)."""
+        n = matrix.shape[0]
+        if self.mode == "matrix":
+            feed = {self.input_name: matrix.astype(self.dtypes[0])}
+        else:
+            feed = {
+                name: matrix[:, j].astype(dt).reshape(n, 1)
+                for j, (name, dt) in enumerate(zip(self.names, self.dtypes, strict=True))
+            }
+        out = self.session.run([self.outputs[-1]], feed)[0]
+        return (
+            np.asarray(out, dtype=np.float64).reshape(n, -1)
+            if self.class_index
+            else np.asarray(out, dtype=np.float64).reshape(-1)
+        )
 
     def _warm(self) -> None:
         blank = {np.float32: 0.0, np.float64: 0.0, np.int64: 0, object: "", np.bool_: False}
@@ -105,10 +146,58 @@ class PredictionRuntime:
             idx = [b if i < 0 else i for i, b in zip(idx, best, strict=True)]
         return idx, probas.tolist()
 
+    def explain(self, rows: list[Any]) -> tuple[list[Any], ...]:
+        """A batch where some rows ask for explanations (`{"row", "method", "k", "steps"}`
+        in place of the row). The rows are predicted as `run` predicts them (the same
+        answer as without explanations); every perturbed row of the batch goes to the
+        model in ONE more run. The answer is `run`'s with one more list, the explanations
+        (None for plain rows)."""
+        from node.worker import explain as ex
+
+        if self.background is None:
+            raise RuntimeError_(
+                p.ERR_BAD_REQUEST, "this model was compiled without a sample: no explanation background"
+            )
+        plain = [r["row"] if isinstance(r, dict) else r for r in rows]
+        answer = self.run(plain)
+        x = self._matrix(plain)
+        plans = [
+            (i, ex.plan(x[i], ex.Job(r["method"], int(r["k"]), int(r["steps"])), self.background))
+            for i, r in enumerate(rows)
+            if isinstance(r, dict)
+        ]
+        # One model run for the batch's perturbed rows, unless together they exceed
+        # MAX_RUN_ROWS: then one run per group of whole requests (never a request split).
+        groups: list[list[np.ndarray]] = [[]]
+        size = 0
+        for _, pl in plans:
+            if size + len(pl.rows) > MAX_RUN_ROWS and size:
+                groups.append([])
+                size = 0
+            groups[-1].append(pl.rows)
+            size += len(pl.rows)
+        out = np.concatenate([self._outputs(np.concatenate(g)) for g in groups])
+        explanations: list[Any] = [None] * len(rows)
+        start = 0
+        for i, pl in plans:
+            values = out[start : start + pl.rows.shape[0]]
+            start += pl.rows.shape[0]
+            if self.class_index is None:
+                fx, target, bg = float(answer[0][i]), values, self.bg_out
+            else:  # binary: the positive class; multiclass: the predicted one
+                probas = answer[1][i]
+                c = self.positive if len(probas) == 2 else int(answer[0][i])
+                fx, target, bg = float(probas[c]), values[:, c], self.bg_out[:, c]
+            phi = ex.contributions(pl, fx, target, bg)
+            explanations[i] = {"explanations": ex.strongest(self.names, phi, pl.job.k), "method": pl.job.method}
+        return (*answer, explanations)
+
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_PREDICT:
             raise RuntimeError_(p.ERR_INTERNAL, f"prediction worker cannot {op!r}")
         try:
+            if any(isinstance(r, dict) for r in payload):
+                return self.explain(payload)
             return self.run(payload)
         except RuntimeError_:
             raise

@@ -175,3 +175,31 @@ def test_missing_folder_and_file(tmp_path: Path) -> None:
         read_service(tmp_path / "nope")
     with pytest.raises(CompileError, match=r"no service\.yaml in"):
         read_service(tmp_path)
+
+
+def test_explanation_settings(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    parity_tolerance: 0.001\n",
+        "    parity_tolerance: 0.001\n    explanations: {method: ICE, n_explanations: 2, max_mc_steps: 500}\n"
+        "    positive_class: FRAUD\n",
+    )
+    score = read_service(folder_with(tmp_path, text)).endpoints["score"]
+    assert isinstance(score, PredictionEndpoint)
+    assert score.explanations == {"method": "ICE", "n_explanations": 2, "max_mc_steps": 500}
+    assert score.positive_class == "FRAUD"
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ("{method: LIME}", "endpoints.score.explanations.method: must be one of SHAPLEY, ICE"),
+        ("{enabled: 1}", "endpoints.score.explanations.enabled: must be true or false, got 1"),
+        ("{n_explanations: 0}", "endpoints.score.explanations.n_explanations: must be an integer from 1"),
+        ("{mc_steps: 2000}", "endpoints.score.explanations.mc_steps: 2000 is above max_mc_steps (1000)"),
+        ("{steps: 3}", "unknown key 'steps'"),
+        ("yes", "endpoints.score.explanations: expected a mapping"),
+    ],
+)
+def test_bad_explanation_settings(tmp_path: Path, settings: str, expected: str) -> None:
+    text = GOOD.replace("    parity_tolerance: 0.001\n", f"    parity_tolerance: 0.001\n    explanations: {settings}\n")
+    assert expected in error(tmp_path, text)

@@ -206,7 +206,11 @@ def test_metrics_count_outcomes_with_histograms(served: tuple[NodeProc, Any]) ->
     assert 'apinode_queue_depth{endpoint="score",generation="v1",service="fraud"} 0.0' in text
 
 
-def test_explanations_and_missing_verbs_are_refused_plainly(served: tuple[NodeProc, Any]) -> None:
+def test_explanations_without_background_and_missing_verbs_are_refused_plainly(
+    served: tuple[NodeProc, Any],
+) -> None:
+    """This package was written without an explanation background (as a compile without a
+    sample): explanations are refused, saying why; tests/node/test_explanations.py has the rest."""
     node, model = served
     client = dataikuapi.APINodeClient(node.http, "fraud")
     x = rows(2, seed=5)
@@ -215,7 +219,9 @@ def test_explanations_and_missing_verbs_are_refused_plainly(served: tuple[NodePr
         lambda: client.predict_records("score", [{"features": feats(r)} for r in x], with_explanations=True),
         lambda: client.predict_record("score", feats(x[0]), with_explanations=True, explanation_method="SHAPLEY"),
     ):
-        with pytest.raises(dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: explanations are not supported"):
+        with pytest.raises(
+            dataikuapi.utils.DataikuException, match="NOT_SUPPORTED: endpoint 'score' has no explanation background"
+        ):
             call()
     r = requests.post(
         node.url("fraud", "score", "predict"), json={"features": feats(x[0]), "explanations": {"enabled": True}}

@@ -30,7 +30,7 @@ class Dispatch(_message.Message):
     def __init__(self, forced_generation: _Optional[str] = ..., dispatch_key: _Optional[str] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("service", "endpoint", "features", "context", "dispatch", "request_id", "return_enriched")
+    __slots__ = ("service", "endpoint", "features", "context", "dispatch", "request_id", "return_enriched", "explanations")
     class FeaturesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class PredictRequest(_message.Message):
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     RETURN_ENRICHED_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
     service: str
     endpoint: str
     features: _containers.MessageMap[str, Value]
@@ -52,10 +53,23 @@ class PredictRequest(_message.Message):
     dispatch: Dispatch
     request_id: str
     return_enriched: bool
-    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., request_id: _Optional[str] = ..., return_enriched: _Optional[bool] = ...) -> None: ...
+    explanations: Explanations
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., request_id: _Optional[str] = ..., return_enriched: _Optional[bool] = ..., explanations: _Optional[_Union[Explanations, _Mapping]] = ...) -> None: ...
+
+class Explanations(_message.Message):
+    __slots__ = ("enabled", "method", "n_explanations", "n_monte_carlo_steps")
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    N_EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    N_MONTE_CARLO_STEPS_FIELD_NUMBER: _ClassVar[int]
+    enabled: bool
+    method: str
+    n_explanations: int
+    n_monte_carlo_steps: int
+    def __init__(self, enabled: _Optional[bool] = ..., method: _Optional[str] = ..., n_explanations: _Optional[int] = ..., n_monte_carlo_steps: _Optional[int] = ...) -> None: ...
 
 class Prediction(_message.Message):
-    __slots__ = ("prediction", "probas", "ignored", "ignore_reason", "enriched_features")
+    __slots__ = ("prediction", "probas", "ignored", "ignore_reason", "enriched_features", "explanations", "explanation_method", "proba_percentile")
     class ProbasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -70,17 +84,30 @@ class Prediction(_message.Message):
         key: str
         value: Value
         def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[Value, _Mapping]] = ...) -> None: ...
+    class ExplanationsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     PROBAS_FIELD_NUMBER: _ClassVar[int]
     IGNORED_FIELD_NUMBER: _ClassVar[int]
     IGNORE_REASON_FIELD_NUMBER: _ClassVar[int]
     ENRICHED_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_METHOD_FIELD_NUMBER: _ClassVar[int]
+    PROBA_PERCENTILE_FIELD_NUMBER: _ClassVar[int]
     prediction: Value
     probas: _containers.ScalarMap[str, float]
     ignored: bool
     ignore_reason: str
     enriched_features: _containers.MessageMap[str, Value]
-    def __init__(self, prediction: _Optional[_Union[Value, _Mapping]] = ..., probas: _Optional[_Mapping[str, float]] = ..., ignored: _Optional[bool] = ..., ignore_reason: _Optional[str] = ..., enriched_features: _Optional[_Mapping[str, Value]] = ...) -> None: ...
+    explanations: _containers.ScalarMap[str, float]
+    explanation_method: str
+    proba_percentile: int
+    def __init__(self, prediction: _Optional[_Union[Value, _Mapping]] = ..., probas: _Optional[_Mapping[str, float]] = ..., ignored: _Optional[bool] = ..., ignore_reason: _Optional[str] = ..., enriched_features: _Optional[_Mapping[str, Value]] = ..., explanations: _Optional[_Mapping[str, float]] = ..., explanation_method: _Optional[str] = ..., proba_percentile: _Optional[int] = ...) -> None: ...
 
 class ApiContext(_message.Message):
     __slots__ = ("service_id", "endpoint_id", "service_generation")
@@ -139,18 +166,20 @@ class PredictItem(_message.Message):
     def __init__(self, features: _Optional[_Mapping[str, Value]] = ..., context: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class PredictMultiRequest(_message.Message):
-    __slots__ = ("service", "endpoint", "items", "dispatch", "return_enriched")
+    __slots__ = ("service", "endpoint", "items", "dispatch", "return_enriched", "explanations")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     DISPATCH_FIELD_NUMBER: _ClassVar[int]
     RETURN_ENRICHED_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATIONS_FIELD_NUMBER: _ClassVar[int]
     service: str
     endpoint: str
     items: _containers.RepeatedCompositeFieldContainer[PredictItem]
     dispatch: Dispatch
     return_enriched: bool
-    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictItem, _Mapping]]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., return_enriched: _Optional[bool] = ...) -> None: ...
+    explanations: Explanations
+    def __init__(self, service: _Optional[str] = ..., endpoint: _Optional[str] = ..., items: _Optional[_Iterable[_Union[PredictItem, _Mapping]]] = ..., dispatch: _Optional[_Union[Dispatch, _Mapping]] = ..., return_enriched: _Optional[bool] = ..., explanations: _Optional[_Union[Explanations, _Mapping]] = ...) -> None: ...
 
 class PredictMultiResponse(_message.Message):
     __slots__ = ("results", "timing", "api_context")

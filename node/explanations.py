@@ -1,0 +1,91 @@
+"""The front's side of explanations and probaPercentile.
+
+`job(spec, asked)` reads a request's `explanations` object (the Dataiku client's
+`{"enabled", "method", "nExplanations", "nMonteCarloSteps"}`, nulls meaning the endpoint's
+defaults) against the endpoint's settings, and says what the worker should compute, or
+None. The worker computes them (:mod:`node.worker.explain`); `wrap` turns a row into the
+row-with-a-job the worker recognises. `percentile` places a binary classifier's positive
+probability among the sample's (the package's `proba_percentiles`).
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import Any
+
+from node import errors
+from node.package import EndpointSpec
+
+METHODS = ("SHAPLEY", "ICE")
+
+
+def _int(asked: dict[str, Any], key: str, default: int) -> int:
+    v = asked.get(key)
+    if v is None:
+        return default
+    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+        raise errors.BadRequest(f"explanations.{key} must be a positive integer or null, got {v!r}")
+    return v
+
+
+def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
+    """The explanation job of a predict / predict-multi request, or None (not asked)."""
+    if asked is not None and not isinstance(asked, dict):
+        raise errors.BadRequest(f"explanations must be an object, got {type(asked).__name__}")
+    asked = asked or {}
+    enabled = asked.get("enabled")
+    if enabled is not None and not isinstance(enabled, bool):
+        raise errors.BadRequest(f"explanations.enabled must be true, false or null, got {enabled!r}")
+    if spec.type == "custom-prediction":
+        if enabled:
+            raise errors.NotSupported(
+                "explanations are not supported for custom-prediction endpoints (only for compiled "
+                "models): send explanations.enabled false or null"
+            )
+        return None
+    settings = spec.explanations
+    defaulted = enabled is None
+    if defaulted:
+        enabled = bool(settings and settings["by_default"])
+    if not enabled:
+        return None
+    if defaulted and (settings is None or not settings.get("background") or not settings["enabled"]):
+        return None  # the endpoint's default cannot apply: answered without, never refused
+    if settings is None or not settings.get("background"):
+        raise errors.NotSupported(
+            f"endpoint {spec.id!r} has no explanation background: its package was compiled without "
+            "a sample (add 'sample:' to the endpoint in service.yaml and rebuild)"
+        )
+    if not settings["enabled"]:
+        raise errors.NotSupported(
+            f"explanations are disabled on endpoint {spec.id!r} (service.yaml: explanations.enabled: false)"
+        )
+    method = asked.get("method")
+    if method is None:
+        method = settings["method"]
+    if method not in METHODS:
+        raise errors.BadRequest(f"explanations.method must be one of {', '.join(METHODS)} or null, got {method!r}")
+    k = min(_int(asked, "nExplanations", settings["n_explanations"]), len(spec.features))
+    steps = _int(asked, "nMonteCarloSteps", settings["mc_steps"])
+    cap = settings["max_mc_steps"]
+    if steps > cap and method == "SHAPLEY":  # ICE takes no steps: nothing to refuse
+        raise errors.BadRequest(
+            f"explanations.nMonteCarloSteps is {steps}; endpoint {spec.id!r} allows at most {cap} "
+            "(service.yaml: explanations.max_mc_steps)"
+        )
+    return {"method": method, "k": k, "steps": steps}
+
+
+def wrap(row: list[Any], task: dict[str, Any] | None) -> Any:
+    """The row as the worker receives it: with the explanation job when there is one."""
+    return row if task is None else {"row": row, **task}
+
+
+def percentile(sorted_probas: tuple[float, ...], p: float) -> int:
+    """Where `p` ranks among the sample's probabilities, 0-100 (ties count half). The
+    package stores them rounded to 7 decimals, so `p` is compared rounded alike (a sample
+    row's own probability must tie with itself)."""
+    p = round(p, 7)
+    lo = bisect.bisect_left(sorted_probas, p)
+    hi = bisect.bisect_right(sorted_probas, p)
+    return round(100 * (lo + hi) / (2 * len(sorted_probas)))
