@@ -92,8 +92,15 @@ def check(
     # A few thousand rows: OpenMP/BLAS threads only cost barrier waits on a busy machine.
     with threadpool_limits(limits=1):
         if info.task == "regression":
-            return _regression(base, info, conv, feed, x, features, rows, labels)
-        return _classifier(base, info, conv, feed, x, features, rows, labels)
+            result = _regression(base, info, conv, feed, x, features, rows, labels)
+        else:
+            result = _classifier(base, info, conv, feed, x, features, rows, labels)
+        if result.failure is None:
+            return result
+        from compiler.diagnose import diagnose, initial_types
+
+        initial = initial_types(features, conv.precision, conv.input_mode, conv.input_name)
+        return _replace(result, failure=f"{result.failure}; {diagnose(info, initial, feed, x)}")
 
 
 def _regression(
@@ -146,7 +153,10 @@ def _classifier(
     proba = np.asarray(out_proba, dtype=np.float64)
     if proba.shape != (n, k):
         return _replace(base, failure=f"the ONNX probabilities have shape {proba.shape}, expected {(n, k)}")
-    onnx_idx = np.array([index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64)
+    if conv.label_class:
+        onnx_idx = np.array([index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64)
+    else:  # as the node does, and as scikit-learn's predict: the first maximum (ties included)
+        onnx_idx = proba.argmax(axis=1)
     diff = np.abs(sk_proba - proba).max(axis=1)
     diff = np.where(np.isnan(diff), np.inf, diff)
     mismatch = sk_idx != onnx_idx

@@ -66,9 +66,14 @@ class PredictionRuntime:
         self.names = [f["name"] for f in self.features]
         classes = endpoint.get("classes")
         self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
+        # Without a label output the class is the first maximum of the probabilities, as
+        # scikit-learn's predict takes it (ties included); the compiler keeps the label only
+        # for models whose predict is something else (SVC).
         self.outputs = [model.get("label_output"), model.get("proba_output")]
         if classes is None:
             self.outputs = [model["value_output"]]
+        elif self.outputs[0] is None:
+            self.outputs = [model["proba_output"]]
         self._warm()
 
     def _warm(self) -> None:
@@ -94,10 +99,11 @@ class PredictionRuntime:
         out = self.session.run(self.outputs, self._inputs(rows))
         if self.class_index is None:
             return (np.asarray(out[0], dtype=np.float64).reshape(-1).tolist(),)
+        if len(out) == 1:
+            probas = np.asarray(out[0], dtype=np.float64)
+            return probas.argmax(axis=1).tolist(), probas.tolist()
         labels, probas = out
         probas = np.asarray(probas, dtype=np.float64)
-        if self.outputs[0] is None:
-            return probas.argmax(axis=1).tolist(), probas.tolist()
         get = self.class_index.get
         idx = [get(v, -1) for v in np.asarray(labels).reshape(-1).tolist()]
         if -1 in idx:  # a label the manifest does not know: trust the probabilities
