@@ -84,6 +84,9 @@ class _Container:
         for key in _AS_TENSOR:
             if key in attrs:
                 values = np.asarray(attrs.pop(key), dtype=np.float64).ravel()
+                if self._round_float and key == "nodes_values":
+                    # XGBoost's float32 splits, read from its text dump: the float32 itself
+                    values = values.astype(np.float32).astype(np.float64)
                 attrs[f"{key}_as_tensor"] = numpy_helper.from_array(values)
         attrs["op_version"] = 3
         if self._round_float:

@@ -274,3 +274,34 @@ def test_boosters(tmp_path: Path, name: str) -> None:
 
     assert report.parity["score"].passed
     assert_matches(Package(report.out), model, held, task)
+
+
+def test_xgboost_on_a_dataframe_behind_a_scaler_on_discrete_data(tmp_path: Path) -> None:
+    """Ages and rounded amounts sit exactly on XGBoost's float32 splits: the graph scales in
+    double (as scikit-learn) and rounds to float32 just before the trees, with the splits
+    as the float32 XGBoost holds; feature names are the DataFrame's, not f0, f1, ..."""
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    df = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n),
+            "amount": rng.gamma(2, 300, n).round(-1),
+            "visits": rng.integers(0, 12, n),
+        }
+    )
+    y = (((df.age > 45) ^ (df.amount > 600)) | (df.visits > 8)).astype(int).to_numpy()
+    xgb = xgboost.XGBClassifier(n_estimators=40, max_depth=6, verbosity=0)
+    model = Pipeline([("s", StandardScaler()), ("m", xgb)]).fit(df.iloc[:1000], y[:1000])
+    folder = write_service(tmp_path / "svc", model, sample=df.iloc[1000:])
+
+    report = compile_service(folder, tmp_path / "svc.apz", progress=False)
+
+    parity = report.parity["score"]
+    assert parity.precision == "double" and parity.rows == 500
+    assert parity.max_abs_proba_diff is not None and parity.max_abs_proba_diff <= 1e-6
+    pkg = Package(report.out)
+    assert [f["name"] for f in pkg.endpoint()["features"]] == ["age", "amount", "visits"]
+    assert all(f["nullable"] for f in pkg.endpoint()["features"])  # XGBoost routes NaN itself
+    assert_matches(pkg, model, df.iloc[1000:].reset_index(drop=True), "binary")
