@@ -20,6 +20,7 @@ from compiler.rows import onnx_feed, sklearn_input
 from compiler.schema import Feature, ModelInfo
 
 REL_FLOOR = 1e-3
+TIE = 1e-12  # two probabilities this close are a tie: float rounding decides scikit-learn's pick
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +161,7 @@ def _classifier(
     diff = np.abs(sk_proba - proba).max(axis=1)
     diff = np.where(np.isnan(diff), np.inf, diff)
     mismatch = sk_idx != onnx_idx
+    mismatch[_ties(mismatch, sk_idx, onnx_idx, sk_proba, proba)] = False
     identical = not bool(mismatch.any())
     candidates = np.flatnonzero(mismatch) if not identical else np.arange(n)
     worst = int(candidates[np.argmax(diff[candidates])])
@@ -180,6 +182,16 @@ def _classifier(
             f"classes {classes})"
         ),
     )
+
+
+def _ties(mismatch: Any, sk_idx: Any, onnx_idx: Any, sk_proba: Any, proba: Any) -> Any:
+    """Rows whose two classes tie in both models (within TIE): the node answers the first,
+    as predict does on an exact tie; scikit-learn may answer the other only because its sum
+    of per-tree probabilities rounded one of them down (0.49999999999999994 vs 0.5)."""
+    rows = np.flatnonzero(mismatch & (sk_idx >= 0))
+    a, b = onnx_idx[rows], sk_idx[rows]
+    tied = (np.abs(proba[rows, a] - proba[rows, b]) <= TIE) & (np.abs(sk_proba[rows, a] - sk_proba[rows, b]) <= TIE)
+    return rows[tied]
 
 
 def _item(value: Any) -> Any:

@@ -305,3 +305,26 @@ def test_xgboost_on_a_dataframe_behind_a_scaler_on_discrete_data(tmp_path: Path)
     assert [f["name"] for f in pkg.endpoint()["features"]] == ["age", "amount", "visits"]
     assert all(f["nullable"] for f in pkg.endpoint()["features"])  # XGBoost routes NaN itself
     assert_matches(pkg, model, df.iloc[1000:].reset_index(drop=True), "binary")
+
+
+def test_near_ties_rounded_by_sklearn_are_ties(tmp_path: Path) -> None:
+    """Duplicated points with different labels: a 4-tree forest gives [0.5, 0.5], which
+    scikit-learn's sum of per-tree probabilities rounds to [0.49999999999999994, 0.5] on
+    some rows; ONNX sums exactly. Both are ties: the node answers the first class, and the
+    parity check does not refuse the model for it."""
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # the same draws as the rows where this was seen
+        rng.normal(size=(60, 2))
+    x = pd.DataFrame(np.repeat(rng.normal(size=(60, 2)), 2, axis=0), columns=["p", "q"])
+    y = np.arange(len(x)) % 2
+    model = Pipeline([("s", StandardScaler()), ("m", RandomForestClassifier(4, random_state=0))]).fit(x, y)
+    proba = model.predict_proba(x)
+    near = np.flatnonzero((proba[:, 0] != proba[:, 1]) & (np.abs(proba[:, 0] - proba[:, 1]) < 1e-12))
+    assert len(near) > 0 and (model.predict(x)[near] == 1).all()  # scikit-learn picks the second
+    folder = write_service(tmp_path / "svc", model, sample=x)
+
+    report = compile_service(folder, tmp_path / "svc.apz", progress=False)
+
+    assert report.parity["score"].passed and report.parity["score"].classes_identical is True
+    labels, _ = Package(report.out).predict(x)
+    assert (np.asarray(labels)[near] == 0).all()  # the first of the tied classes
