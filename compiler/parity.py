@@ -161,7 +161,8 @@ def _classifier(
     diff = np.abs(sk_proba - proba).max(axis=1)
     diff = np.where(np.isnan(diff), np.inf, diff)
     mismatch = sk_idx != onnx_idx
-    mismatch[_ties(mismatch, sk_idx, onnx_idx, sk_proba, proba)] = False
+    if not conv.label_class:  # the class is the first maximum of the probabilities: ties are ties
+        mismatch[_ties(mismatch, sk_idx, onnx_idx, sk_proba, proba)] = False
     identical = not bool(mismatch.any())
     candidates = np.flatnonzero(mismatch) if not identical else np.arange(n)
     worst = int(candidates[np.argmax(diff[candidates])])

@@ -78,8 +78,9 @@ REGRESSORS = (
 BOOSTERS = ("XGBClassifier", "XGBRegressor", "LGBMClassifier", "LGBMRegressor")
 NAN_NATIVE = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 # Whose `predict` is not the first maximum of `predict_proba` (SVC votes one-vs-one on its
-# decision function): the node takes their class from the ONNX label output.
-LABEL_FROM_MODEL = ("SVC",)
+# decision function; SGDClassifier takes the largest decision, and with modified_huber its
+# clipped probabilities tie where the decisions do not): the node answers the ONNX label.
+LABEL_FROM_MODEL = ("SVC", "SGDClassifier")
 # numpy functions a FunctionTransformer may apply (compiler/_skl2onnx_fixes.py converts them)
 FUNCTIONS = ("log1p", "log", "exp", "expm1", "sqrt", "abs")
 _NAN_KEEPING = (*SCALERS, "SimpleImputer", "FunctionTransformer")
@@ -291,6 +292,12 @@ def analyze(model: Any, where: str) -> ModelInfo:
         raise CompileError(f"{where}: multi-output models are not supported")
     if task != "regression" and not hasattr(final, "predict_proba"):
         raise CompileError(f"{where}: {_no_proba(final)}")
+    if task == "multiclass" and _name(final) == "SGDClassifier" and final.loss == "modified_huber":
+        raise CompileError(
+            f"{where}: SGDClassifier(loss='modified_huber') on more than 2 classes cannot be converted "
+            "exactly (its clipped probabilities tie where predict, on the decision function, does not); "
+            "fit it with loss='log_loss'"
+        )
     info = ModelInfo(
         estimator=model,
         final=final,

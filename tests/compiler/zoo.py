@@ -184,6 +184,8 @@ def _estimators() -> list[Case]:
         ("GaussianNB", clf, nb.GaussianNB),
         ("BernoulliNB", clf, nb.BernoulliNB),
         ("CalibratedClassifierCV", clf, lambda: CalibratedClassifierCV(lm.LogisticRegression(max_iter=500), cv=3)),
+        # what the refusals of LinearSVC and SGDClassifier(loss='hinge') advise
+        ("CalibratedClassifierCV(LinearSVC)", clf, lambda: CalibratedClassifierCV(svm.LinearSVC(), cv=3)),
         (
             "VotingClassifier",
             clf,
@@ -231,6 +233,14 @@ def _estimators() -> list[Case]:
     ]
     cases = [Case(name, "estimator", tasks, _with_estimator(make)) for name, tasks, make in table]
     cases += [
+        Case(
+            "SGDClassifier(loss='modified_huber')",
+            "estimator",
+            clf,
+            _with_estimator(lambda: lm.SGDClassifier(loss="modified_huber", random_state=0)),
+            refused={"multiclass": "SGDClassifier(loss='modified_huber') on more than 2 classes"},
+            note="multi-class: its probabilities tie where `predict` does not; use `loss='log_loss'`",
+        ),
         Case(
             "LinearSVC",
             "estimator",
