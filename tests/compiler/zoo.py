@@ -363,6 +363,12 @@ def _steps() -> list[Case]:
         _step_case("KBinsDiscretizer", in_num(pp.KBinsDiscretizer(n_bins=4, encode="onehot-dense"))),
         _step_case("PolynomialFeatures", in_num(pp.PolynomialFeatures(2), pp.StandardScaler())),
         _step_case("FunctionTransformer(np.log1p)", log1p),
+        _step_case(
+            "FunctionTransformer(other function)",
+            in_num(pp.FunctionTransformer(_clip_ages), pp.StandardScaler()),
+            refused=dict.fromkeys(TASKS, "FunctionTransformer(func=_clip_ages) cannot be converted"),
+            note="`np.log1p`, `np.log`, `np.exp`, `np.expm1`, `np.sqrt`, `np.abs` only",
+        ),
         _step_case("OneHotEncoder", in_cat(lambda t: pp.OneHotEncoder(handle_unknown="ignore"))),
         _step_case("OneHotEncoder (null kept as a category)", no_imputer(pp.OneHotEncoder(handle_unknown="ignore"))),
         _step_case(
@@ -396,7 +402,18 @@ def _steps() -> list[Case]:
         _step_case("VarianceThreshold", after(lambda t: VarianceThreshold(0.01))),
         _step_case("TfidfVectorizer", text(TfidfVectorizer), columns=with_text),
         _step_case("CountVectorizer", text(CountVectorizer), columns=with_text),
+        _step_case(
+            "TfidfVectorizer(strip_accents=...)",
+            text(lambda: TfidfVectorizer(strip_accents="unicode")),
+            columns=with_text,
+            refused=dict.fromkeys(TASKS, "refit with analyzer='word', strip_accents=None"),
+            note="ONNX tokenizes with a regular expression only",
+        ),
     ]
+
+
+def _clip_ages(x: Any) -> Any:
+    return np.clip(x, 0, 90)
 
 
 def _refused() -> list[Case]:
