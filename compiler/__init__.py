@@ -3,7 +3,8 @@
     service.yaml  ──spec.py──▶ ServiceSpec
     model.joblib  ──inputs.py, schema.py──▶ ModelInfo + features
                   ──onnx_convert.py (+ _skl2onnx_fixes.py, boosters.py)──▶ ONNX
-                  ──parity.py (rows.py feeds it as the node does)──▶ ParityResult
+                  ──parity.py (rows.py feeds it as the node does; diagnose.py
+                    names the diverging step of a failure)──▶ ParityResult
     code/         ──functions.py (ast only, never imported)──▶ code/ files
     all of it     ──build.py──▶ node.package.write_package ──▶ <service>-<version>.apz
 

@@ -6,12 +6,35 @@ Imported only when a model ends with one of them. skl2onnx learns their converte
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from compiler.errors import CompileError
 from compiler.inputs import BOOSTERS_HINT
 
 _done: set[type] = set()
+
+
+def _unnamed(converter: Any) -> Any:
+    """onnxmltools reads XGBoost's splits by feature name and expects f0, f1, ...: a model
+    fitted on a DataFrame (feature names "age", "amount") is converted from a copy whose
+    booster has no names, so its splits read f<position>, the column order the graph feeds."""
+
+    def convert(scope: Any, operator: Any, container: Any) -> None:
+        raw = operator.raw_operator
+        names = raw.get_booster().feature_names
+        if names is None:
+            converter(scope, operator, container)
+            return
+        plain = copy.deepcopy(raw)
+        plain.get_booster().feature_names = None
+        operator.raw_operator = plain
+        try:
+            converter(scope, operator, container)
+        finally:
+            operator.raw_operator = raw
+
+    return convert
 
 
 def register_boosters(final: Any) -> None:
@@ -61,6 +84,7 @@ def register_boosters(final: Any) -> None:
     from compiler._skl2onnx_fixes import wrap_tree_converter
 
     alias, shapes, converter, options = table[cls.__name__]
-    wrapped = wrap_tree_converter(converter, op_version=False)
+    xgb = cls.__name__.startswith("XGB")
+    wrapped = wrap_tree_converter(_unnamed(converter) if xgb else converter, op_version=False, round_float=xgb)
     update_registered_converter(cls, alias, shapes, wrapped, options=options)
     _done.add(cls)

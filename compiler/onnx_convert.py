@@ -10,6 +10,7 @@ a graph skl2onnx writes but onnxruntime cannot run is a failed conversion, not a
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -32,16 +33,16 @@ class Converted:
     session: Any  # onnxruntime.InferenceSession, for the parity check
     input_mode: str
     input_name: str
-    label_output: str | None
+    label_output: str | None  # the graph's label output (the class comes from it only if label_class)
     proba_output: str | None
     value_output: str | None
+    label_class: bool = False  # True: the class is the label output, not the first maximum of the probabilities
 
 
 def precisions(info: ModelInfo) -> tuple[str, ...]:
-    """Precisions to try, best first. XGBoost compares float32 features with float32
-    thresholds: float inputs reproduce it, doubles near a threshold would not."""
-    if type(info.final).__name__ in ("XGBClassifier", "XGBRegressor"):
-        return ("float", "double")
+    """Precisions to try, best first. Double first for every model, XGBoost included: its
+    trees read float32 features, so the graph scales (or imputes) in double as scikit-learn
+    does and rounds to float32 just before the trees (compiler/_skl2onnx_fixes.py)."""
     return PRECISIONS
 
 
@@ -53,18 +54,14 @@ def _first_line(exc: BaseException) -> str:
 
 def convert(info: ModelInfo, features: list[Feature], precision: str) -> Converted:
     from skl2onnx import convert_sklearn
-    from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-    from compiler._skl2onnx_fixes import custom_converters, patched
+    from compiler._skl2onnx_fixes import custom_converters, custom_shape_calculators, patched
+    from compiler.diagnose import initial_types
 
-    number = DoubleTensorType if precision == "double" else FloatTensorType
-    if info.input_mode == "columns":
-        initial = [(f.name, StringTensorType([None, 1]) if f.type == "string" else number([None, 1])) for f in features]
-    else:
-        initial = [(INPUT_NAME, number([None, len(features)]))]
-    options = None
+    initial = initial_types(features, precision, info.input_mode, INPUT_NAME)
+    options = vectorizer_options(info.estimator)
     if info.task != "regression":
-        options = {id(info.final): {"zipmap": False}}
+        options[id(info.final)] = {"zipmap": False}
     if info.booster:
         from compiler.boosters import register_boosters
 
@@ -76,8 +73,9 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
                 info.estimator,
                 initial_types=initial,
                 target_opset=TARGET_OPSET,
-                options=options,
+                options=options or None,
                 custom_conversion_functions=custom_converters(),
+                custom_shape_calculators=custom_shape_calculators(),
             )
     except Exception as exc:  # skl2onnx raises anything from anywhere
         raise ConversionFailed(f"skl2onnx: {_first_line(exc)}") from exc
@@ -94,6 +92,8 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
         if len(outputs) < 2:
             raise ConversionFailed(f"expected label and probabilities outputs, got {outputs}")
         label, proba, value = outputs[0], outputs[1], None
+    from compiler.schema import LABEL_FROM_MODEL
+
     return Converted(
         precision=precision,
         onnx=data,
@@ -103,7 +103,47 @@ def convert(info: ModelInfo, features: list[Feature], precision: str) -> Convert
         label_output=label,
         proba_output=proba,
         value_output=value,
+        label_class=type(info.final).__name__ in LABEL_FROM_MODEL,
     )
+
+
+# onnxruntime's Tokenizer runs RE2, where \w and \b are ASCII only ("très" would split at
+# "è") and "(?u)" is an error. Python's \w (str patterns are Unicode) is a letter, a digit
+# or "_": [\p{L}\p{N}_] in RE2. A run of word characters between word boundaries, as the
+# default r"(?u)\b\w\w+\b", is a maximal run, so the boundaries can go; any other \b stays
+# ASCII, and the parity check (with compiler/diagnose.py naming the step) has the last word.
+_WORD = r"[\p{L}\p{N}_]"
+_RUN = re.compile(r"\\b((?:\\w(?:[+*]|\{\d+,\})?)+)\\b")
+
+
+def tokenexp(vectorizer: Any) -> str:
+    pattern = str(vectorizer.token_pattern)
+    if pattern.startswith("(?u)"):
+        pattern = pattern[4:]
+    run = _RUN.fullmatch(pattern)
+    if run is not None:
+        pattern = run.group(1)
+    return pattern.replace("\\w", _WORD).replace("\\W", "[^\\p{L}\\p{N}_]").replace("\\d", "\\p{Nd}")
+
+
+def vectorizer_options(est: Any) -> dict[int, dict[str, Any]]:
+    # The graph's StringNormalizer (lowercase) needs a locale; C.UTF-8 is on every glibc
+    # system and lowercases beyond ASCII ("É" -> "é") as Python's str.lower does.
+    return {id(step): {"tokenexp": tokenexp(step), "locale": "C.UTF-8"} for step in _vectorizers(est)}
+
+
+def _vectorizers(est: Any) -> list[Any]:
+    """Every TfidfVectorizer / CountVectorizer inside a Pipeline / ColumnTransformer."""
+    from compiler.schema import VECTORIZERS
+
+    out: list[Any] = []
+    if type(est).__name__ in VECTORIZERS:
+        return [est]
+    for _, step in getattr(est, "steps", []):
+        out += _vectorizers(step)
+    for _, trans, _ in getattr(est, "transformers_", []):
+        out += _vectorizers(trans)
+    return out
 
 
 def _session(data: bytes) -> Any:

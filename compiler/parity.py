@@ -20,6 +20,7 @@ from compiler.rows import onnx_feed, sklearn_input
 from compiler.schema import Feature, ModelInfo
 
 REL_FLOOR = 1e-3
+TIE = 1e-12  # two probabilities this close are a tie: float rounding decides scikit-learn's pick
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +93,15 @@ def check(
     # A few thousand rows: OpenMP/BLAS threads only cost barrier waits on a busy machine.
     with threadpool_limits(limits=1):
         if info.task == "regression":
-            return _regression(base, info, conv, feed, x, features, rows, labels)
-        return _classifier(base, info, conv, feed, x, features, rows, labels)
+            result = _regression(base, info, conv, feed, x, features, rows, labels)
+        else:
+            result = _classifier(base, info, conv, feed, x, features, rows, labels)
+        if result.failure is None:
+            return result
+        from compiler.diagnose import diagnose, initial_types
+
+        initial = initial_types(features, conv.precision, conv.input_mode, conv.input_name)
+        return _replace(result, failure=f"{result.failure}; {diagnose(info, initial, feed, x)}")
 
 
 def _regression(
@@ -146,10 +154,15 @@ def _classifier(
     proba = np.asarray(out_proba, dtype=np.float64)
     if proba.shape != (n, k):
         return _replace(base, failure=f"the ONNX probabilities have shape {proba.shape}, expected {(n, k)}")
-    onnx_idx = np.array([index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64)
+    if conv.label_class:
+        onnx_idx = np.array([index.get(_item(v), -1) for v in np.asarray(out_label).reshape(-1)], dtype=np.int64)
+    else:  # as the node does, and as scikit-learn's predict: the first maximum (ties included)
+        onnx_idx = proba.argmax(axis=1)
     diff = np.abs(sk_proba - proba).max(axis=1)
     diff = np.where(np.isnan(diff), np.inf, diff)
     mismatch = sk_idx != onnx_idx
+    if not conv.label_class:  # the class is the first maximum of the probabilities: ties are ties
+        mismatch[_ties(mismatch, sk_idx, onnx_idx, sk_proba, proba)] = False
     identical = not bool(mismatch.any())
     candidates = np.flatnonzero(mismatch) if not identical else np.arange(n)
     worst = int(candidates[np.argmax(diff[candidates])])
@@ -170,6 +183,16 @@ def _classifier(
             f"classes {classes})"
         ),
     )
+
+
+def _ties(mismatch: Any, sk_idx: Any, onnx_idx: Any, sk_proba: Any, proba: Any) -> Any:
+    """Rows whose two classes tie in both models (within TIE): the node answers the first,
+    as predict does on an exact tie; scikit-learn may answer the other only because its sum
+    of per-tree probabilities rounded one of them down (0.49999999999999994 vs 0.5)."""
+    rows = np.flatnonzero(mismatch & (sk_idx >= 0))
+    a, b = onnx_idx[rows], sk_idx[rows]
+    tied = (np.abs(proba[rows, a] - proba[rows, b]) <= TIE) & (np.abs(sk_proba[rows, a] - sk_proba[rows, b]) <= TIE)
+    return rows[tied]
 
 
 def _item(value: Any) -> Any:

@@ -222,7 +222,8 @@ def _entry(
             "path": f"models/{ep.id}.onnx",
             "input_mode": conv.input_mode,
             "input_name": conv.input_name,
-            "label_output": conv.label_output,
+            # null: the node takes the first maximum of the probabilities, as scikit-learn does
+            "label_output": conv.label_output if conv.label_class else None,
             "proba_output": conv.proba_output,
             "value_output": conv.value_output,
         },

@@ -14,34 +14,84 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from compiler.errors import CompileError
 from compiler.spec import FeatureDecl
 
-TRANSFORMERS = ("StandardScaler", "MinMaxScaler", "OneHotEncoder", "SimpleImputer")
+SCALERS = ("StandardScaler", "MinMaxScaler", "RobustScaler", "MaxAbsScaler")
+IMPUTERS = ("SimpleImputer", "KNNImputer")
+ENCODERS = ("OneHotEncoder", "OrdinalEncoder", "TargetEncoder")  # string or number categories
+VECTORIZERS = ("TfidfVectorizer", "CountVectorizer")  # a text column: one string per row
+TRANSFORMERS = (
+    *SCALERS,
+    *IMPUTERS,
+    *ENCODERS,
+    *VECTORIZERS,
+    "KBinsDiscretizer",
+    "PolynomialFeatures",
+    "PCA",
+    "TruncatedSVD",
+    "SelectKBest",
+    "VarianceThreshold",
+    "FunctionTransformer",
+)
 CLASSIFIERS = (
     "LogisticRegression",
+    "SGDClassifier",
     "DecisionTreeClassifier",
     "RandomForestClassifier",
     "ExtraTreesClassifier",
     "GradientBoostingClassifier",
     "HistGradientBoostingClassifier",
+    "AdaBoostClassifier",
+    "BaggingClassifier",
+    "SVC",
+    "KNeighborsClassifier",
+    "MLPClassifier",
+    "GaussianNB",
+    "BernoulliNB",
+    "CalibratedClassifierCV",
+    "VotingClassifier",
+    "StackingClassifier",
+    "LinearSVC",  # refused with a way to get probabilities (no predict_proba)
 )
 REGRESSORS = (
     "LinearRegression",
     "Ridge",
+    "Lasso",
+    "ElasticNet",
+    "SGDRegressor",
     "DecisionTreeRegressor",
     "RandomForestRegressor",
     "ExtraTreesRegressor",
     "GradientBoostingRegressor",
     "HistGradientBoostingRegressor",
+    "AdaBoostRegressor",
+    "BaggingRegressor",
+    "SVR",
+    "KNeighborsRegressor",
+    "MLPRegressor",
+    "VotingRegressor",
+    "StackingRegressor",
 )
 BOOSTERS = ("XGBClassifier", "XGBRegressor", "LGBMClassifier", "LGBMRegressor")
 NAN_NATIVE = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
-_SCALERS = ("StandardScaler", "MinMaxScaler")
+# Whose `predict` is not the first maximum of `predict_proba` (SVC votes one-vs-one on its
+# decision function; SGDClassifier takes the largest decision, and with modified_huber its
+# clipped probabilities tie where the decisions do not): the node answers the ONNX label.
+LABEL_FROM_MODEL = ("SVC", "SGDClassifier")
+# numpy functions a FunctionTransformer may apply (compiler/_skl2onnx_fixes.py converts them)
+FUNCTIONS = ("log1p", "log", "exp", "expm1", "sqrt", "abs")
+_NAN_KEEPING = (*SCALERS, "SimpleImputer", "FunctionTransformer")
+NO_CONVERTER = {
+    "IsotonicRegression": "it has no ONNX converter",
+}
 SUPPORTED_TEXT = (
     f"Pipeline, ColumnTransformer, {', '.join(TRANSFORMERS)}; {', '.join(CLASSIFIERS)}, "
     f"{', '.join(REGRESSORS)}; with apinode[boosters]: {', '.join(BOOSTERS)}"
 )
+OTHERWISE = "to serve it anyway, use a custom-prediction endpoint (your class loads the model and calls predict)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +187,64 @@ def _fitted_transformers(ct: Any) -> list[tuple[str, Any, list[Any]]]:
 
 
 def _unsupported(est: Any, where: str) -> CompileError:
+    why = NO_CONVERTER.get(_name(est))
+    if why is not None:
+        return CompileError(f"{where}: {_name(est)} cannot be compiled: {why}; {OTHERWISE}")
     return CompileError(
-        f"{where}: unsupported estimator {_name(est)} ({type(est).__module__}); supported: {SUPPORTED_TEXT}"
+        f"{where}: unsupported estimator {_name(est)} ({type(est).__module__}); supported: {SUPPORTED_TEXT}; "
+        f"{OTHERWISE}"
     )
+
+
+def _check_options(est: Any, where: str) -> None:
+    """Options of supported steps that ONNX cannot reproduce: refused here, with the fix."""
+    name = _name(est)
+    if name == "SimpleImputer" and getattr(est, "add_indicator", False):
+        raise CompileError(
+            f"{where}: SimpleImputer(add_indicator=True) cannot be converted to ONNX (the missing-value "
+            "indicator columns have no converter); refit with add_indicator=False"
+        )
+    if name == "OneHotEncoder" and (
+        getattr(est, "min_frequency", None) is not None or getattr(est, "max_categories", None) is not None
+    ):
+        raise CompileError(
+            f"{where}: OneHotEncoder(min_frequency=..., max_categories=...) groups infrequent categories, "
+            "which the ONNX converter does not reproduce; refit without min_frequency/max_categories "
+            "(handle_unknown='ignore' still maps unseen values to zeros), or group rare categories in the data"
+        )
+    if name == "FunctionTransformer":
+        func = getattr(est, "func", None)
+        fname = getattr(func, "__name__", repr(func))
+        if func is not None and (getattr(func, "__module__", None) != "numpy" or fname not in FUNCTIONS):
+            raise CompileError(
+                f"{where}: FunctionTransformer(func={fname}) cannot be converted to ONNX; supported functions: "
+                f"{', '.join('np.' + f for f in FUNCTIONS)} (or func=None); compute other columns before "
+                "calling the endpoint"
+            )
+        if getattr(est, "kw_args", None):
+            raise CompileError(f"{where}: FunctionTransformer with kw_args cannot be converted to ONNX")
+    if name == "TargetEncoder" and getattr(est, "target_type_", "") == "multiclass":
+        raise CompileError(
+            f"{where}: TargetEncoder on a multi-class target has no ONNX converter (one encoding per class); "
+            "use it for binary or regression targets, or encode with OneHotEncoder or OrdinalEncoder"
+        )
+    if name in VECTORIZERS:
+        bad = [
+            f"{opt}={getattr(est, opt)!r}"
+            for opt, ok in (
+                ("analyzer", "word"),
+                ("strip_accents", None),
+                ("preprocessor", None),
+                ("tokenizer", None),
+            )
+            if getattr(est, opt, ok) != ok
+        ]
+        if bad:
+            raise CompileError(
+                f"{where}: {name}({', '.join(bad)}) cannot be converted to ONNX, whose tokenizer splits "
+                "words with a regular expression only; refit with analyzer='word', strip_accents=None, "
+                "no preprocessor and no tokenizer (token_pattern may change)"
+            )
 
 
 def _check_transformer(est: Any, where: str) -> None:
@@ -155,6 +260,8 @@ def _check_transformer(est: Any, where: str) -> None:
         if _is_sklearn(est, CLASSIFIERS + REGRESSORS) or is_booster(est):
             raise CompileError(f"{where}: {_name(est)} may only be the last step of the model")
         raise _unsupported(est, where)
+    else:
+        _check_options(est, where)
 
 
 def analyze(model: Any, where: str) -> ModelInfo:
@@ -177,9 +284,20 @@ def analyze(model: Any, where: str) -> ModelInfo:
             f"{where}: {_name(final)} with categorical_features cannot be converted to ONNX; "
             "one-hot encode the categories in a ColumnTransformer instead"
         )
-    if getattr(final, "n_outputs_", 1) != 1 or isinstance(getattr(final, "classes_", None), list):
-        raise CompileError(f"{where}: multi-output models are not supported")
     task, classes = _task(final, where)
+    # (MLPClassifier's n_outputs_ counts its output units: a classifier is multi-output
+    # when its classes_ is a list, one array per output)
+    multi = getattr(final, "n_outputs_", 1) != 1 if task == "regression" else isinstance(final.classes_, list)
+    if multi:
+        raise CompileError(f"{where}: multi-output models are not supported")
+    if task != "regression" and not hasattr(final, "predict_proba"):
+        raise CompileError(f"{where}: {_no_proba(final)}")
+    if task == "multiclass" and _name(final) == "SGDClassifier" and final.loss == "modified_huber":
+        raise CompileError(
+            f"{where}: SGDClassifier(loss='modified_huber') on more than 2 classes cannot be converted "
+            "exactly (its clipped probabilities tie where predict, on the decision function, does not); "
+            "fit it with loss='log_loss'"
+        )
     info = ModelInfo(
         estimator=model,
         final=final,
@@ -202,6 +320,20 @@ def analyze(model: Any, where: str) -> ModelInfo:
         info.kinds = dict.fromkeys(names, "numeric")
         info.matrix_nullable = _nan_flows(steps[:-1], final) or _imputes(steps[:-1])
     return info
+
+
+def _no_proba(final: Any) -> str:
+    """A classifier without predict_proba: the node answers probabilities, so say how to get them."""
+    name = _name(final)
+    if name == "SGDClassifier":
+        how = "fit it with loss='log_loss' or loss='modified_huber'"
+    elif name == "SVC":
+        how = "fit it with probability=True"
+    elif name == "VotingClassifier":
+        how = "use voting='soft'"
+    else:
+        how = "wrap it in sklearn.calibration.CalibratedClassifierCV"
+    return f"{name} has no predict_proba (the node answers class probabilities); {how}"
 
 
 def _task(final: Any, where: str) -> tuple[str, list[Any] | None]:
@@ -230,14 +362,28 @@ def _is_nan_marker(value: Any) -> bool:
 
 
 def _imputes(steps: list[Any]) -> bool:
-    return any(_is_sklearn(s, ("SimpleImputer",)) and _is_nan_marker(s.missing_values) for s in steps)
+    return any(_is_sklearn(s, IMPUTERS) and _is_nan_marker(s.missing_values) for s in steps)
+
+
+def nan_native(final: Any) -> bool:
+    """Routes NaN itself: HistGradientBoosting, XGBoost, LightGBM."""
+    return _is_sklearn(final, NAN_NATIVE) or is_booster(final)
 
 
 def _nan_flows(steps: list[Any], final: Any) -> bool:
     """True when NaN reaches an estimator that handles it, through steps that keep it."""
-    if not _is_sklearn(final, NAN_NATIVE):
+    if not nan_native(final):
         return False
-    return all(_is_sklearn(s, (*_SCALERS, "SimpleImputer")) for s in steps)
+    return all(_is_sklearn(s, _NAN_KEEPING) for s in steps)
+
+
+def _ohe_takes_null(step: Any, j: int) -> bool:
+    """A null string (fed as "") is a category of its own (NaN among the categories, as
+    Dataiku's "treat as a regular value"), or an unknown value mapped to zeros."""
+    cats = step.categories_[j] if j < len(step.categories_) else None
+    if cats is not None and any(_is_nan_marker(c) for c in cats):
+        return True
+    return step.handle_unknown in ("ignore", "infrequent_if_exist", "warn")
 
 
 def _analyze_columns(info: ModelInfo, ct: Any, after: list[Any]) -> None:
@@ -255,16 +401,23 @@ def _analyze_columns(info: ModelInfo, ct: Any, after: list[Any]) -> None:
             kind, imputed, passes, consumer = "numeric", False, True, "passthrough"
             for step in branch:
                 consumer = _name(step)
-                if _is_sklearn(step, ("SimpleImputer",)):
+                if _is_sklearn(step, IMPUTERS):
                     imputed = imputed or _is_nan_marker(step.missing_values)
-                    if getattr(getattr(step.statistics_, "dtype", None), "kind", "") in ("O", "U", "S"):
+                    if getattr(getattr(step, "statistics_", None), "dtype", np.dtype(float)).kind in "OUS":
                         kind = "string"
-                elif _is_sklearn(step, ("OneHotEncoder",)):
+                elif _is_sklearn(step, ENCODERS):
                     cats = step.categories_[j] if j < len(step.categories_) else None
                     if cats is not None and cats.dtype.kind in "OUS":
                         kind = "string"
-                    passes = False  # the column fans out: NaN no longer flows as NaN
+                    if _is_sklearn(step, ("OneHotEncoder",)) and kind == "string" and _ohe_takes_null(step, j):
+                        imputed = True
+                    passes = False  # the column is encoded: NaN no longer flows as NaN
                     break
+                elif _is_sklearn(step, VECTORIZERS):
+                    kind, passes = "string", False  # free text: "" for null would be an empty text
+                    break
+                elif not _is_sklearn(step, _NAN_KEEPING):
+                    passes = False
             info.kinds[name] = "string" if info.kinds.get(name) == "string" else kind
             info.consumers.setdefault(name, consumer)
             if imputed or (passes and (later_imputes or nan_reaches_final)):

@@ -13,6 +13,7 @@ indexes of the bundled datasets (:mod:`node.lookup`): no worker round trip.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -493,7 +494,9 @@ def loads_body(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
             raise errors.BadRequest(
                 f"the JSON body is nested more than {depth} levels deep; the limit is {depth} (--max-json-depth)"
             ) from None
-        raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
+        body = _loads_nan(raw) if b"NaN" in raw or b"Infinity" in raw else None
+        if body is None:
+            raise errors.BadRequest(f"the body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise errors.BadRequest(f"the body must be a JSON object, got {type(body).__name__}")
     deep = len(raw) > 2 * depth and raw.count(b"[") + raw.count(b"{") > depth
@@ -509,6 +512,21 @@ def loads_body(raw: bytes, limits: Limits = _DEFAULT_LIMITS) -> dict[str, Any]:
             f"the {what} at {where} is {size} characters long; the limit is {chars} (--max-string-chars)"
         )
     return body
+
+
+def _loads_nan(raw: bytes) -> Any:
+    """dataikuapi sends float('nan') (what `df.to_dict('records')` holds for a missing value)
+    as a bare `NaN`, which is not JSON and which orjson refuses: read it as null, a missing
+    value. Infinity stays refused. None when the body is invalid for another reason."""
+
+    def constant(name: str) -> None:
+        if name != "NaN":
+            raise errors.BadRequest(f"the body is not valid JSON: {name} is not a number JSON can carry")
+
+    try:
+        return json.loads(raw, parse_constant=constant)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _too_big(obj: dict[str, Any] | list[Any], depth_left: int, max_chars: int) -> bool:

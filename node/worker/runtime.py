@@ -71,9 +71,14 @@ class PredictionRuntime:
         self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
         # binary: the class explanations are about (`positive_class`, else the second)
         self.positive = classes.index(endpoint["positive_class"]) if classes and "positive_class" in endpoint else 1
+        # Without a label output the class is the first maximum of the probabilities, as
+        # scikit-learn's predict takes it (ties included); the compiler keeps the label only
+        # for models whose predict is something else (SVC).
         self.outputs = [model.get("label_output"), model.get("proba_output")]
         if classes is None:
             self.outputs = [model["value_output"]]
+        elif self.outputs[0] is None:
+            self.outputs = [model["proba_output"]]
         self.numeric = [j for j, f in enumerate(self.features) if f["onnx_type"] != "string"]
         self.background, self.bg_out = self._background(package_dir, endpoint.get("explanations"))
         self._warm()
@@ -135,10 +140,11 @@ class PredictionRuntime:
         out = self.session.run(self.outputs, self._inputs(rows))
         if self.class_index is None:
             return (np.asarray(out[0], dtype=np.float64).reshape(-1).tolist(),)
+        if len(out) == 1:
+            probas = np.asarray(out[0], dtype=np.float64)
+            return probas.argmax(axis=1).tolist(), probas.tolist()
         labels, probas = out
         probas = np.asarray(probas, dtype=np.float64)
-        if self.outputs[0] is None:
-            return probas.argmax(axis=1).tolist(), probas.tolist()
         get = self.class_index.get
         idx = [get(v, -1) for v in np.asarray(labels).reshape(-1).tolist()]
         if -1 in idx:  # a label the manifest does not know: trust the probabilities

@@ -89,8 +89,14 @@ class Package:
     def predict(self, df: pd.DataFrame, eid: str = "score") -> list[np.ndarray]:
         ep = self.endpoint(eid)
         m = ep["model"]
-        names = [m["value_output"]] if ep["task"] == "regression" else [m["label_output"], m["proba_output"]]
-        return list(self.session(eid).run(names, self.feed(df, eid)))
+        if ep["task"] == "regression":
+            return list(self.session(eid).run([m["value_output"]], self.feed(df, eid)))
+        if m["label_output"] is not None:
+            return list(self.session(eid).run([m["label_output"], m["proba_output"]], self.feed(df, eid)))
+        # as the node does: the class is the first maximum of the probabilities
+        (probas,) = self.session(eid).run([m["proba_output"]], self.feed(df, eid))
+        labels = np.array(ep["classes"], dtype=object)[np.asarray(probas).argmax(axis=1)]
+        return [labels, probas]
 
 
 def run_compiler(*args: str | Path, cwd: Path | None = None, apinode: bool = False) -> subprocess.CompletedProcess[str]:

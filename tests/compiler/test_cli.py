@@ -13,7 +13,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neighbors import NearestCentroid
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -128,8 +128,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], list[str]]] = {
         ["endpoints.score: unknown key 'smaple': did you mean 'sample'? (known keys: type, model"],
     ),
     "unsupported": (
-        lambda t: service(t, KNeighborsClassifier()),
-        ["unsupported estimator KNeighborsClassifier", "supported: Pipeline, ColumnTransformer"],
+        lambda t: service(t, NearestCentroid()),
+        ["unsupported estimator NearestCentroid", "supported: Pipeline, ColumnTransformer"],
     ),
     "unknown feature": (
         _wrong_features,

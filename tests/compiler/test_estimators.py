@@ -181,7 +181,8 @@ def test_histgradientboosting_nulls_fed_as_nan(tmp_path: Path) -> None:
 
     pkg = Package(report.out)
     feats = {f["name"]: f["nullable"] for f in pkg.endpoint()["features"]}
-    assert feats == {"a": True, "b": True, "c": True, "cat": False}
+    # cat: OneHotEncoder(handle_unknown="ignore") maps a null to zeros, as scikit-learn does
+    assert feats == {"a": True, "b": True, "c": True, "cat": True}
     assert report.parity["score"].rows == N_HELD
     assert_matches(pkg, model, held, "binary")
 
@@ -273,3 +274,57 @@ def test_boosters(tmp_path: Path, name: str) -> None:
 
     assert report.parity["score"].passed
     assert_matches(Package(report.out), model, held, task)
+
+
+def test_xgboost_on_a_dataframe_behind_a_scaler_on_discrete_data(tmp_path: Path) -> None:
+    """Ages and rounded amounts sit exactly on XGBoost's float32 splits: the graph scales in
+    double (as scikit-learn) and rounds to float32 just before the trees, with the splits
+    as the float32 XGBoost holds; feature names are the DataFrame's, not f0, f1, ..."""
+    import xgboost
+
+    rng = np.random.default_rng(0)
+    n = 1500
+    df = pd.DataFrame(
+        {
+            "age": rng.integers(18, 90, n),
+            "amount": rng.gamma(2, 300, n).round(-1),
+            "visits": rng.integers(0, 12, n),
+        }
+    )
+    y = (((df.age > 45) ^ (df.amount > 600)) | (df.visits > 8)).astype(int).to_numpy()
+    xgb = xgboost.XGBClassifier(n_estimators=40, max_depth=6, verbosity=0)
+    model = Pipeline([("s", StandardScaler()), ("m", xgb)]).fit(df.iloc[:1000], y[:1000])
+    folder = write_service(tmp_path / "svc", model, sample=df.iloc[1000:])
+
+    report = compile_service(folder, tmp_path / "svc.apz", progress=False)
+
+    parity = report.parity["score"]
+    assert parity.precision == "double" and parity.rows == 500
+    assert parity.max_abs_proba_diff is not None and parity.max_abs_proba_diff <= 1e-6
+    pkg = Package(report.out)
+    assert [f["name"] for f in pkg.endpoint()["features"]] == ["age", "amount", "visits"]
+    assert all(f["nullable"] for f in pkg.endpoint()["features"])  # XGBoost routes NaN itself
+    assert_matches(pkg, model, df.iloc[1000:].reset_index(drop=True), "binary")
+
+
+def test_near_ties_rounded_by_sklearn_are_ties(tmp_path: Path) -> None:
+    """Duplicated points with different labels: a 4-tree forest gives [0.5, 0.5], which
+    scikit-learn's sum of per-tree probabilities rounds to [0.49999999999999994, 0.5] on
+    some rows; ONNX sums exactly. Both are ties: the node answers the first class, and the
+    parity check does not refuse the model for it."""
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # the same draws as the rows where this was seen
+        rng.normal(size=(60, 2))
+    x = pd.DataFrame(np.repeat(rng.normal(size=(60, 2)), 2, axis=0), columns=["p", "q"])
+    y = np.arange(len(x)) % 2
+    model = Pipeline([("s", StandardScaler()), ("m", RandomForestClassifier(4, random_state=0))]).fit(x, y)
+    proba = model.predict_proba(x)
+    near = np.flatnonzero((proba[:, 0] != proba[:, 1]) & (np.abs(proba[:, 0] - proba[:, 1]) < 1e-12))
+    assert len(near) > 0 and (model.predict(x)[near] == 1).all()  # scikit-learn picks the second
+    folder = write_service(tmp_path / "svc", model, sample=x)
+
+    report = compile_service(folder, tmp_path / "svc.apz", progress=False)
+
+    assert report.parity["score"].passed and report.parity["score"].classes_identical is True
+    labels, _ = Package(report.out).predict(x)
+    assert (np.asarray(labels)[near] == 0).all()  # the first of the tied classes
