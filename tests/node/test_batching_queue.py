@@ -78,7 +78,7 @@ def test_a_closed_loop_with_default_settings_gets_no_503(tmp_path: Path, clients
 def test_a_flood_past_what_the_workers_drain_is_refused_at_once(tmp_path: Path) -> None:
     pkg, _ = logistic_package(tmp_path, pool={"floor": 1, "cruise": 1, "ceil": 1})  # queue 16, max_batch 64
     data = tmp_path / "data"
-    with run_node(data, pkg) as node:
+    with run_node(data, pkg, args=["--ping-timeout", "300"]) as node:
         multi = node.url("fraud", "score", "predict-multi")
         body = {"items": [{"features": ROW}] * 64}
         (worker,) = node.pool("fraud", "score")["workers"]["pids"]
