@@ -36,6 +36,12 @@ def _serve_parser(sub: Any) -> None:
         help="CPUs the node's prediction workers may keep busy (auto: its affinity and cgroup CPU quota; "
         "off: grow up to each pool's ceil)",
     )
+    p.add_argument(
+        "--shed-lag-ms",
+        type=int,
+        default=500,
+        help="while the event loop is this far behind, endpoints that queue refuse new requests at once (0: off)",
+    )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
     p.add_argument(
         "--worker-nice",
@@ -143,6 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
         grpc_port=args.grpc_port,
         max_workers=args.max_workers,
         cpu_budget=_cpu_budget(args.cpu_budget),
+        shed_lag_ms=max(0, args.shed_lag_ms),
         onnx_threads=args.onnx_threads,
         worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,

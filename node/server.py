@@ -58,6 +58,7 @@ class Node:
         self.supervisor = Supervisor(
             max_workers=settings.max_workers,
             cpu_budget=cpus.detect() if settings.cpu_budget == -1 else cpus.given(settings.cpu_budget),
+            shed_lag_ms=settings.shed_lag_ms,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             worker_nice=settings.worker_nice,

@@ -228,6 +228,13 @@ class Pool:
                 f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and {queued}",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
+        if self.waiting and self.sup.lag.behind:  # see node.supervisor.lag
+            self.stats.rejected += 1
+            raise errors.Overloaded(
+                f"endpoint {self.key} is overloaded: the node's front is {self.sup.lag.lag_s * 1000:.0f} ms behind "
+                f"and {self.waiting} requests are queued",
+                retry_after=1.0,
+            )
 
     def queue_full(self) -> bool:
         """One-request-at-a-time pools: `queue` requests may wait (Dataiku's meaning), plus

@@ -28,6 +28,7 @@ import time
 from typing import Any
 
 from node.supervisor.cpus import CpuBudget
+from node.supervisor.lag import LagMonitor
 from node.supervisor.pool import Pool
 from node.supervisor.settings import PoolSettings
 
@@ -44,7 +45,9 @@ class Supervisor:
         tick_interval: float = 0.25,
         worker_nice: int = 0,
         cpu_budget: CpuBudget | None = None,
+        shed_lag_ms: int = 0,
     ) -> None:
+        self.lag = LagMonitor(shed_lag_ms)  # pools that queue refuse while the front is behind
         self.max_workers = max_workers
         self.cpu_budget = cpu_budget  # None: prediction pools grow up to `ceil` (no budget)
         self.ping_interval = ping_interval
@@ -59,6 +62,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._upkeep(), name="supervisor-upkeep")
+        self.lag.start()
 
     async def add_pool(
         self,
@@ -89,6 +93,7 @@ class Supervisor:
         self._starved.pop(pool, None)
 
     async def close(self) -> None:
+        await self.lag.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -184,6 +189,8 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         return {
             "maxWorkers": self.max_workers,
+            "loopLagMs": round(self.lag.lag_s * 1000, 1),
+            "shedLagMs": round(self.lag.shed_lag_s * 1000) or None,
             "cpuBudget": None
             if self.cpu_budget is None
             else {**self.cpu_budget.to_json(), "predictionWorkers": self.prediction_workers()},
