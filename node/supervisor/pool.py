@@ -247,9 +247,13 @@ class Pool:
             return self.waiting >= s.queue + self.starting
         if self.waiting_rows >= (s.queue + self.starting) * s.max_batch:
             return True
-        batches = (self.waiting_rows + s.max_batch - 1) // s.max_batch
+        # Then the drain time: every request asks, so the workers (a scan) are counted only
+        # when one worker could not drain the queue within the timeout.
+        drain_s = (self.waiting_rows + s.max_batch - 1) // s.max_batch * self.batch_s
+        if drain_s < s.timeout / 1000:
+            return False
         live = self.live
-        return live > 0 and self.batch_s > 0 and batches * self.batch_s >= live * s.timeout / 1000
+        return live > 0 and drain_s >= live * s.timeout / 1000
 
     async def submit(self, payload: Any, n: int = 1) -> Outcome:
         self.refuse_if_full()
