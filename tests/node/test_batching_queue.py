@@ -135,3 +135,45 @@ def test_a_function_queue_still_counts_requests(tmp_path: Path) -> None:
         for t in ts:
             t.join(60)
         assert json.dumps(sorted(o.status_code for o in out)) == "[200, 200, 200]"
+
+
+def test_a_queue_the_workers_cannot_drain_within_the_timeout_is_refused(tmp_path: Path) -> None:
+    """The drain bound: with runs measured slow, far fewer than `queue` batches may wait."""
+    pool = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 100, "max_batch": 1}  # timeout 10 s
+    pkg, _ = logistic_package(tmp_path, pool=pool)
+    with run_node(tmp_path / "data", pkg, args=["--ping-timeout", "300"]) as node:
+        url = node.url("fraud", "score", "predict")
+        (worker,) = node.pool("fraud", "score")["workers"]["pids"]
+        answers: list[requests.Response] = []
+        threads: list[threading.Thread] = []
+
+        def send() -> None:
+            t = threading.Thread(target=lambda: answers.append(requests.post(url, json={"features": ROW}, timeout=60)))
+            t.start()
+            threads.append(t)
+
+        os.kill(worker, signal.SIGSTOP)  # one run of 5 s: the measured run time grows to ~0.5 s
+        send()
+        node.wait_for(lambda: node.pool("fraud", "score")["workers"]["busy"] == 1, what="a busy worker")
+        time.sleep(5)
+        os.kill(worker, signal.SIGCONT)
+        threads[0].join(60)
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            send()
+            node.wait_for(lambda: node.pool("fraud", "score")["workers"]["busy"] == 1, what="a busy worker")
+            for queued in range(1, 101):
+                send()
+                node.wait_for(
+                    lambda q=queued: len(answers) > 1 or node.pool("fraud", "score")["queueDepth"] == q, what="queued"
+                )
+                if len(answers) > 1:
+                    break
+            refused = answers[1]
+            assert refused.status_code == 503 and refused.json()["errorType"] == "OVERLOADED", refused.text
+            assert "what the workers drain within the queue timeout" in refused.json()["message"], refused.text
+            assert queued < 50  # far below `queue` (100 batches of one row)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        for t in threads:
+            t.join(60)
