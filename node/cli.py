@@ -39,7 +39,7 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument(
         "--shed-lag-ms",
         type=int,
-        default=500,
+        default=200,
         help="while the event loop is this far behind, endpoints that queue refuse new requests at once (0: off)",
     )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
