@@ -15,7 +15,8 @@ together, and the node and its floor are measured alternately, round after round
    that need a fraction of their core; the harness's (fast HTTP transport; grpc.aio, whose
    C core costs some 300 µs of CPU a call) stand beside them.
 2. gRPC ``PredictStream`` over 16 streams: predictions per second (harness, and h2load
-   sending 100 framed requests per stream).
+   sending 100 framed requests per stream), h2load's against the gRPC floor's bare
+   bidirectional stream (ratio node/floor).
 3. ``predict-multi`` with 100 rows: rows per second (harness, HTTP, concurrency 4).
 4. The Open Inference Protocol: gRPC ``ModelInfer`` of one row, node against the gRPC floor's
    ``Predict``, with h2load (:mod:`loadtest.bench_oip`).
@@ -52,7 +53,7 @@ from loadtest.bench_lookup import bench_lookup
 from loadtest.bench_oip import bench_oip_grpc
 from loadtest.bench_overload import bench_overload
 from loadtest.bench_report import markdown, plot
-from loadtest.bench_runs import APINODE, Bench, Model, Row, compare, harness_row, say, show
+from loadtest.bench_runs import APINODE, Bench, Model, Row, compare, harness_row, ratio, say, show
 from loadtest.config import Target
 from loadtest.grpc_messages import encode_bodies, method_path
 
@@ -61,8 +62,10 @@ CONCURRENCY = 16
 MULTI_ROWS = 100
 MULTI_CONCURRENCY = 4
 STREAM_MESSAGES = 100
-# One core runs one worker best: a second would only take turns with the first.
-BENCH_POOL = {"floor": 1, "cruise": 1, "ceil": 1, "queue": 256}
+# The default pool settings: the node, pinned to one core, reads a CPU budget of 1 and runs
+# one prediction worker (a second would only take turns with the first); its queue counts
+# batches, so 16 connections are never refused.
+BENCH_POOL: dict[str, int] = {}
 PARTS = ("http", "grpc", "stream", "multi", "oip", "explain")
 # The explanation cost row: what a Dataiku client's predict_record(with_explanations=True,
 # explanation_method="SHAPLEY", n_explanations=3, n_explanations_mc_steps=100) sends
@@ -96,7 +99,7 @@ def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str,
         if "grpc" in parts:
             out["grpc"] = _grpc(m, b, fg_addr, grpc_addr, counters, {"floor": [fg["pid"]], "node": node_all})
         if "stream" in parts:
-            out["stream"] = _stream(m, b, grpc_addr, counters)
+            out["stream"] = _stream(m, b, fg_addr, grpc_addr, counters)
         if "multi" in parts:
             out["multi"] = _multi(m, b, http)
         if "oip" in parts:
@@ -178,7 +181,7 @@ def _grpc(
     }
 
 
-def _stream(m: Model, b: Bench, addr: str, counters: Counters) -> dict[str, Any]:
+def _stream(m: Model, b: Bench, floor_addr: str, addr: str, counters: Counters) -> dict[str, Any]:
     say(f"  gRPC PredictStream, {CONCURRENCY} streams")
     t = Target(mode="grpc-stream", grpc=addr, service=m.service, endpoint=m.endpoint)
     long = 2 * b.duration
@@ -187,23 +190,33 @@ def _stream(m: Model, b: Bench, addr: str, counters: Counters) -> dict[str, Any]
     stream_bodies = [m.bodies[i % len(m.bodies)] for i in range(STREAM_MESSAGES)]
     msgs = encode_bodies(t, stream_bodies, stream=True)
     path = method_path("PredictStream")
-    rows["body_check"] = tools.verify_grpc(addr, path, msgs) or "ok"
+    rows["body_check"] = {
+        who: tools.verify_grpc(a, path, msgs) or "ok" for who, a in (("floor", floor_addr), ("node", addr))
+    }
+
+    def h2load(target: str) -> Row:
+        h2 = tools.h2load(
+            target,
+            path,
+            tools.grpc_frame(msgs),
+            clients=1,
+            streams=CONCURRENCY,
+            duration=long,
+            warmup=b.warmup,
+            work=b.work,
+            cpus=b.gen_cpus,
+        )
+        return h2.row(per_request=STREAM_MESSAGES)
+
+    rows["h2load_floor"] = h2load(floor_addr)
+    show("stream floor (pred/s)", rows["h2load_floor"])
     counters.mark()
-    h2 = tools.h2load(
-        addr,
-        path,
-        tools.grpc_frame(msgs),
-        clients=1,
-        streams=CONCURRENCY,
-        duration=long,
-        warmup=b.warmup,
-        work=b.work,
-        cpus=b.gen_cpus,
-    )
-    rows["h2load"] = h2.row(per_request=STREAM_MESSAGES)
+    rows["h2load"] = h2load(addr)
     rows["h2load"]["node_side"] = counters.delta()
     rows["h2load"]["note"] = f"{STREAM_MESSAGES} predictions per stream; latency is per stream"
     show("stream node (pred/s)", rows["h2load"])
+    rows["ratio"] = ratio(rows["h2load"], rows["h2load_floor"])
+    say(f"   => stream: node/floor {rows['ratio']}")
     return rows
 
 

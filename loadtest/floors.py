@@ -2,7 +2,8 @@
 
     python -m loadtest.floors http|grpc PACKAGE ENDPOINT PORTS_FILE
 
-A bare aiohttp handler (or a bare grpc.aio `ApiNode.Predict`) that validates the features
+A bare aiohttp handler (or a bare grpc.aio `ApiNode.Predict`, and a bare grpc.aio
+bidirectional `ApiNode.PredictStream` answering each message in turn) that validates the features
 with the node's own :class:`~node.features.FeatureCodec`, runs the node's own
 :class:`~node.worker.runtime.PredictionRuntime` in the same process, and answers the same
 JSON/protobuf. What apinode adds on top (worker processes, queues, supervision, metrics)
@@ -15,6 +16,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,13 @@ class _Floor(pbg.ApiNodeServicer):
         self.codec, self.runtime, self.ctx = codec, runtime, ctx
 
     async def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        return self._predict(request)
+
+    async def PredictStream(self, request_iterator: AsyncIterator[pb.PredictRequest], context: Any) -> Any:
+        async for request in request_iterator:
+            yield self._predict(request)
+
+    def _predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
         row = self.codec.row({k: _value(v) for k, v in request.features.items()})
         r = self.codec.results(self.runtime.run([row]))[0]
         p = r["prediction"]
@@ -87,6 +96,7 @@ class _Floor(pbg.ApiNodeServicer):
         return pb.PredictResponse(
             result=pb.Prediction(prediction=value, probas=r.get("probas") or {}),
             api_context=pb.ApiContext(service_id=self.ctx["serviceId"], endpoint_id=self.ctx["endpointId"]),
+            request_id=request.request_id,
         )
 
 

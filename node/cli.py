@@ -29,6 +29,19 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--http-port", type=int, default=12000)
     p.add_argument("--grpc-port", type=int, default=12001)
     p.add_argument("--max-workers", type=int, default=None, help="node-wide cap on worker processes")
+    p.add_argument(
+        "--cpu-budget",
+        default="auto",
+        metavar="N|auto|off",
+        help="CPUs the node's prediction workers may keep busy (auto: its affinity and cgroup CPU quota; "
+        "off: grow up to each pool's ceil)",
+    )
+    p.add_argument(
+        "--shed-lag-ms",
+        type=int,
+        default=200,
+        help="while the event loop is this far behind, endpoints that queue refuse new requests at once (0: off)",
+    )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
     p.add_argument(
         "--worker-nice",
@@ -124,6 +137,21 @@ def _serve_parser(sub: Any) -> None:
     p.set_defaults(func=_serve)
 
 
+def _cpu_budget(value: str) -> int | None:
+    """`--cpu-budget`: -1 auto, None off, else the number of CPUs."""
+    if value == "auto":
+        return -1
+    if value == "off":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise SystemExit(f"apinode serve: --cpu-budget must be auto, off or a number of CPUs >= 1, got {value!r}")
+    return n
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
@@ -137,6 +165,8 @@ def _serve(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         grpc_port=args.grpc_port,
         max_workers=args.max_workers,
+        cpu_budget=_cpu_budget(args.cpu_budget),
+        shed_lag_ms=max(0, args.shed_lag_ms),
         onnx_threads=args.onnx_threads,
         worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,

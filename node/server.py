@@ -41,6 +41,7 @@ from node.registry import Registry
 from node.repository import RepositoryCollector, RepositorySync
 from node.settings import NodeSettings
 from node.storage import Storage
+from node.supervisor import cpus
 from node.supervisor.supervisor import Supervisor
 
 log = logging.getLogger("node")
@@ -58,6 +59,8 @@ class Node:
         self.settings = settings
         self.supervisor = Supervisor(
             max_workers=settings.max_workers,
+            cpu_budget=cpus.detect() if settings.cpu_budget == -1 else cpus.given(settings.cpu_budget),
+            shed_lag_ms=settings.shed_lag_ms,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             worker_nice=settings.worker_nice,

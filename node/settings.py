@@ -13,6 +13,8 @@ class NodeSettings:
     http_port: int = 12000
     grpc_port: int = 12001
     max_workers: int | None = None  # node-wide cap on worker processes (None: no cap)
+    shed_lag_ms: int = 200  # event-loop lag past which pools that queue refuse new requests (0: off)
+    cpu_budget: int | None = -1  # CPUs prediction workers may keep busy (-1: detected, None: no budget)
     onnx_threads: int = 1  # intra-op threads per ONNX session: N workers use N cores
     worker_nice: int = 10  # added to workers' niceness: on a busy CPU the front (I/O, queues, 503s) runs first
     ping_interval: float = 1.0

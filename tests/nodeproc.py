@@ -133,9 +133,15 @@ class NodeProc:
 
 
 def start_node(
-    data_dir: Path, *packages: Path, args: Sequence[str] = (), timeout: float = 90.0, nofile: int | None = None
+    data_dir: Path,
+    *packages: Path,
+    args: Sequence[str] = (),
+    timeout: float = 90.0,
+    nofile: int | None = None,
+    cpus: set[int] | None = None,
 ) -> NodeProc:
-    """`nofile`: the node's RLIMIT_NOFILE (soft and hard), to run it short of descriptors."""
+    """`nofile`: the node's RLIMIT_NOFILE (soft and hard), to run it short of descriptors;
+    `cpus`: the CPUs it may run on (as under `taskset -c`)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = data_dir.parent / f"{data_dir.name}.ports.json"
     ports.unlink(missing_ok=True)
@@ -145,11 +151,14 @@ def start_node(
     cmd += ["--ports-file", str(ports), *args, *map(str, packages)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     preexec = None
-    if nofile is not None:
+    if nofile is not None or cpus is not None:
         import resource
 
         def preexec() -> None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            if nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            if cpus is not None:
+                os.sched_setaffinity(0, cpus)
 
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     log.close()
@@ -179,9 +188,9 @@ def node_at(target: str) -> NodeProc | None:
 
 @contextlib.contextmanager
 def run_node(
-    data_dir: Path, *packages: Path, args: Sequence[str] = (), nofile: int | None = None
+    data_dir: Path, *packages: Path, args: Sequence[str] = (), nofile: int | None = None, cpus: set[int] | None = None
 ) -> Iterator[NodeProc]:
-    node = start_node(data_dir, *packages, args=args, nofile=nofile)
+    node = start_node(data_dir, *packages, args=args, nofile=nofile, cpus=cpus)
     try:
         yield node
     finally:

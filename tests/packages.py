@@ -72,9 +72,12 @@ def function_package(
     return out
 
 
-def logistic_package(out_dir: Path, *, service: str = "fraud", version: str = "v1") -> tuple[Path, Any]:
+def logistic_package(
+    out_dir: Path, *, service: str = "fraud", version: str = "v1", pool: dict[str, Any] | None = None
+) -> tuple[Path, Any]:
     """A LogisticRegression on three numeric features with string labels, as a package and
-    the fitted model (matrix input mode, double precision)."""
+    the fitted model (matrix input mode, double precision). `pool`: its pool settings ({}:
+    the defaults)."""
     import json
 
     import numpy as np
@@ -114,7 +117,7 @@ def logistic_package(out_dir: Path, *, service: str = "fraud", version: str = "v
                     "proba_output": "probabilities",
                 },
                 "test_queries": "tests/score.json",
-                "pool": {"floor": 1, "cruise": 1, "ceil": 2, "queue": 256},
+                "pool": {"floor": 1, "cruise": 1, "ceil": 2, "queue": 256} if pool is None else pool,
             }
         },
     }

@@ -7,6 +7,7 @@ request out of its queue.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,6 +24,7 @@ from node.grpc import convert
 
 log = logging.getLogger("node.grpc")
 T = TypeVar("T")
+STREAM_WINDOW = 64  # messages of one PredictStream in flight at once (read ahead, queued, batched)
 
 
 def mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -115,21 +117,61 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         request_iterator: AsyncIterator[pb.PredictRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.PredictResponse]:
-        # One at a time, in order: a client wanting more throughput opens several streams
-        # or pipelines (the node batches across streams).
+        """Pipelined: a reader takes messages ahead of the answers, up to STREAM_WINDOW in
+        flight at once, each queued (and batched with everything else queued) as soon as it
+        is read; answers go back in the order of the messages, each with its request_id. With
+        the window full the reader stops reading, so gRPC flow control holds the client."""
         who = caller(context)
-        async for request in request_iterator:
+        window = asyncio.Semaphore(STREAM_WINDOW)
+        inflight: asyncio.Queue[asyncio.Future[pb.PredictResponse] | None] = asyncio.Queue()
+
+        async def read() -> None:
+            messages = request_iterator.__aiter__()
             try:
-                out = await self.dp.call(
-                    "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream", **who
-                )
-                yield _predict_response(out, request.request_id)
-            except errors.ApiNodeError as exc:
-                kind = errors.kind_of(exc)
-                yield pb.PredictResponse(
-                    request_id=request.request_id,
-                    error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message),
-                )
+                while True:
+                    await window.acquire()  # a read waits for a free place in the window
+                    try:
+                        request = await messages.__anext__()
+                    except StopAsyncIteration:
+                        return
+                    inflight.put_nowait(asyncio.ensure_future(self._stream_one(request, who)))
+            finally:
+                inflight.put_nowait(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (answer := await inflight.get()) is not None:
+                response = await answer
+                window.release()
+                yield response
+            await reader  # a broken request stream ends the call with its error
+        finally:
+            reader.cancel()
+            while not inflight.empty():  # the caller went away: what is queued leaves its queue
+                left = inflight.get_nowait()
+                if left is not None:
+                    left.cancel()
+
+    async def _stream_one(self, request: pb.PredictRequest, who: dict[str, Any]) -> pb.PredictResponse:
+        try:
+            out = await self.dp.call(
+                "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream", **who
+            )
+            return _predict_response(out, request.request_id)
+        except errors.ApiNodeError as exc:
+            kind = errors.kind_of(exc)
+            return pb.PredictResponse(
+                request_id=request.request_id,
+                error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message),
+            )
+        except Exception as exc:  # a bug answers this message, not the whole stream
+            log.exception("unhandled error in PredictStream")
+            return pb.PredictResponse(
+                request_id=request.request_id,
+                error=pb.Error(
+                    code="INTERNAL", error_type="INTERNAL_ERROR", message=f"internal error: {type(exc).__name__}"
+                ),
+            )
 
     @mapped
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:

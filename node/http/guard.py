@@ -168,8 +168,11 @@ def body_guard(max_body: int, body_timeout: float) -> Any:
                     )
                 )
             try:
-                async with asyncio.timeout(body_timeout):
+                if request.content.is_eof():  # all there already (a small body): nothing to wait for
                     await request.read()
+                else:
+                    async with asyncio.timeout(body_timeout):
+                        await request.read()
             except TimeoutError:
                 return _closing(
                     errors.RequestTimeout(

@@ -1,7 +1,9 @@
 """A pool of worker processes for one endpoint of one generation.
 
-Requests go straight to an idle worker; when none is idle they wait in a FIFO queue of at
-most `queue` entries (one more is rejected at once), each with a timer of `timeout` ms.
+Requests go straight to an idle worker; when none is idle they wait in a FIFO queue, each
+with a timer of `timeout` ms. What `queue` bounds depends on the endpoint kind (see
+`queue_full`): requests for one-request-at-a-time pools (functions, SQL), batches of up
+to `max_batch` rows for prediction pools, whose workers drain a whole batch per run.
 The pool grows towards `ceil` while requests wait (as the supervisor grants slots under
 the node-wide cap) and shrinks back to `cruise` once workers idle past a grace period.
 
@@ -98,7 +100,9 @@ class Pool:
         self.idle: list[WorkerProcess] = []
         self.queue: deque[Pending] = deque()
         self.waiting = 0
+        self.waiting_rows = 0  # rows of the waiting requests (prediction pools batch by rows)
         self.starting = 0
+        self.batch_s = 0.0  # moving average of one model run, as the front sees it (s)
         self.stats = PoolStats()
         self.closed = False
         self.consecutive_crashes = 0
@@ -210,14 +214,46 @@ class Pool:
             # overload. The queue timeout bounds the wait, the servers' connection and stream
             # limits bound how many wait.
             return
-        if self.waiting >= self.settings.queue + self.starting:
+        if self.queue_full():
             self.stats.rejected += 1
             starting = f", {self.starting} starting" if self.starting else ""
+            if self.batchable:
+                queued = (
+                    f"{self.waiting_rows} rows queued (queue limit {self.settings.queue} batches of "
+                    f"{self.settings.max_batch} rows, or what the workers drain within the queue timeout)"
+                )
+            else:
+                queued = f"{self.waiting} requests queued (queue limit {self.settings.queue})"
             raise errors.Overloaded(
-                f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and "
-                f"{self.waiting} requests queued (queue limit {self.settings.queue})",
+                f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and {queued}",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
+        if self.waiting and self.sup.lag.behind:  # see node.supervisor.lag
+            self.stats.rejected += 1
+            raise errors.Overloaded(
+                f"endpoint {self.key} is overloaded: the node's front is {self.sup.lag.lag_s * 1000:.0f} ms behind "
+                f"and {self.waiting} requests are queued",
+                retry_after=1.0,
+            )
+
+    def queue_full(self) -> bool:
+        """One-request-at-a-time pools: `queue` requests may wait (Dataiku's meaning), plus
+        one per worker starting. Batching pools: a worker takes up to `max_batch` queued
+        rows per run, so `queue` counts batches: up to `queue * max_batch` rows may wait
+        (plus a batch per worker starting), and fewer when the measured run time says the
+        live workers could not drain them within `timeout` (the request would only time out)."""
+        s = self.settings
+        if not self.batchable:
+            return self.waiting >= s.queue + self.starting
+        if self.waiting_rows >= (s.queue + self.starting) * s.max_batch:
+            return True
+        # Then the drain time: every request asks, so the workers (a scan) are counted only
+        # when one worker could not drain the queue within the timeout.
+        drain_s = (self.waiting_rows + s.max_batch - 1) // s.max_batch * self.batch_s
+        if drain_s < s.timeout / 1000:
+            return False
+        live = self.live
+        return live > 0 and drain_s >= live * s.timeout / 1000
 
     async def submit(self, payload: Any, n: int = 1) -> Outcome:
         self.refuse_if_full()
@@ -228,6 +264,7 @@ class Pool:
         else:
             self.queue.append(pend)
             self.waiting += 1
+            self.waiting_rows += n
             pend.timer = self._loop.call_later(self.settings.timeout / 1000, self._expire, pend)
             if self._grow_after <= 0:
                 self._grow()
@@ -245,6 +282,7 @@ class Pool:
         if not pend.done:
             pend.done = True
             self.waiting -= 1
+            self.waiting_rows -= pend.n
             if pend.timer is not None:
                 pend.timer.cancel()
 
@@ -310,6 +348,7 @@ class Pool:
                 continue
             pend.done = False
             self.waiting += 1
+            self.waiting_rows += pend.n
             self.queue.appendleft(pend)
             left = self.settings.timeout / 1000 - (now - pend.enqueued)
             pend.timer = self._loop.call_later(max(left, 0.0), self._expire, pend)
@@ -356,6 +395,9 @@ class Pool:
                     pend.fut.set_exception(exc)
         else:
             result, compute_us = f.result()
+            if self.batchable:  # what one run costs, for the drain bound of queue_full
+                run_s = time.perf_counter() - dispatched
+                self.batch_s = run_s if self.batch_s == 0 else 0.9 * self.batch_s + 0.1 * run_s
             self.stats.served += len(batch)
             rows = sum(p.n for p in batch)
             if len(batch) == 1:
@@ -568,13 +610,12 @@ class Pool:
         """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""
         keep = self.settings.floor if self.parked else self.settings.cruise
         if self.waiting == 0 and self.size > keep:
-            excess = self.size - keep
+            # One at a time, the longest idle first: a pool shrinks one worker per tick, so a
+            # burst that comes back meanwhile finds the rest (hysteresis, not churn).
             grace = self.settings.idle_grace_ms / 1000
-            for w in sorted(self.idle, key=lambda w: w.idle_since):
-                if excess <= 0 or now - w.idle_since < grace:
-                    break
-                self._retire(w)
-                excess -= 1
+            oldest = min(self.idle, key=lambda w: w.idle_since, default=None)
+            if oldest is not None and now - oldest.idle_since >= grace:
+                self._retire(oldest)
         if self.waiting and self.starting < self.waiting and self._grow_handle is None:
             self._grow_if_still_waiting()
 
@@ -591,6 +632,7 @@ class Pool:
                 "pids": sorted(w.pid for w in self.workers if w.pid is not None and not w.retiring),
             },
             "queueDepth": self.waiting,
+            "queueRows": self.waiting_rows,
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }

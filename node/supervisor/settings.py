@@ -30,7 +30,9 @@ class PoolSettings:
     timeout: int = 10000  # ms a request may wait in the queue
     max_run_ms: int = 0  # run time limit per request or batch (0: off)
     max_batch: int = 64  # rows coalesced into one model run (prediction endpoints)
-    idle_grace_ms: int = 5000  # how long a worker above `cruise` stays idle before retiring
+    # How long a worker above `cruise` stays idle before retiring: long enough that a bursty
+    # load (a pause between runs) finds its workers still there, not respawning them.
+    idle_grace_ms: int = 30000
     start_timeout_ms: int = 60000  # how long a worker may take to load its endpoint
     # Grow only once a request has waited this long. None: 0 for functions (one request per
     # worker), 10 for predictions, whose batching drains short queues better than a new

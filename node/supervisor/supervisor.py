@@ -5,6 +5,15 @@ that wants to grow but cannot is queued for a slot, slots are granted round-robi
 pool holding more extra workers than a starved one (by two or more) gives one back when
 it next frees up. A flood on one endpoint therefore never starves another.
 
+The CPU budget (`cpus.detect`: the node's affinity and cgroup CPU quota, or
+`--cpu-budget`) bounds the growth of prediction pools: their workers are CPU-bound (one
+ONNX thread each), so past one busy worker per CPU another only splits the same cores and
+adds context switches. A prediction pool therefore grows only while the prediction
+workers that compete for the CPUs (its own, alive or starting, and the busy ones of other
+prediction pools) are fewer than the budget; `floor`s are
+always started, and `ceil` stays each pool's hard bound. Functions and SQL pools (which
+mostly wait on I/O or sleep) are not counted.
+
 A background task pings every worker each `ping_interval` and kills one whose pong is
 late by `ping_timeout` (it is hung: a deadlock, C code holding the GIL, a stopped
 process), and retires idle workers above `cruise`.
@@ -18,6 +27,8 @@ import logging
 import time
 from typing import Any
 
+from node.supervisor.cpus import CpuBudget
+from node.supervisor.lag import LagMonitor
 from node.supervisor.pool import Pool
 from node.supervisor.settings import PoolSettings
 
@@ -33,8 +44,12 @@ class Supervisor:
         ping_timeout: float = 10.0,
         tick_interval: float = 0.25,
         worker_nice: int = 0,
+        cpu_budget: CpuBudget | None = None,
+        shed_lag_ms: int = 0,
     ) -> None:
+        self.lag = LagMonitor(shed_lag_ms)  # pools that queue refuse while the front is behind
         self.max_workers = max_workers
+        self.cpu_budget = cpu_budget  # None: prediction pools grow up to `ceil` (no budget)
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.tick_interval = tick_interval
@@ -47,6 +62,7 @@ class Supervisor:
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._upkeep(), name="supervisor-upkeep")
+        self.lag.start()
 
     async def add_pool(
         self,
@@ -77,6 +93,7 @@ class Supervisor:
         self._starved.pop(pool, None)
 
     async def close(self) -> None:
+        await self.lag.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -85,7 +102,23 @@ class Supervisor:
         self.pools.clear()
 
     # ---- the node-wide cap -------------------------------------------------------------
+    def prediction_workers(self) -> int:
+        return sum(p.size for p in self.pools.values() if p.batchable and not p.closed)
+
+    def cpu_room(self, pool: Pool) -> bool:
+        """Whether `pool` may grow under the CPU budget (see the module docstring)."""
+        if self.cpu_budget is None or not pool.batchable:
+            return True
+        # Its own workers, and the other prediction pools' busy ones: an idle worker of
+        # another endpoint uses no CPU, and retires after its grace if it stays idle.
+        others = sum(p.busy for p in self.pools.values() if p.batchable and p is not pool and not p.closed)
+        return pool.size + others < self.cpu_budget.cpus
+
     def take_slot(self, pool: Pool, *, floor: bool = False) -> bool:
+        # Growth of a started pool is held to the CPU budget; a pool's first workers (its
+        # floor, or the size a rollout starts it at) are not.
+        if not floor and pool._started and not self.cpu_room(pool):
+            return False
         if floor or self.max_workers is None or self.total < self.max_workers:
             self.total += 1
             return True
@@ -103,6 +136,7 @@ class Supervisor:
             and (pool.live > 0 or pool.starting == 0)  # a replacement first (see Pool._grow)
             and pool.size < pool.settings.ceil
             and time.monotonic() >= pool.backoff_until
+            and self.cpu_room(pool)
         )
 
     def _grant(self) -> None:
@@ -155,6 +189,11 @@ class Supervisor:
     def status(self) -> dict[str, Any]:
         return {
             "maxWorkers": self.max_workers,
+            "loopLagMs": round(self.lag.lag_s * 1000, 1),
+            "shedLagMs": round(self.lag.shed_lag_s * 1000) or None,
+            "cpuBudget": None
+            if self.cpu_budget is None
+            else {**self.cpu_budget.to_json(), "predictionWorkers": self.prediction_workers()},
             "workers": self.total,
             "pools": {k: p.status() for k, p in self.pools.items()},
         }
