@@ -12,6 +12,8 @@ command -v h2load >/dev/null || missing+=(nghttp2-client)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
 command -v curl >/dev/null || missing+=(curl)   # tests/readme runs the README's curl calls
+command -v chromium >/dev/null || missing+=(chromium)   # tests/node/test_docs_page.py opens the docs page
+command -v chromedriver >/dev/null || missing+=(chromium-driver)   # ... driven by selenium
 [ ${#missing[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 $SUDO apt-get update -qq
