@@ -197,6 +197,23 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
                 keyed,
             ),
         }
+        # GET predict-simple: the features as query parameters (numbers and booleans as text).
+        fs = _features_schema(gen, eid)
+        required = set(fs.get("required", []))
+        params = [
+            {
+                "name": name,
+                "in": "query",
+                "required": name in required,
+                "schema": {k: v for k, v in sch.items() if k != "nullable"},
+            }
+            for name, sch in fs["properties"].items()
+        ]
+        ops["predict-simple"] = {
+            "summary": f"{eid}: predict one record given as query parameters (a quick test from a browser)",
+            "parameters": params,
+            "responses": ops["predict"]["responses"],
+        }
         multi_examples = [{"items": [{"features": q.get("features")} for q in queries]}] if queries else []
         ops["predict-multi"] = {
             "summary": f"{eid}: predict several records",
@@ -290,7 +307,7 @@ def document(gen: Generation, keyed: bool) -> dict[str, Any]:
         for verb, op in _operations(gen, eid, keyed).items():
             op["operationId"] = f"{eid}_{verb}"  # no dot: Swagger UI escapes it into element ids
             op["tags"] = [eid]
-            paths[f"/{eid}/{verb}"] = {"post": op}
+            paths[f"/{eid}/{verb}"] = {"get" if verb == "predict-simple" else "post": op}
     doc: dict[str, Any] = {
         "openapi": "3.0.3",
         "info": {

@@ -55,7 +55,11 @@ def test_the_document_validates_and_lists_every_endpoint_and_verb(node: NodeProc
         "/explain/run",
         "/score/predict",
         "/score/predict-multi",
+        "/score/predict-simple",
     ]
+    simple = {p["name"]: p for p in doc["paths"]["/score/predict-simple"]["get"]["parameters"]}
+    assert simple["customer_id"]["required"] and not simple["amount"]["required"]
+    assert simple["hour"]["schema"] == {"type": "integer"}
     predict = doc["paths"]["/score/predict"]["post"]
     features = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["features"]["properties"]
     assert features["amount"]["type"] == "number" and features["hour"]["type"] == "integer"
