@@ -211,7 +211,7 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
         ]
         ops["predict-simple"] = {
             "summary": f"{eid}: predict one record given as query parameters (a quick test from a browser)",
-            "parameters": params,
+            "parameters": query_params,
             "responses": ops["predict"]["responses"],
         }
         multi_examples = [{"items": [{"features": q.get("features")} for q in queries]}] if queries else []
