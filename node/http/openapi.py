@@ -200,7 +200,7 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
         # GET predict-simple: the features as query parameters (numbers and booleans as text).
         fs = _features_schema(gen, eid)
         required = set(fs.get("required", []))
-        params = [
+        query_params = [
             {
                 "name": name,
                 "in": "query",
