@@ -30,6 +30,7 @@ from typing import Any
 from node import errors
 
 KEYS_FILE = "admin-keys.txt"
+MANAGED_FILE = "admin-keys.json"  # the keys added over the admin API (node/keys.py)
 audit = logging.getLogger("node.auth")
 
 
@@ -131,11 +132,37 @@ class AdminAuth:
             )
         self._entries: list[dict[str, str]] = []
         self._digests: list[tuple[bytes, str]] = []
+        self._seen: tuple[tuple[int, int, int] | None, ...] = ()
+        self._checked = 0.0
         self.reload()
+
+    recheck_s = 0.5  # the key files are stat'ed at most this often: an edit applies within it
+
+    def _files(self) -> tuple[tuple[int, int, int] | None, ...]:
+        out: list[tuple[int, int, int] | None] = []
+        for name in (KEYS_FILE, MANAGED_FILE):
+            try:
+                st = (self.data_dir / name).stat() if self.data_dir is not None else None
+            except OSError:
+                st = None
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
+        return tuple(out)
+
+    def _reload_if_changed(self) -> None:
+        """Keys written into the files by hand (or by whatever carries a node's desired state)
+        apply without a restart, as the admin API's own changes do."""
+        if self.data_dir is None or time.monotonic() - self._checked < self.recheck_s:
+            return
+        if self._files() != self._seen:
+            self.reload()
+            audit.warning("admin keys reloaded from %s (%d keys)", self.data_dir, len(self._entries))
+        self._checked = time.monotonic()
 
     def reload(self) -> None:
         """Reads the keys again: the given ones, admin-keys.txt and admin-keys.json (the keys
         the admin API manages, see :mod:`node.keys`). Takes effect for the next call."""
+        self._seen = self._files()
+        self._checked = time.monotonic()
         entries: list[dict[str, str]] = []
         seen: set[str] = set()
 
@@ -168,6 +195,7 @@ class AdminAuth:
     def check(self, header: str | None, peer: str | None) -> str | None:
         """Raises Unauthorized (or Forbidden) unless the caller may use the admin API;
         returns the id of the caller's key (None: a loopback caller let in without one)."""
+        self._reload_if_changed()
         key = key_from_header(header)
         if self.open_loopback and is_loopback(peer):
             d = _digest(key) if key else b""

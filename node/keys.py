@@ -30,9 +30,9 @@ from typing import Any
 import orjson
 
 from node import errors
+from node.auth import MANAGED_FILE as ADMIN_KEYS_JSON
 from node.auth import AdminAuth, ApiKeys
 
-ADMIN_KEYS_JSON = "admin-keys.json"
 audit = logging.getLogger("node.auth")
 _META = ("label", "description", "createdBy")
 

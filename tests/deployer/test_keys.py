@@ -94,6 +94,14 @@ def test_admin_keys_through_the_cli(tmp_path: Path) -> None:
         r = deploy("keys", "delete", "nope", "--node", node.grpc)
         assert r.returncode == 1 and "no admin key 'nope'" in r.stderr and "Traceback" not in r.stderr
 
+        # A key written into admin-keys.txt by hand applies without a restart, and so does its removal.
+        keys_txt = node.data_dir / "admin-keys.txt"
+        before = keys_txt.read_text()
+        keys_txt.write_text(before + "hand-written-admin-key-1\n")
+        node.wait_for(lambda: _admin_ok(node.http, "hand-written-admin-key-1") == 200, what="the new key")
+        keys_txt.write_text(before)
+        node.wait_for(lambda: _admin_ok(node.http, "hand-written-admin-key-1") == 401, what="the key's removal")
+
 
 def test_service_keys_rotate_without_restart_on_both_admin_transports(tmp_path: Path) -> None:
     pkg = kinds_package(tmp_path, api_keys=[KEY])
