@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -35,6 +36,7 @@ from node.auth import AdminAuth, ApiKeys
 
 audit = logging.getLogger("node.auth")
 _META = ("label", "description", "createdBy")
+_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # ids go into log lines: no newline or control character
 
 
 def _now() -> str:
@@ -167,6 +169,8 @@ class KeyManager:
         self._service(service)
         entries, _ = self._service_entries(service)
         key_id = _text(body, "id") or secrets.token_hex(6)
+        if not _ID_RE.fullmatch(key_id):
+            raise errors.BadRequest(f"a key id is 1-64 letters, digits, '_', '.', '-': got {key_id!r}")
         if any(e["id"] == key_id for e in entries):
             raise errors.Conflict(f"service {service!r} already has a key {key_id!r}")
         key = secrets.token_hex(32)

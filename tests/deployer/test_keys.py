@@ -137,6 +137,8 @@ def test_service_keys_rotate_without_restart_on_both_admin_transports(tmp_path: 
         r2 = requests.delete(base + "/key0", headers=h, timeout=30)
         assert r2.status_code == 404 and r2.json()["errorType"] == "NOT_FOUND"
         assert requests.get(node.http + "/admin/api/services/nope/keys", headers=h, timeout=30).status_code == 404
+        bad = requests.post(base, json={"id": "a\nb"}, headers=h, timeout=30)
+        assert bad.status_code == 400 and "a key id is" in bad.json()["message"]
 
         # gRPC Admin directly: revoke, and the last key is refused.
         with grpc.insecure_channel(node.grpc) as ch:
