@@ -282,7 +282,14 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
                 names += [n for n in parse_sql(sql).names if n not in names]
             except SqlTextError:
                 pass
-        params = {"type": "object", "properties": {n: dict(_SCALAR) for n in names}, "additionalProperties": True}
+        # The node wants exactly the statements' parameters (a missing or unknown one is a 400).
+        params: dict[str, Any] = {
+            "type": "object",
+            "properties": {n: dict(_SCALAR) for n in names},
+            "additionalProperties": False,
+        }
+        if names:
+            params["required"] = names
         answer = {
             "type": "object",
             "properties": {

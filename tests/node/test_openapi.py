@@ -35,12 +35,14 @@ def _swagger(node: NodeProc) -> dict:
     return r.json()  # type: ignore[no-any-return]
 
 
-def _schemathesis(node: NodeProc, *extra: str) -> None:
+def _schemathesis(node: NodeProc, *extra: str, service: str = "fraud") -> None:
     # Bounded: a few examples per operation keeps the run well under a minute on a busy machine.
-    cmd = [SCHEMATHESIS, "run", node.http + "/public/api/v1/fraud/swagger", "--url", node.http + "/public/api/v1/fraud"]
+    base = f"{node.http}/public/api/v1/{service}"
+    cmd = [SCHEMATHESIS, "run", base + "/swagger", "--url", base]
     cmd += ["-c", CHECKS, "--max-examples", "15", "--phases", "examples,coverage,fuzzing", "-w", "1", "--no-color"]
     cmd += ["--seed", "1", *extra]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    # cwd: schemathesis writes a .schemathesis folder where it runs
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=node.data_dir.parent)
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     assert "No issues found" in run.stdout, run.stdout[-3000:]
 
@@ -108,3 +110,38 @@ def test_schemathesis_finds_nothing_on_a_keyed_service(node: NodeProc) -> None:
         _schemathesis(node, "-H", "Authorization: Bearer fuzz-key-1")
     finally:
         keys.unlink()
+
+
+SQL_SERVICE = """\
+service: ledger
+version: v1
+datasets:
+  customers: data/customers.csv
+endpoints:
+  by_age:
+    type: sql
+    database: bundled
+    statements:
+      - SELECT customer_id, age FROM customers WHERE age >= :min_age AND country = :country
+    test_queries: [{min_age: 30, country: FR}]
+"""
+
+
+def test_sql_parameters_are_the_request_schema_and_schemathesis_finds_nothing(tmp_path: Path) -> None:
+    from compiler.build import compile_service
+
+    folder = tmp_path / "ledger"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "customers.csv").write_text("customer_id,age,country\nC1,34,FR\nC2,51,ES\nC3,29,FR\n")
+    (folder / "service.yaml").write_text(SQL_SERVICE)
+    pkg = compile_service(folder, tmp_path / "ledger.apz", progress=False).out
+    with run_node(tmp_path / "data", pkg) as sql_node:
+        r = requests.get(sql_node.http + "/public/api/v1/ledger/swagger", timeout=30)
+        assert r.status_code == 200, r.text
+        doc = r.json()
+        validate(doc)
+        body = doc["paths"]["/by_age/query"]["post"]["requestBody"]["content"]["application/json"]
+        assert sorted(body["schema"]["properties"]) == ["country", "min_age"]
+        assert body["schema"]["required"] == ["min_age", "country"]
+        assert body["examples"]["test0"]["value"] == {"min_age": 30, "country": "FR"}
+        _schemathesis(sql_node, service="ledger")
