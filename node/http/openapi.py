@@ -1,13 +1,13 @@
 """The OpenAPI 3 document of a service (`GET /public/api/v1/{service}/swagger`) and its
 human page (`GET /public/api/v1/{service}/docs`, Swagger UI shipped in node/http/static).
 
-The document describes the generation that answers a request without dispatch (the
-first of the mapping): one path per endpoint and verb, request schemas from the manifest
+The document describes the service's active generation (under a mapping, the mapping's
+first): one path per endpoint and verb, request schemas from the manifest
 (features with their types and nullability, lookup keys, SQL parameters; a function's
 arguments are free, the manifest does not list them), the answers, the error body, the
 key scheme when the service has keys, and the test queries as examples. Schemas say what
-the node checks, no more: a body the schema allows must never get a 5xx (the suite runs
-schemathesis against this document).
+the node checks: a body the schema allows must never get a 5xx, and what the node refuses
+anyway should be outside the schema (the suite runs schemathesis against this document).
 """
 
 from __future__ import annotations
