@@ -89,6 +89,11 @@ def generate_key(path: Path) -> None:
         os.close(fd)
 
 
+def _call(what: str) -> str:
+    """`what` (a route template or an RPC name: never a value, which could be a key) for an audit line."""
+    return f" ({what})" if what else ""
+
+
 _MANAGED_META = ("id", "label", "description", "createdBy", "createdOn")
 
 
@@ -192,7 +197,7 @@ class AdminAuth:
     def configured(self) -> bool:
         return bool(self._digests)
 
-    def check(self, header: str | None, peer: str | None) -> str | None:
+    def check(self, header: str | None, peer: str | None, what: str = "") -> str | None:
         """Raises Unauthorized (or Forbidden) unless the caller may use the admin API;
         returns the id of the caller's key (None: a loopback caller let in without one)."""
         self._reload_if_changed()
@@ -201,11 +206,11 @@ class AdminAuth:
             d = _digest(key) if key else b""
             return next((kid for ok, kid in self._digests if hmac.compare_digest(d, ok)), None)
         if not self._digests:
-            audit.warning("admin call refused from %s: no admin key configured", peer)
+            audit.warning("admin call refused from %s%s: no admin key configured", peer, _call(what))
             only = "answers loopback callers only" if self.open_loopback else "is closed"
             raise errors.Forbidden(f"this node has no admin key: its admin API {only}")
         if key is None:
-            audit.warning("admin call without a key from %s", peer)
+            audit.warning("admin call without a key from %s%s", peer, _call(what))
             raise errors.Unauthorized("the admin API needs an admin key (Authorization: Bearer KEY)")
         d = _digest(key)
         found = None
@@ -213,7 +218,7 @@ class AdminAuth:
             if hmac.compare_digest(d, ok):
                 found = kid
         if found is None:
-            audit.warning("admin call with a wrong key from %s", peer)
+            audit.warning("admin call with a wrong key from %s%s", peer, _call(what))
             raise errors.Unauthorized("wrong admin key")
         return found
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -106,7 +107,8 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
 
     def _authorise(self, context: Ctx) -> str | None:
         header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
-        return self.auth.check(header if isinstance(header, str) else None, context.peer())
+        what = "Admin/" + sys._getframe(1).f_code.co_name  # the RPC (every one calls this first)
+        return self.auth.check(header if isinstance(header, str) else None, context.peer(), what)
 
     @mapped
     async def PushPackage(self, request_iterator: AsyncIterator[apb.PushChunk], context: Ctx) -> apb.PushResult:

@@ -26,7 +26,10 @@ KEYS = web.AppKey("keys", KeyManager)
 
 
 def _authorise(request: web.Request) -> str | None:
-    return request.app[AUTH].check(request.headers.get("Authorization"), request.remote)
+    # The route's template, not its path: DELETE /admin/api/keys/{key} carries a key.
+    route = request.match_info.route.resource
+    what = f"{request.method} {route.canonical if route is not None else '?'}"
+    return request.app[AUTH].check(request.headers.get("Authorization"), request.remote, what)
 
 
 async def status(request: web.Request) -> web.Response:

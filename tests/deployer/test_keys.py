@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import dataikuapi
@@ -69,7 +70,7 @@ def test_admin_keys_rotate_through_the_dataiku_client(tmp_path: Path) -> None:
         assert _admin_ok(node.http, "not-a-key") == 401
 
     log = (tmp_path / "data.log").read_text()
-    assert "admin call with a wrong key from 127.0.0.1" in log
+    assert "admin call with a wrong key from 127.0.0.1 (GET /admin/api/services)" in log
     assert first not in log and third["key"] not in log and "not-a-key" not in log
     assert f"admin key {new['id']} added by file-{_sha(first)[:8]}" in log
 
@@ -93,6 +94,10 @@ def test_admin_keys_through_the_cli(tmp_path: Path) -> None:
         assert _admin_ok(node.http, added["key"]) == 401
         r = deploy("keys", "delete", "nope", "--node", node.grpc)
         assert r.returncode == 1 and "no admin key 'nope'" in r.stderr and "Traceback" not in r.stderr
+        r = deploy("keys", "list", "--node", node.grpc, "--admin-key", "wrong-admin-key")
+        assert r.returncode == 1 and "Traceback" not in r.stderr
+        assert re.search(r"admin call with a wrong key from ipv4:127\.0\.0\.1:\d+ \(Admin/ListAdminKeys\)", node.log())
+        assert "wrong-admin-key" not in node.log()
 
         # A key written into admin-keys.txt by hand applies without a restart, and so does its removal.
         keys_txt = node.data_dir / "admin-keys.txt"
