@@ -162,6 +162,9 @@ def _deploy_parser(sub: Any) -> None:
     _api_key(p, "the service's API key (default $APINODE_API_KEY)")
     p.add_argument("--generation", metavar="GEN", help="pin the queries to this generation")
     _common(p)
+    from deployer import keys
+
+    keys.add_parsers(dsub, run_command, _common)
 
 
 def _dev_parser(sub: Any) -> None:

@@ -72,6 +72,10 @@ class AdminClient:
         except grpc.RpcError as exc:
             raise from_rpc_error(exc, self.target, what) from None
 
+    def rpc(self, what: str, method: str, request: Any) -> Any:
+        """Calls the Admin RPC named `method` (errors as for every call: DeployError)."""
+        return self._call(what, getattr(self._stub, method), request)
+
     # ---- deploy ------------------------------------------------------------------------
     def push(
         self,

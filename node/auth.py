@@ -25,10 +25,12 @@ import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from node import errors
 
 KEYS_FILE = "admin-keys.txt"
+MANAGED_FILE = "admin-keys.json"  # the keys added over the admin API (node/keys.py)
 audit = logging.getLogger("node.auth")
 
 
@@ -87,14 +89,36 @@ def generate_key(path: Path) -> None:
         os.close(fd)
 
 
+def _call(what: str) -> str:
+    """`what` (a route template or an RPC name: never a value, which could be a key) for an audit line."""
+    return f" ({what})" if what else ""
+
+
+_MANAGED_META = ("id", "label", "description", "createdBy", "createdOn")
+
+
+def _managed(data_dir: Path) -> list[dict[str, Any]]:
+    """The admin keys added over the admin API (DATA_DIR/admin-keys.json); an unreadable
+    file is logged and adds none (the other keys stay in force)."""
+    from node.keys import read_admin_json
+
+    try:
+        return read_admin_json(data_dir)
+    except (errors.BadRequest, OSError) as exc:
+        audit.error("admin keys of %s not read: %s", data_dir, getattr(exc, "message", exc))
+        return []
+
+
 class AdminAuth:
     def __init__(self, keys: Iterable[str], data_dir: Path | None = None, *, open_loopback: bool = False) -> None:
         all_keys = [k for k in keys if k]
         self.open_loopback = open_loopback
+        self.data_dir = data_dir
+        self._given = [(k, "command line") for k in all_keys]  # --admin-key, $APINODE_ADMIN_KEY
         if data_dir is not None:
             path = data_dir / KEYS_FILE
             from_file = read_keys(path)
-            if not all_keys and not from_file and not open_loopback:
+            if not all_keys and not from_file and not open_loopback and not _managed(data_dir):
                 generate_key(path)
                 from_file = read_keys(path)
                 audit.warning(
@@ -106,34 +130,97 @@ class AdminAuth:
                 )
             elif from_file and stat.S_IMODE(path.stat().st_mode) & 0o077:
                 audit.warning("%s is readable by other users: whoever reads it can deploy (chmod 600 it)", path)
-            all_keys += from_file
         if open_loopback:
             audit.warning(
                 "--admin-open-loopback: the admin API answers every loopback caller without a key; "
                 "any process on this host, and any proxy or sidecar forwarding to it, can deploy"
             )
-        self._digests = [_digest(k) for k in all_keys]
+        self._entries: list[dict[str, str]] = []
+        self._digests: list[tuple[bytes, str]] = []
+        self._seen: tuple[tuple[int, int, int] | None, ...] = ()
+        self._checked = 0.0
+        self.reload()
+
+    recheck_s = 0.5  # the key files are stat'ed at most this often: an edit applies within it
+
+    def _files(self) -> tuple[tuple[int, int, int] | None, ...]:
+        out: list[tuple[int, int, int] | None] = []
+        for name in (KEYS_FILE, MANAGED_FILE):
+            try:
+                st = (self.data_dir / name).stat() if self.data_dir is not None else None
+            except OSError:
+                st = None
+            out.append((st.st_ino, st.st_size, st.st_mtime_ns) if st is not None else None)
+        return tuple(out)
+
+    def _reload_if_changed(self) -> None:
+        """Keys written into the files by hand (or by whatever carries a node's desired state)
+        apply without a restart, as the admin API's own changes do."""
+        if self.data_dir is None or time.monotonic() - self._checked < self.recheck_s:
+            return
+        if self._files() != self._seen:
+            self.reload()
+            audit.warning("admin keys reloaded from %s (%d keys)", self.data_dir, len(self._entries))
+        self._checked = time.monotonic()
+
+    def reload(self) -> None:
+        """Reads the keys again: the given ones, admin-keys.txt and admin-keys.json (the keys
+        the admin API manages, see :mod:`node.keys`). Takes effect for the next call."""
+        self._seen = self._files()
+        self._checked = time.monotonic()
+        entries: list[dict[str, str]] = []
+        seen: set[str] = set()
+
+        def add(sha: str, source: str, meta: dict[str, Any] | None = None) -> None:
+            if sha in seen:
+                return
+            seen.add(sha)
+            prefix = {"command line": "cli", KEYS_FILE: "file"}.get(source, "key")
+            base = {"id": f"{prefix}-{sha[:8]}", "label": "", "description": ""}  # a fingerprint, not the key
+            entries.append({**base, "createdBy": "", "createdOn": "", **(meta or {}), "sha256": sha, "source": source})
+
+        for key, source in self._given:
+            add(_digest(key).hex(), source)
+        if self.data_dir is not None:
+            for key in read_keys(self.data_dir / KEYS_FILE):
+                add(_digest(key).hex(), KEYS_FILE)
+            for e in _managed(self.data_dir):
+                add(str(e["sha256"]).lower(), "admin-api", {m: str(e.get(m) or "") for m in _MANAGED_META})
+        self._entries = entries
+        self._digests = [(bytes.fromhex(e["sha256"]), e["id"]) for e in entries]
+
+    def entries(self) -> list[dict[str, str]]:
+        """The admin keys in force: id, digest, where each comes from, and its labels."""
+        return [dict(e) for e in self._entries]
 
     @property
     def configured(self) -> bool:
         return bool(self._digests)
 
-    def check(self, header: str | None, peer: str | None) -> None:
-        """Raises Unauthorized (or Forbidden) unless the caller may use the admin API."""
+    def check(self, header: str | None, peer: str | None, what: str = "") -> str | None:
+        """Raises Unauthorized (or Forbidden) unless the caller may use the admin API;
+        returns the id of the caller's key (None: a loopback caller let in without one)."""
+        self._reload_if_changed()
+        key = key_from_header(header)
         if self.open_loopback and is_loopback(peer):
-            return
+            d = _digest(key) if key else b""
+            return next((kid for ok, kid in self._digests if hmac.compare_digest(d, ok)), None)
         if not self._digests:
-            audit.warning("admin call refused from %s: no admin key configured", peer)
+            audit.warning("admin call refused from %s%s: no admin key configured", peer, _call(what))
             only = "answers loopback callers only" if self.open_loopback else "is closed"
             raise errors.Forbidden(f"this node has no admin key: its admin API {only}")
-        key = key_from_header(header)
         if key is None:
-            audit.warning("admin call without a key from %s", peer)
+            audit.warning("admin call without a key from %s%s", peer, _call(what))
             raise errors.Unauthorized("the admin API needs an admin key (Authorization: Bearer KEY)")
         d = _digest(key)
-        if not any(hmac.compare_digest(d, ok) for ok in self._digests):
-            audit.warning("admin call with a wrong key from %s", peer)
+        found = None
+        for ok, kid in self._digests:  # every digest compared: the time does not say which matched
+            if hmac.compare_digest(d, ok):
+                found = kid
+        if found is None:
+            audit.warning("admin call with a wrong key from %s%s", peer, _call(what))
             raise errors.Unauthorized("wrong admin key")
+        return found
 
 
 class ApiKeys:
@@ -154,8 +241,22 @@ class ApiKeys:
         self._manifest: dict[str, list[dict[str, str]]] = {}  # service -> the package's keys
         self._seen: dict[str, tuple[float, tuple[int, int, int] | None]] = {}  # service -> (checked at, file stat)
 
-    def _path(self, service: str) -> Path:
+    def path(self, service: str) -> Path:
         return self.data_dir / "config" / "services" / service / "api_keys.json"
+
+    _path = path
+
+    def override(self, service: str) -> list[dict[str, str]] | None:
+        """The keys of the service's api_keys.json (None: no such file)."""
+        return self._override(service)
+
+    def manifest_keys(self, service: str) -> list[dict[str, str]]:
+        return list(self._manifest.get(service, []))
+
+    def reload(self, service: str) -> None:
+        """Reads the service's keys again now (the admin API just changed them)."""
+        self._by_service[service] = self._table(service)
+        self._seen[service] = (time.monotonic(), self._stat(service))
 
     def _override(self, service: str) -> list[dict[str, str]] | None:
         path = self._path(service)

@@ -25,6 +25,8 @@ compgen -G "/usr/lib/*/libb64.so.0d" >/dev/null || missing+=(libb64-0d)
 [ -x /usr/sbin/nginx ] || missing+=(nginx)   # tests/nginx.py: an HTTP package repository (WebDAV PUT)
 command -v openssl >/dev/null || missing+=(openssl)   # tests/nginx.py: its Basic auth password file
 command -v curl >/dev/null || missing+=(curl)   # tests/readme runs the README's curl calls
+command -v chromium >/dev/null || missing+=(chromium)   # tests/node/test_docs_page.py opens the docs page
+command -v chromedriver >/dev/null || missing+=(chromium-driver)   # ... driven by selenium
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 if [ ${#missing[@]} -gt 0 ]; then
     $SUDO apt-get update -qq

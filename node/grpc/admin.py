@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +25,7 @@ from node.admin import AdminPlane
 from node.auth import AdminAuth
 from node.dataplane import DataPlane
 from node.grpc.servicer import mapped
+from node.keys import KeyManager
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -101,10 +103,12 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
         self.dp = dataplane
         self.auth = auth
         self.max_package_bytes = max_package_bytes
+        self.keys = KeyManager(auth, admin.registry.keys, admin.storage.root, admin.registry.services)
 
-    def _authorise(self, context: Ctx) -> None:
+    def _authorise(self, context: Ctx) -> str | None:
         header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
-        self.auth.check(header if isinstance(header, str) else None, context.peer())
+        what = "Admin/" + sys._getframe(1).f_code.co_name  # the RPC (every one calls this first)
+        return self.auth.check(header if isinstance(header, str) else None, context.peer(), what)
 
     @mapped
     async def PushPackage(self, request_iterator: AsyncIterator[apb.PushChunk], context: Ctx) -> apb.PushResult:
@@ -231,3 +235,66 @@ class AdminServicer(admin_pb2_grpc.AdminServicer):
                 for eid, st in endpoints.items():
                     eps.append(_endpoint_status_pb(sid, version, eid, st))
         return apb.StatusResponse(ready=doc["ready"], endpoints=eps, json=orjson.dumps(doc).decode())
+
+    # ---- keys (node/keys.py) -------------------------------------------------------------
+    @mapped
+    async def ListAdminKeys(self, request: apb.ListKeysRequest, context: Ctx) -> apb.KeyList:
+        self._authorise(context)
+        return _keys_pb(self.keys.list_admin())
+
+    @mapped
+    async def AddAdminKey(self, request: apb.AddKeyRequest, context: Ctx) -> apb.KeyInfo:
+        by = self._authorise(context)
+        return _key_pb(self.keys.add_admin(_add_body(request), by, context.peer()))
+
+    @mapped
+    async def DeleteAdminKey(self, request: apb.DeleteKeyRequest, context: Ctx) -> apb.KeyList:
+        by = self._authorise(context)
+        if not request.id and not request.key:
+            raise errors.BadRequest("give the admin key's id (or the key itself)")
+        self.keys.delete_admin(request.id or None, request.key or None, by, context.peer())
+        return _keys_pb(self.keys.list_admin())
+
+    @mapped
+    async def ListServiceKeys(self, request: apb.ListKeysRequest, context: Ctx) -> apb.KeyList:
+        self._authorise(context)
+        return _keys_pb(self.keys.list_service(request.service))
+
+    @mapped
+    async def AddServiceKey(self, request: apb.AddKeyRequest, context: Ctx) -> apb.KeyInfo:
+        by = self._authorise(context)
+        return _key_pb(self.keys.add_service(request.service, _add_body(request), by, context.peer()))
+
+    @mapped
+    async def RevokeServiceKey(self, request: apb.DeleteKeyRequest, context: Ctx) -> apb.KeyList:
+        by = self._authorise(context)
+        if not request.id:
+            raise errors.BadRequest("give the id of the service key to revoke")
+        self.keys.revoke_service(request.service, request.id, by, context.peer())
+        return _keys_pb(self.keys.list_service(request.service))
+
+
+def _add_body(request: apb.AddKeyRequest) -> dict[str, Any]:
+    return {
+        "id": request.id,
+        "label": request.label,
+        "description": request.description,
+        "createdBy": request.created_by,
+    }
+
+
+def _key_pb(k: dict[str, Any]) -> apb.KeyInfo:
+    return apb.KeyInfo(
+        id=k.get("id", ""),
+        label=k.get("label", ""),
+        description=k.get("description", ""),
+        created_by=k.get("createdBy", ""),
+        created_on=k.get("createdOn", ""),
+        source=k.get("source", ""),
+        key=k.get("key", ""),
+        service=k.get("service", ""),
+    )
+
+
+def _keys_pb(keys: list[dict[str, Any]]) -> apb.KeyList:
+    return apb.KeyList(keys=[_key_pb(k) for k in keys])

@@ -16,13 +16,20 @@ from node.admin import AdminPlane
 from node.auth import AdminAuth
 from node.dataplane import loads_body
 from node.http.app import DATAPLANE, json_response
+from node.keys import KeyManager
 
 ADMIN = web.AppKey("admin", AdminPlane)
 AUTH = web.AppKey("auth", AdminAuth)
 
 
-def _authorise(request: web.Request) -> None:
-    request.app[AUTH].check(request.headers.get("Authorization"), request.remote)
+KEYS = web.AppKey("keys", KeyManager)
+
+
+def _authorise(request: web.Request) -> str | None:
+    # The route's template, not its path: DELETE /admin/api/keys/{key} carries a key.
+    route = request.match_info.route.resource
+    what = f"{request.method} {route.canonical if route is not None else '?'}"
+    return request.app[AUTH].check(request.headers.get("Authorization"), request.remote, what)
 
 
 async def status(request: web.Request) -> web.Response:
@@ -119,10 +126,57 @@ async def disable(request: web.Request) -> web.Response:
     return json_response(await request.app[ADMIN].set_enabled(request.match_info["service"], False))
 
 
+# ---- keys (dataikuapi.APINodeAdminClient.auth(): GET/POST keys, DELETE keys/{key}, keys/{id}/key) ----
+async def list_admin_keys(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(request.app[KEYS].list_admin())
+
+
+async def add_admin_key(request: web.Request) -> web.Response:
+    by = _authorise(request)
+    body = loads_body(await request.read())
+    return json_response(request.app[KEYS].add_admin(body, by, request.remote))
+
+
+async def delete_admin_key(request: web.Request) -> web.Response:
+    by = _authorise(request)
+    request.app[KEYS].delete_admin(None, request.match_info["key"], by, request.remote)
+    return json_response({"deleted": True})
+
+
+async def delete_admin_key_by_id(request: web.Request) -> web.Response:
+    by = _authorise(request)
+    request.app[KEYS].delete_admin(request.match_info["id"], None, by, request.remote)
+    return json_response({"deleted": request.match_info["id"]})
+
+
+async def list_service_keys(request: web.Request) -> web.Response:
+    _authorise(request)
+    return json_response(request.app[KEYS].list_service(request.match_info["service"]))
+
+
+async def add_service_key(request: web.Request) -> web.Response:
+    by = _authorise(request)
+    body = loads_body(await request.read())
+    return json_response(request.app[KEYS].add_service(request.match_info["service"], body, by, request.remote))
+
+
+async def revoke_service_key(request: web.Request) -> web.Response:
+    by = _authorise(request)
+    mi = request.match_info
+    request.app[KEYS].revoke_service(mi["service"], mi["id"], by, request.remote)
+    return json_response({"revoked": mi["id"]})
+
+
 def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth) -> None:
     app[ADMIN] = admin
     app[AUTH] = auth
+    app[KEYS] = KeyManager(auth, admin.registry.keys, admin.storage.root, admin.registry.services)
     r = app.router
+    r.add_get("/admin/api/keys", list_admin_keys)
+    r.add_post("/admin/api/keys", add_admin_key)
+    r.add_delete("/admin/api/keys/{key}", delete_admin_key)
+    r.add_delete("/admin/api/keys/{id}/key", delete_admin_key_by_id)
     r.add_get("/admin/status", status)
     base = "/admin/api/services"
     r.add_get(base, list_services)
@@ -137,3 +191,6 @@ def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth) -
     r.add_post(base + "/{service}/actions/setMapping", set_mapping)
     r.add_post(base + "/{service}/actions/enable", enable)
     r.add_post(base + "/{service}/actions/disable", disable)
+    r.add_get(base + "/{service}/keys", list_service_keys)
+    r.add_post(base + "/{service}/keys", add_service_key)
+    r.add_delete(base + "/{service}/keys/{id}", revoke_service_key)

@@ -54,8 +54,12 @@ class SqlRuntime:
             path = package_dir / endpoint["database"]
             self.sql = [s.render(sqlparams.sqlite) for s in self.statements]
             try:
+                # Opened by the (niced) loading thread, used by the serving thread: one at a time.
                 self.sqlite = sqlite3.connect(
-                    f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, isolation_level=None
+                    f"{path.resolve().as_uri()}?mode=ro&immutable=1",
+                    uri=True,
+                    isolation_level=None,
+                    check_same_thread=False,
                 )
             except sqlite3.Error as exc:
                 raise RuntimeError_(p.ERR_INTERNAL, f"cannot open {endpoint['database']}: {exc}") from None

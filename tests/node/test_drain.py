@@ -17,10 +17,12 @@ import requests
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+# Triton's OIP stubs, not node._proto.inference: one process cannot load both (one proto package)
+from tritonclient.grpc import service_pb2 as oip
+from tritonclient.grpc import service_pb2_grpc as oipg
+
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from node._proto.inference import grpc_service_pb2 as oip
-from node._proto.inference import grpc_service_pb2_grpc as oipg
 from tests.nodeproc import APINODE, NodeProc, start_node
 from tests.packages import function_package
 

@@ -13,10 +13,12 @@ import requests
 from google.protobuf import struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
+# Triton's OIP stubs, not node._proto.inference: one process cannot load both (one proto package)
+from tritonclient.grpc import service_pb2 as oip
+from tritonclient.grpc import service_pb2_grpc as oipg
+
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from node._proto.inference import grpc_service_pb2 as oip
-from node._proto.inference import grpc_service_pb2_grpc as oipg
 from node.metrics import Metrics
 from tests.nodeproc import NodeProc, run_node
 from tests.packages import function_package, logistic_package

@@ -6,6 +6,62 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class KeyInfo(_message.Message):
+    __slots__ = ("id", "label", "description", "created_by", "created_on", "source", "key", "service")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_ON_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    label: str
+    description: str
+    created_by: str
+    created_on: str
+    source: str
+    key: str
+    service: str
+    def __init__(self, id: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ..., created_on: _Optional[str] = ..., source: _Optional[str] = ..., key: _Optional[str] = ..., service: _Optional[str] = ...) -> None: ...
+
+class KeyList(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("service",)
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    def __init__(self, service: _Optional[str] = ...) -> None: ...
+
+class AddKeyRequest(_message.Message):
+    __slots__ = ("service", "id", "label", "description", "created_by")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    CREATED_BY_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    id: str
+    label: str
+    description: str
+    created_by: str
+    def __init__(self, service: _Optional[str] = ..., id: _Optional[str] = ..., label: _Optional[str] = ..., description: _Optional[str] = ..., created_by: _Optional[str] = ...) -> None: ...
+
+class DeleteKeyRequest(_message.Message):
+    __slots__ = ("service", "id", "key")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    id: str
+    key: str
+    def __init__(self, service: _Optional[str] = ..., id: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
 class PushHeader(_message.Message):
     __slots__ = ("size", "sha256", "filename", "activate", "mapping")
     SIZE_FIELD_NUMBER: _ClassVar[int]

@@ -99,6 +99,36 @@ class AdminStub:
                 request_serializer=apinode_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
                 response_deserializer=apinode_dot_v1_dot_admin__pb2.StatusResponse.FromString,
                 _registered_method=True)
+        self.ListAdminKeys = channel.unary_unary(
+                '/apinode.v1.Admin/ListAdminKeys',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+                _registered_method=True)
+        self.AddAdminKey = channel.unary_unary(
+                '/apinode.v1.Admin/AddAdminKey',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.AddKeyRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.DeleteAdminKey = channel.unary_unary(
+                '/apinode.v1.Admin/DeleteAdminKey',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+                _registered_method=True)
+        self.ListServiceKeys = channel.unary_unary(
+                '/apinode.v1.Admin/ListServiceKeys',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+                _registered_method=True)
+        self.AddServiceKey = channel.unary_unary(
+                '/apinode.v1.Admin/AddServiceKey',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.AddKeyRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyInfo.FromString,
+                _registered_method=True)
+        self.RevokeServiceKey = channel.unary_unary(
+                '/apinode.v1.Admin/RevokeServiceKey',
+                request_serializer=apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.SerializeToString,
+                response_deserializer=apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -191,6 +221,46 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAdminKeys(self, request, context):
+        """Keys, applied at once (no restart, no re-activation) and kept in the data dir.
+        A new key is answered once, in `KeyInfo.key` of the Add call; lists never show keys.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddAdminKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAdminKey(self, request, context):
+        """By `id`, or by the key itself (`key`). The last admin key cannot be deleted.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServiceKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddServiceKey(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeServiceKey(self, request, context):
+        """By `id`. The last key of a service cannot be revoked (a service without keys is public).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -258,6 +328,36 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=apinode_dot_v1_dot_admin__pb2.StatusRequest.FromString,
                     response_serializer=apinode_dot_v1_dot_admin__pb2.StatusResponse.SerializeToString,
+            ),
+            'ListAdminKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminKeys,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyList.SerializeToString,
+            ),
+            'AddAdminKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddAdminKey,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.AddKeyRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyInfo.SerializeToString,
+            ),
+            'DeleteAdminKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAdminKey,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyList.SerializeToString,
+            ),
+            'ListServiceKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServiceKeys,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.ListKeysRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyList.SerializeToString,
+            ),
+            'AddServiceKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddServiceKey,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.AddKeyRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyInfo.SerializeToString,
+            ),
+            'RevokeServiceKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeServiceKey,
+                    request_deserializer=apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.FromString,
+                    response_serializer=apinode_dot_v1_dot_admin__pb2.KeyList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -611,6 +711,168 @@ class Admin:
             '/apinode.v1.Admin/Status',
             apinode_dot_v1_dot_admin__pb2.StatusRequest.SerializeToString,
             apinode_dot_v1_dot_admin__pb2.StatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/ListAdminKeys',
+            apinode_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddAdminKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/AddAdminKey',
+            apinode_dot_v1_dot_admin__pb2.AddKeyRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAdminKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/DeleteAdminKey',
+            apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServiceKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/ListServiceKeys',
+            apinode_dot_v1_dot_admin__pb2.ListKeysRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddServiceKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/AddServiceKey',
+            apinode_dot_v1_dot_admin__pb2.AddKeyRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeServiceKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/apinode.v1.Admin/RevokeServiceKey',
+            apinode_dot_v1_dot_admin__pb2.DeleteKeyRequest.SerializeToString,
+            apinode_dot_v1_dot_admin__pb2.KeyList.FromString,
             options,
             channel_credentials,
             insecure,
