@@ -5,18 +5,21 @@ package, one node): fitted on the zoo's small DataFrame, compiled (one group wit
 `apinode compile` CLI, the others with `compile_service`), served by `apinode serve`, called
 with `dataikuapi.APINodeClient` on the 60 held-out rows (nulls included, unseen categories
 and words), and compared with scikit-learn: classes identical, probabilities within 1e-4,
-regressions within 1e-4 relative. Refused cases must fail at compile time with a message
+regressions within 1e-4 relative. Every endpoint is also asked for explanations on a few
+held-out rows (see `_check_explanations`). Refused cases must fail at compile time with a message
 naming what is unsupported and what to do. The README's support matrix must be what
 `python -m tests.compiler.zoo --write-readme` writes.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,12 @@ GROUPS = [(task, kind) for task in zoo.TASKS for kind in ("estimator", "step")]
 CLI_GROUP = ("regression", "step")  # compiled by the real `apinode compile` in a subprocess
 # Workers start on the first call and retire when idle: one node holds ~20 endpoints.
 POOL = {"floor": 0, "cruise": 0, "ceil": 1, "idle_grace_ms": 200}
+# Explanations: a small background and a step count that is a multiple of it, so SHAPLEY's
+# efficiency is exact up to floating point (EFFICIENCY_TOL, probability or prediction units).
+BACKGROUND_ROWS = 10
+MC_STEPS = 20
+EXPLAINED_ROWS = (2, 7, 19, 34)  # held-out rows: null a (2), NaN cat (7), NaN a (19), unseen cat (34)
+EFFICIENCY_TOL = 1e-5  # absolute; relative for a regression's value above 1
 
 
 def _slug(i: int, name: str) -> str:
@@ -77,6 +86,7 @@ def _write_group(folder: Path, task: str, cases: list[zoo.Case]) -> dict[str, tu
             "model": f"{eid}.joblib",
             "sample": f"{eid}.csv",
             "pool": POOL,
+            "explanations": {"background_rows": BACKGROUND_ROWS},
         }
         fitted[eid] = (model, held)
     doc = {"service": "zoo", "version": "v1", "endpoints": endpoints}
@@ -110,6 +120,67 @@ def _check(eid: str, task: str, model: Any, held: pd.DataFrame, answers: list[di
     np.testing.assert_allclose(probas, model.predict_proba(held), rtol=0, atol=1e-4, err_msg=eid)
 
 
+def _manifest(pkg: Path) -> dict[str, Any]:
+    with zipfile.ZipFile(pkg) as z:
+        return dict(json.loads(z.read("manifest.json")))
+
+
+def _background(pkg: Path, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """The endpoint's stored background rows, as feature dicts a client can send."""
+    names = [f["name"] for f in entry["features"]]
+    with zipfile.ZipFile(pkg) as z:
+        rows = json.loads(z.read(entry["explanations"]["background"]))
+    assert len(rows) == BACKGROUND_ROWS
+    return [dict(zip(names, r, strict=True)) for r in rows]
+
+
+def _target(answer: dict[str, Any], cls: Any) -> float:
+    """What explanations explain: the value, or the probability of class `cls`."""
+    return float(answer["prediction"] if cls is None else answer["probas"][str(cls)])
+
+
+def _check_explanations(
+    client: dataikuapi.APINodeClient, pkg: Path, eid: str, task: str, records: list[dict[str, Any]]
+) -> None:
+    """SHAPLEY with every feature asked: k names among the endpoint's inputs, the method, and
+    efficiency (the contributions plus the background's mean prediction, predicted by the
+    node, equal the explained value). ICE: the same names and method, and each contribution
+    exactly f(x) - mean_b f(x with the feature from background row b), also predicted here."""
+    entry = _manifest(pkg)["endpoints"][eid]
+    names = [f["name"] for f in entry["features"]]
+    background = _background(pkg, entry)
+    bg_answers = client.predict_records(eid, [{"features": r} for r in background])["results"]
+    for i in EXPLAINED_ROWS:
+        x = records[i]
+        shap = client.predict_record(
+            eid,
+            x,
+            with_explanations=True,
+            explanation_method="SHAPLEY",
+            n_explanations=len(names),
+            n_explanations_mc_steps=MC_STEPS,
+        )["result"]
+        assert shap["explanationMethod"] == "SHAPLEY", (eid, shap)
+        phi = shap["explanations"]
+        assert sorted(phi) == sorted(names), (eid, phi)
+        # binary: the second class (no zoo endpoint sets positive_class); multiclass: x's class
+        cls = None if task == "regression" else entry["classes"][1] if task == "binary" else shap["prediction"]
+        fx = _target(shap, cls)
+        expected = float(np.mean([_target(b, cls) for b in bg_answers]))
+        tol = EFFICIENCY_TOL * max(1.0, abs(fx))
+        assert abs(sum(phi.values()) + expected - fx) <= tol, (eid, i, phi, expected, fx)
+
+        ice = client.predict_record(eid, x, with_explanations=True, explanation_method="ICE", n_explanations=3)[
+            "result"
+        ]
+        assert ice["explanationMethod"] == "ICE", (eid, ice)
+        assert len(ice["explanations"]) == min(3, len(names)) and set(ice["explanations"]) <= set(names), (eid, ice)
+        for name, value in ice["explanations"].items():
+            moved = client.predict_records(eid, [{"features": {**x, name: b[name]}} for b in background])["results"]
+            mean = float(np.mean([_target(m, cls) for m in moved]))
+            assert abs(fx - mean - value) <= tol, (eid, i, name, value, fx - mean)
+
+
 @pytest.mark.parametrize(("task", "kind"), GROUPS, ids=[f"{t}-{k}" for t, k in GROUPS])
 def test_zoo_group_served_matches_sklearn(tmp_path: Path, task: str, kind: str) -> None:
     cases = _group(task, kind)
@@ -126,6 +197,7 @@ def test_zoo_group_served_matches_sklearn(tmp_path: Path, task: str, kind: str) 
             records = _records(held)
             answers = client.predict_records(eid, [{"features": r} for r in records])["results"]
             _check(eid, task, model, held, answers)
+            _check_explanations(client, out, eid, task, records)
         # a bare NaN is a missing value; Infinity is no number a model can take
         eid = next(iter(fitted))
         body = b'{"features": {"a": Infinity, "b": 1.0, "age": 30, "cat": "x"}}'
