@@ -469,3 +469,19 @@ def test_a_large_explained_batch_is_computed_in_bounded_memory(served: dict[str,
     assert node.pool("lin", "score")["workers"]["pids"] == pids  # no worker died (or grew) meanwhile
     growth = max(_peak_rss_mb(pid) - before[pid] for pid in pids)
     assert growth < 150, f"the worker's peak memory grew by {growth:.0f} MB"
+
+
+def test_an_explained_request_past_the_cost_cap_is_refused_before_it_runs(served: dict[str, Any]) -> None:
+    """6000 items x 1000 SHAPLEY steps x 4 features is 24M model rows, past the 20M a request
+    may cost: refused at once (413), and the same items with fewer steps are answered."""
+    node = served["node"]
+    items = [{"features": dict.fromkeys(LIN, float(i % 7))} for i in range(6000)]
+    ask = {"enabled": True, "method": "SHAPLEY", "nMonteCarloSteps": 1000}
+    r = requests.post(node.url("lin", "score", "predict-multi"), json={"items": items, "explanations": ask}, timeout=60)
+    assert r.status_code == 413 and r.json()["errorType"] == "PAYLOAD_TOO_LARGE", r.text[:300]
+    assert "24,000,000 model rows" in r.json()["message"] and "fewer nMonteCarloSteps" in r.json()["message"]
+    ask["nMonteCarloSteps"] = 10
+    r = requests.post(
+        node.url("lin", "score", "predict-multi"), json={"items": items, "explanations": ask}, timeout=300
+    )
+    assert r.status_code == 200 and len(r.json()["results"]) == 6000, r.text[:300]
