@@ -99,7 +99,26 @@ class AdminPlane:
         self, service: str, stored: StoredGeneration, *, to_serve: bool = True
     ) -> tuple[Generation, list[dict[str, Any]]]:
         """Loads a generation and plays its test queries; refuses it if one fails.
-        `to_serve`: it is about to take traffic (else only verified, at `floor`)."""
+        `to_serve`: it is about to take traffic (else only verified, at `floor`).
+
+        A caller cancelled meanwhile (gRPC cancels a push whose client gave up; a shutdown)
+        does not cut the load short: cut anywhere, it left pools running that nothing
+        owned, their workers alive and holding slots until the node exited. The load ends
+        in the background and what it loaded is then retired."""
+        task = asyncio.create_task(self._load_and_test(service, stored, to_serve=to_serve))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._retire_abandoned)
+            raise
+
+    def _retire_abandoned(self, task: asyncio.Task[tuple[Generation, list[dict[str, Any]]]]) -> None:
+        if not task.cancelled() and task.exception() is None:  # a failed load cleaned up after itself
+            self._retire(task.result()[0])
+
+    async def _load_and_test(
+        self, service: str, stored: StoredGeneration, *, to_serve: bool
+    ) -> tuple[Generation, list[dict[str, Any]]]:
         version = stored.version
         # Below the serving workers' priority when workers serve (any service's): they go first.
         serving = any(s.loaded for s in self.registry.services.values())

@@ -300,6 +300,7 @@ class DataPlane:
             raise errors.PayloadTooLarge(
                 f"{len(items)} items in one call; the limit is {self.limits.max_items} (--max-items)"
             )
+        expl.check_cost(ep.spec, task, len(items))
         rows = []
         max_string = self.limits.max_string_chars
         enricher = ep.enricher

@@ -17,6 +17,12 @@ from node import errors
 from node.package import EndpointSpec
 
 METHODS = ("SHAPLEY", "ICE")
+# Perturbed model rows one request may cost (items x steps x features for SHAPLEY; ICE's
+# cost is bounded by the background, at most this many rows per item times the features).
+# The worker runs them in bounded groups, but batched with other requests, so one request
+# must not occupy a worker for minutes: past this it is refused before anything runs.
+MAX_EXPLAINED_ROWS = 20_000_000
+ICE_BACKGROUND_BOUND = 1000
 
 
 def _int(asked: dict[str, Any], key: str, default: int) -> int:
@@ -74,6 +80,20 @@ def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
             "(service.yaml: explanations.max_mc_steps)"
         )
     return {"method": method, "k": k, "steps": steps}
+
+
+def check_cost(spec: EndpointSpec, task: dict[str, Any] | None, items: int) -> None:
+    """Refuses a request whose explanations would cost more than MAX_EXPLAINED_ROWS model rows."""
+    if task is None:
+        return
+    per_feature = task["steps"] if task["method"] == "SHAPLEY" else ICE_BACKGROUND_BOUND
+    cost = items * per_feature * max(1, len(spec.features))
+    if cost > MAX_EXPLAINED_ROWS:
+        raise errors.PayloadTooLarge(
+            f"explaining {items} items with {task['method']} ({task['steps']} steps, {len(spec.features)} features) "
+            f"would run some {cost:,} model rows; one request may run at most {MAX_EXPLAINED_ROWS:,}: "
+            "send fewer items per call or fewer nMonteCarloSteps"
+        )
 
 
 def wrap(row: list[Any], task: dict[str, Any] | None) -> Any:

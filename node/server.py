@@ -132,8 +132,17 @@ class Node:
         self.http_guard = ConnectionGuard(
             self._runner.server, max_connections=self.max_connections, header_timeout=s.header_timeout
         )
+        tls = _http_tls(s)
         self._listener = await asyncio.get_running_loop().create_server(
-            self.http_guard, s.host, s.http_port, ssl=_http_tls(s), reuse_address=True, backlog=1024
+            self.http_guard,
+            s.host,
+            s.http_port,
+            ssl=tls,
+            # The guard sees a TLS connection only once its handshake is done: until then the
+            # header timeout bounds it (asyncio's default would hold it for 60 s).
+            ssl_handshake_timeout=s.header_timeout if tls is not None else None,
+            reuse_address=True,
+            backlog=1024,
         )
         self.http_port = self._listener.sockets[0].getsockname()[1]
 

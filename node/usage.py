@@ -84,7 +84,7 @@ def _admin_header(node: Any) -> str:
         return ""
     keys = node.settings.data_dir / "admin-keys.txt"
     if keys.exists():
-        key = f"$(grep -vm1 '^#' {shlex.quote(str(keys))})"
+        key = f"$(grep -m1 -v -e '^#' -e '^[[:space:]]*$' {shlex.quote(str(keys))})"  # as node.auth reads it: no comment, no blank
     else:
         key = "$APINODE_ADMIN_KEY"
     return f' -H "Authorization: Bearer {key}"'

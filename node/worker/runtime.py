@@ -167,25 +167,34 @@ class PredictionRuntime:
         plain = [r["row"] if isinstance(r, dict) else r for r in rows]
         answer = self.run(plain)
         x = self._matrix(plain)
-        plans = [
-            (i, ex.plan(x[i], ex.Job(r["method"], int(r["k"]), int(r["steps"])), self.background))
-            for i, r in enumerate(rows)
-            if isinstance(r, dict)
-        ]
         # One model run for the batch's perturbed rows, unless together they exceed
         # MAX_RUN_ROWS: then one run per group of whole requests (never a request split).
-        groups: list[list[np.ndarray]] = [[]]
-        size = 0
-        for _, pl in plans:
-            if size + len(pl.rows) > MAX_RUN_ROWS and size:
-                groups.append([])
-                size = 0
-            groups[-1].append(pl.rows)
-            size += len(pl.rows)
-        out = np.concatenate([self._outputs(np.concatenate(g)) for g in groups])
+        # Each group is planned, run and reduced before the next is planned: the perturbed
+        # rows of a whole batch (up to max_items x steps x features) would not fit in memory.
         explanations: list[Any] = [None] * len(rows)
+        group: list[tuple[int, ex.Plan]] = []
+        size = 0
+        for i, r in enumerate(rows):
+            if not isinstance(r, dict):
+                continue
+            pl = ex.plan(x[i], ex.Job(r["method"], int(r["k"]), int(r["steps"])), self.background)
+            if size + len(pl.rows) > MAX_RUN_ROWS and group:
+                self._explain_group(group, answer, explanations)
+                group, size = [], 0
+            group.append((i, pl))
+            size += len(pl.rows)
+        if group:
+            self._explain_group(group, answer, explanations)
+        return (*answer, explanations)
+
+    def _explain_group(self, group: list[tuple[int, Any]], answer: tuple[list[Any], ...], into: list[Any]) -> None:
+        """One model run for the perturbed rows of `group` ((row index, plan)), their
+        explanations written into `into`."""
+        from node.worker import explain as ex
+
+        out = self._outputs(np.concatenate([pl.rows for _, pl in group]))
         start = 0
-        for i, pl in plans:
+        for i, pl in group:
             values = out[start : start + pl.rows.shape[0]]
             start += pl.rows.shape[0]
             if self.class_index is None:
@@ -195,8 +204,7 @@ class PredictionRuntime:
                 c = self.positive if len(probas) == 2 else int(answer[0][i])
                 fx, target, bg = float(probas[c]), values[:, c], self.bg_out[:, c]
             phi = ex.contributions(pl, fx, target, bg)
-            explanations[i] = {"explanations": ex.strongest(self.names, phi, pl.job.k), "method": pl.job.method}
-        return (*answer, explanations)
+            into[i] = {"explanations": ex.strongest(self.names, phi, pl.job.k), "method": pl.job.method}
 
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_PREDICT:

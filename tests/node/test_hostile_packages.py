@@ -494,3 +494,46 @@ def test_tampered_generation_is_refused_at_load(tmp_path: Path) -> None:
         -3000:
     ]
     assert not (tmp_path / "evil-code-ran.txt").exists()
+
+
+def _worker_pids(node: NodeProc) -> set[int]:
+    """The node's child processes (its workers), read from /proc."""
+    pids = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[1]) == node.proc.pid:
+            pids.add(int(stat.parent.name))
+    return pids
+
+
+def test_a_push_its_client_gave_up_on_leaves_no_worker_behind(tmp_path: Path) -> None:
+    """A push whose client leaves while the generation loads (here a gRPC deadline) is
+    cancelled by gRPC. The load must not stop halfway with its pools running unowned: its
+    workers stayed alive, loaded, and held slots of --max-workers until the node exited."""
+    slow = function_package(
+        tmp_path,
+        {"e": {"function": "echo", "pool": {"floor": 2, "cruise": 2, "ceil": 2}}},
+        service="slow",
+        code="import time\ntime.sleep(4)  # a slow load\n\ndef echo(**kw):\n    return kw\n",
+    )
+    data = slow.read_bytes()
+
+    def chunks() -> Iterator[apb.PushChunk]:
+        yield apb.PushChunk(header=apb.PushHeader(size=len(data), sha256=sha(data), activate=True))
+        yield apb.PushChunk(data=data)
+
+    with run_node(tmp_path / "data", args=["--allow-empty"]) as node, grpc.insecure_channel(node.grpc) as channel:
+        admin = apbg.AdminStub(node.admin_channel(channel))
+        with pytest.raises(grpc.RpcError) as err:
+            admin.PushPackage(chunks(), timeout=1.5)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        node.wait_for(lambda: not _worker_pids(node), timeout=60, what="the abandoned load's workers to exit")
+        status = node.status()
+        assert status["services"] == {} and status["supervisor"]["workers"] == 0
+        admin.PushPackage(chunks(), timeout=120)  # the same push, waited for, serves
+        assert len(_worker_pids(node)) == 2 == node.status()["supervisor"]["workers"]
+        r = requests.post(node.url("slow", "e", "run"), json={"a": 1}, timeout=30)
+        assert r.status_code == 200 and r.json()["response"] == {"a": 1}

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -73,3 +75,28 @@ def test_tls_and_client_certificates(tmp_path: Path) -> None:
             grpc_run(node.grpc_port, pki, client_cert=False)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert f"serving on https://127.0.0.1:{node.http_port} and grpc (mutual TLS) 127.0.0.1:" in node.log()
+
+
+def test_a_stalled_tls_handshake_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
+    """asyncio hands a TLS connection to the HTTP connection guard only once its handshake
+    is done; before that neither --header-timeout nor the connection cap applied, and a
+    client that stalled in the handshake held its descriptor for asyncio's default 60 s."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_pki(pki)
+    pkg = function_package(tmp_path, {"e": {"function": "pid"}})
+    tls = ["--tls-cert", str(pki / "server.crt"), "--tls-key", str(pki / "server.key"), "--header-timeout", "1"]
+    with run_node(tmp_path / "data", pkg, args=tls) as node:
+        stalled = [socket.create_connection(("127.0.0.1", node.http_port)) for _ in range(3)]
+        for s in stalled:
+            s.sendall(b"\x16\x03\x01")  # the first bytes of a TLS ClientHello, never the rest
+        deadline = time.monotonic() + 30  # far below asyncio's 60 s, far above the 1 s asked
+        for s in stalled:
+            s.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                assert s.recv(100) == b""  # closed by the node (a timeout here: still open)
+            except ConnectionResetError:
+                pass  # closed by the node, abruptly
+            s.close()
+        url = f"https://localhost:{node.http_port}/public/api/v1/svc/e/run"
+        assert requests.post(url, verify=pki / "ca.crt", timeout=30).status_code == 200
