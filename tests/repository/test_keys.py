@@ -15,7 +15,7 @@ import requests
 
 from tests.deployer.conftest import deploy, make_package, ok
 from tests.nodeproc import NodeProc, start_node
-from tests.repository.helpers import Fleet, node_args, wait_ready
+from tests.repository.helpers import Fleet, node_args, status, wait_ready
 
 PKG_KEY = "the-package-s-own-service-key"
 
@@ -90,22 +90,31 @@ def test_service_keys_travel_in_the_repository_state(tmp_path: Path) -> None:
         wait_ready(node)
         assert _code(node, other) == 200 and _code(node, team) == 401 and _code(node, PKG_KEY) == 401
 
-        # A service published without keys, given one by the repository: a node started
-        # afterwards never answers it without the key (the keys land before the package).
+        # A service published without keys, given one by the repository; its state also
+        # tunes an endpoint the package lacks, so every sync of it fails after the push.
+        # The keys still apply, on the running nodes and on a node started afterwards,
+        # which never answers the service without a key (the keys land before the package).
         ok(deploy("publish", make_package(fleet.pkgdir, "v1", service="open"), "--repository", repo, "--activate"))
         _everywhere(fleet, None, 200, "open")
-        opener = json.loads(ok(deploy("keys", "add", "--service", "open", "--repository", repo, "--json")).stdout)[
-            "key"
-        ]
+        ok(deploy("tune", "open", "nope", "ceil=2", "--repository", repo))
+        r = ok(deploy("keys", "add", "--service", "open", "--repository", repo, "--json"))
+        opener = json.loads(r.stdout)["key"]
         _everywhere(fleet, None, 401, "open")
+        _everywhere(fleet, opener, 200, "open")
         late = start_node(tmp_path / "late", args=node_args(str(repo)))
         fleet.nodes.append(late)
         seen = set()
         deadline = time.monotonic() + 90
-        while _code(late, opener, "open") != 200:
-            seen.add(_code(late, None, "open"))
-            assert time.monotonic() < deadline, "the late node never served the open service"
-        assert 200 not in seen and _code(late, None, "open") == 401
+        while (code := _code(late, opener, "open")) != 200 or _code(late, "nope", "open") == 200:
+            seen.add(code)
+            assert time.monotonic() < deadline, f"the late node never served the open service: {seen}"
+            time.sleep(0.05)
+        assert _code(late, None, "open") == 401 and _code(late, "nope", "open") == 401
+        _until(
+            "the late node's sync fails",
+            lambda: "no endpoint 'nope'" in (status(late)["repository"]["lastError"] or ""),
+        )
+        assert _code(late, None, "open") == 401
     finally:
         for node in fleet.nodes:
             node.stop()
