@@ -14,6 +14,7 @@ from pathlib import Path
 import requests
 
 from tests.deployer.conftest import deploy, make_package, ok
+from tests.nginx import start_nginx
 from tests.nodeproc import NodeProc, start_node
 from tests.repository.helpers import Fleet, node_args, status, wait_ready
 
@@ -125,3 +126,27 @@ def test_service_keys_travel_in_the_repository_state(tmp_path: Path) -> None:
 def test_admin_keys_stay_per_node(tmp_path: Path) -> None:
     r = deploy("keys", "add", "--repository", tmp_path, "--admin-key", "x")
     assert r.returncode == 2 and "admin keys stay per node" in r.stderr
+
+
+def test_keys_in_an_http_repository_copy_the_package_s_keys(tmp_path: Path) -> None:
+    server = start_nginx()
+    try:
+        pkg = make_package(tmp_path / "pkgs", "v1", api_keys=[PKG_KEY])
+        ok(deploy("publish", pkg, "--repository", server.url, "--activate"))
+        args = ("--service", "svc", "--repository", server.url, "--json")
+        added = json.loads(ok(deploy("keys", "add", *args, "--id", "ci", "--created-by", "ops")).stdout)
+        assert added["id"] == "ci" and added["createdBy"] == "ops" and added["serial"] == 2
+        state = json.loads((server.www / "state.json").read_text())
+        keys = state["services"]["svc"]["api_keys"]
+        assert [(k["id"], k["sha256"]) for k in keys] == [
+            ("key0", hashlib.sha256(PKG_KEY.encode()).hexdigest()),
+            ("ci", hashlib.sha256(added["key"].encode()).hexdigest()),
+        ]
+        again = deploy("keys", "add", *args, "--id", "ci")
+        assert again.returncode == 1 and "already has a key 'ci'" in again.stderr
+        missing = deploy("keys", "delete", "nope", *args)
+        assert missing.returncode == 1 and "has no key 'nope'" in missing.stderr
+        deleted = json.loads(ok(deploy("keys", "delete", "key0", *args)).stdout)
+        assert [k["id"] for k in deleted["keys"]] == ["ci"] and deleted["serial"] == 3
+    finally:
+        server.stop()
