@@ -1,6 +1,10 @@
 """`apinode deploy keys list|add|delete`: admin keys, or with `--service S` that service's
 API keys, managed over the node's gRPC Admin API (applied at once, no restart).
 
+With `--repository DIR|URL` (and `--service`), the keys are those of a package
+repository's desired state, which every node of the repository converges to
+(:mod:`deployer.repokeys`).
+
 A new key is printed once, by `add` (the node keeps only its sha256); `list` shows ids,
 labels and where each key is kept, never a key.
 """
@@ -16,6 +20,7 @@ from rich.table import Table
 
 from deployer.errors import EXIT_OK, UsageError
 from deployer.output import Output
+from deployer.repokeys import cmd_repository_keys
 from node._proto.apinode.v1 import admin_pb2
 
 
@@ -113,8 +118,13 @@ def add_parsers(dsub: Any, run: Any, common: Any) -> None:
         ("delete", cmd_keys_delete, "delete an admin key, or revoke a service API key (--service), by id"),
     ):
         p = ksub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=lambda args, h=handler: run(h, args))
+        p.set_defaults(func=lambda args, h=handler: run(cmd_repository_keys if args.repository else h, args))
         p.add_argument("--service", metavar="SERVICE", help="a service's API keys instead of the admin keys")
+        p.add_argument(
+            "--repository",
+            metavar="DIR|URL",
+            help="with --service: the keys in a package repository's state, which its nodes converge to",
+        )
         if name == "add":
             p.add_argument("--id", metavar="ID", help="the new service key's id (default: random)")
             p.add_argument("--label", metavar="TEXT")

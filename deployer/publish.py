@@ -52,6 +52,9 @@ class _Store:
     def has(self, file: str, size: int) -> bool:
         raise NotImplementedError
 
+    def get(self, file: str) -> bytes:
+        raise NotImplementedError
+
     def upload(self, file: str, src: Path, on_progress: Any) -> None:
         raise NotImplementedError
 
@@ -91,6 +94,12 @@ class _DirStore(_Store):
     def has(self, file: str, size: int) -> bool:
         path = self.root / file
         return path.is_file() and path.stat().st_size == size
+
+    def get(self, file: str) -> bytes:
+        try:
+            return (self.root / file).read_bytes()
+        except OSError as exc:
+            raise DeployError(f"cannot read {self.root / file}: {exc}") from None
 
     def upload(self, file: str, src: Path, on_progress: Any) -> None:
         size = src.stat().st_size
@@ -177,6 +186,12 @@ class _HttpStore(_Store):
     def has(self, file: str, size: int) -> bool:
         code, headers, _ = self._request("HEAD", file)
         return code == 200 and headers.get("Content-Length") == str(size)
+
+    def get(self, file: str) -> bytes:
+        code, _, body = self._request("GET", file)
+        if code != 200:
+            raise DeployError(f"GET {self.base}{file}: HTTP {code}")
+        return bytes(body)
 
     def upload(self, file: str, src: Path, on_progress: Any) -> None:
         size = src.stat().st_size

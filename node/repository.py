@@ -8,7 +8,9 @@ every generation the mapping names that the node lacks (or holds with other cont
 downloaded into the data dir's tmp/, its sha256 compared with the state's, and then given
 to the admin plane's push, so it gets the same checks as a push (package verification,
 load, test queries); then the mapping switches with the admin plane's zero-downtime switch,
-and enabled and pool tuning follow.
+and enabled and pool tuning follow. A service's API keys, when the state carries them, are
+written first to the service's api_keys.json (the file :class:`~node.auth.ApiKeys` reads,
+as the admin API's key management does) and apply at once.
 
 A failure (download, checksum, load, test queries) leaves the service on what it served:
 it is logged, counted in metrics, shown in the status document's `repository` section,
@@ -35,6 +37,7 @@ from prometheus_client.registry import Collector
 
 from node import errors
 from node.admin import AdminPlane
+from node.keys import write_json
 from node.package import PackageError
 from node.repostate import STATE_FILE, RepoService, RepoState, StateError, check_mapping, loads
 from node.supervisor import settings as pool_settings
@@ -261,6 +264,7 @@ class RepositorySync:
         return problems
 
     async def _converge_service(self, sid: str, want: RepoService) -> None:
+        self._converge_keys(sid, want)
         if want.mapping is None:
             return  # published, never activated: nothing to serve yet
         svc = self.admin.registry.services.get(sid)
@@ -285,6 +289,26 @@ class RepositorySync:
             current = pool_settings.read_override(self.admin.storage.root, sid, endpoint)
             if any(current.get(k) != v for k, v in values.items()):
                 await self.admin.set_tuning(sid, endpoint, values)
+
+    def _converge_keys(self, sid: str, want: RepoService) -> None:
+        """The state's keys of `sid` become the node's (before any push: a service deployed
+        from the repository starts with them)."""
+        if want.api_keys is None:
+            return  # the repository leaves this service's keys to the node
+        keys = self.admin.registry.keys
+        try:
+            same = keys.override(sid) == want.api_keys
+        except errors.ApiNodeError:
+            same = False  # an unreadable file is replaced by the state's keys
+        if same:
+            return
+        try:
+            write_json(keys.path(sid), {"api_keys": want.api_keys})
+        except OSError as exc:
+            raise SyncError(f"cannot write the API keys: {exc}") from None
+        if sid in self.admin.registry.services:
+            keys.reload(sid)  # at once; a service deployed later reads the file when it is set up
+        log.warning("repository: API keys of service %s set (%d keys)", sid, len(want.api_keys))
 
     async def _download(self, sid: str, version: str, want: RepoService) -> Path:
         g = want.generations[version]

@@ -13,13 +13,18 @@ The deployer writes it (`apinode deploy publish ... --repository`), nodes read i
           "mapping": {"mode": "random", "entries": [{"generation": "v2", "proba": 1.0}]},
           "history": [<earlier mappings, newest last, for rollback>],
           "enabled": true,
-          "tuning": {"score": {"floor": 2, "ceil": 4}}
+          "tuning": {"score": {"floor": 2, "ceil": 4}},
+          "api_keys": [{"id": "team-a", "sha256": "<64 hex>", "label": "", "description": "",
+                        "createdBy": "", "createdOn": "2026-12-02T06:00:00Z"}]
         }
       }
     }
 
 `file` is relative to the repository's root. A mapping is null until a generation is
-activated; nodes fetch the generations the mapping names.
+activated; nodes fetch the generations the mapping names. `api_keys` is absent or null
+while the repository does not manage the service's keys (each node keeps its own: the
+package's, or those added over its admin API); a list (never empty: a service without keys
+is public) is the service's keys on every node, digests only.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ STATE_FILE = "state.json"
 _SHA_RE = re.compile(r"[0-9a-f]{64}")
 _FILE_RE = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*")
 _HISTORY = 20
+KEY_ID_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # as node.keys: ids go into log lines
+_KEY_TEXT = ("label", "description", "createdBy", "createdOn")
 
 
 class StateError(ValueError):
@@ -58,6 +65,7 @@ class RepoService:
     history: list[dict[str, Any]] = field(default_factory=list)
     enabled: bool = True
     tuning: dict[str, dict[str, int]] = field(default_factory=dict)
+    api_keys: list[dict[str, str]] | None = None  # None: the repository leaves keys to each node
 
     def serving(self) -> list[str]:
         return [e["generation"] for e in (self.mapping or {}).get("entries", [])]
@@ -88,6 +96,7 @@ class RepoState:
                     "history": s.history,
                     "enabled": s.enabled,
                     "tuning": s.tuning,
+                    "api_keys": s.api_keys,
                 }
                 for sid, s in sorted(self.services.items())
             },
@@ -181,4 +190,28 @@ def _service(sid: str, raw: Any) -> RepoService:
     ):
         raise StateError(f"service {sid}: tuning must map endpoints to {{setting: integer}}")
     svc.tuning = tuning
+    if raw.get("api_keys") is not None:
+        svc.api_keys = _api_keys(sid, raw["api_keys"])
     return svc
+
+
+def _api_keys(sid: str, keys: Any) -> list[dict[str, str]]:
+    if not isinstance(keys, list) or not keys:
+        raise StateError(f"service {sid}: api_keys must be null or a non-empty list (a service without keys is public)")
+    clean: list[dict[str, str]] = []
+    for k in keys:
+        kid = k.get("id") if isinstance(k, dict) else None
+        if not isinstance(kid, str) or not KEY_ID_RE.fullmatch(kid):
+            raise StateError(f"service {sid}: a key id is 1-64 letters, digits, '_', '.', '-': got {kid!r:.70}")
+        sha = k.get("sha256")
+        if not isinstance(sha, str) or not _SHA_RE.fullmatch(sha):
+            raise StateError(f"service {sid}: key {kid}: sha256 must be 64 lowercase hex digits")
+        if "key" in k:
+            raise StateError(f"service {sid}: key {kid}: the state holds digests only, never a key")
+        text = {m: k.get(m) or "" for m in _KEY_TEXT}
+        if not all(isinstance(v, str) for v in text.values()):
+            raise StateError(f"service {sid}: key {kid}: {', '.join(_KEY_TEXT)} must be strings")
+        clean.append({"id": kid, "sha256": sha, **text})
+    if len({k["id"] for k in clean}) != len(clean):
+        raise StateError(f"service {sid}: a key id appears twice in api_keys")
+    return clean

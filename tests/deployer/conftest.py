@@ -7,6 +7,7 @@ that an answer's `apiContext.serviceGeneration` and its content agree; predictio
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -52,8 +53,11 @@ def make_package(
     tests: list[dict[str, Any]] | None = None,
     pool: dict[str, Any] | None = None,
     extra: dict[str, bytes] | None = None,
+    api_keys: list[str] | None = None,
 ) -> Path:
     """A function package: endpoint `ver` returns {"version": version, "pid", "args"}.
+
+    `api_keys`: the service's keys (the manifest keeps their digests, ids key0, key1, ...).
 
     `broken`: the function always raises, so the package's test queries fail.
     `fail_if_marker`: it raises on nodes whose data dir holds FAIL_DEPLOY_TESTS.
@@ -72,6 +76,10 @@ def make_package(
             }
         },
     }
+    if api_keys:
+        manifest["api_keys"] = [
+            {"id": f"key{i}", "sha256": hashlib.sha256(k.encode()).hexdigest()} for i, k in enumerate(api_keys)
+        ]
     files: dict[str, bytes | Path] = {
         "code/funcs.py": textwrap.dedent(code).encode(),
         "tests/ver.json": json.dumps(queries).encode(),

@@ -111,6 +111,7 @@ REGISTRY: dict[str, str] = {
     "apinode deploy activate fraud v2 --repository /mnt/repo --wait --nodes 10.0.0.5:12001,10.0.0.6:12001": "test_deploy_repository",
     "apinode deploy rollback fraud --repository /mnt/repo --wait --nodes-dns apinode-headless.prod.svc:12001": "test_deploy_repository",
     "apinode deploy tune fraud score floor=2 ceil=4 --repository /mnt/repo": "test_deploy_repository",
+    "apinode deploy keys add --service fraud --id team-a --repository /mnt/repo": "test_deploy_repository",
     # Load testing
     "apinode loadtest --url http://127.0.0.1:12000 --payload build/fraud.apz --endpoint score -c 16 -d 10s": "test_loadtest_each_endpoint_kind",
     "apinode loadtest --grpc 127.0.0.1:12001 --mode grpc-stream --payload rows.csv --service fraud --endpoint score --rate 5000 --poisson --procs 2 --json -": "test_loadtest_grpc_stream_open_loop",
@@ -504,6 +505,15 @@ def test_deploy_repository(quick: Quick, tmp_path: Path) -> None:
         assert json.loads((repo / "state.json").read_text())["services"]["fraud"]["tuning"] == {
             "score": {"floor": 2, "ceil": 4}
         }
+        # The service's keys in the state: the node converges at its next poll (no restart).
+        cmd = "apinode deploy keys add --service fraud --id team-a --repository /mnt/repo"
+        team = sh(quick.work, readme_command(cmd, at)).stdout.strip().splitlines()[-1]
+        lookup = http + "/public/api/v1/fraud/customer/lookup"
+        body = {"data": {"customer_id": "C00042"}}
+        while requests.post(lookup, json=body, timeout=30).status_code != 401:
+            assert time.monotonic() < deadline + 120, "the node never required the repository's key"
+            time.sleep(0.2)
+        assert requests.post(lookup, json=body, headers={"Authorization": f"Bearer {team}"}, timeout=30).ok
     finally:
         proc.terminate()
         proc.wait(60)

@@ -24,6 +24,14 @@ def test_a_state_round_trips() -> None:
     assert again.serial == 1 and again.updated_at == state.updated_at
     assert again.services["svc"].mapping == {"mode": "random", "entries": [{"generation": "v1", "proba": 1.0}]}
     assert again.services["svc"].tuning == {"ver": {"ceil": 3}}
+    assert again.services["svc"].api_keys is None
+
+
+def test_api_keys_round_trip() -> None:
+    state = loads(_doc(api_keys=[{"id": "team.a", "sha256": SHA, "label": "A"}]))
+    keys = [{"id": "team.a", "sha256": SHA, "label": "A", "description": "", "createdBy": "", "createdOn": ""}]
+    assert state.services["svc"].api_keys == keys
+    assert loads(state.dumps()).services["svc"].api_keys == keys
 
 
 @pytest.mark.parametrize(
@@ -42,6 +50,12 @@ def test_a_state_round_trips() -> None:
         (_doc(mapping={"mode": "sticky", "entries": [{"generation": "v1", "proba": 1}]}), "'random' or 'hash'"),
         (_doc(enabled="yes"), "enabled must be true or false"),
         (_doc(tuning={"ver": {"ceil": "3"}}), "tuning must map endpoints"),
+        (_doc(api_keys=[]), "api_keys must be null or a non-empty list"),
+        (_doc(api_keys=[{"id": "a\nb", "sha256": SHA}]), "a key id is"),
+        (_doc(api_keys=[{"id": "a", "sha256": "ABC"}]), "key a: sha256 must be 64"),
+        (_doc(api_keys=[{"id": "a", "sha256": SHA, "key": "clear"}]), "digests only"),
+        (_doc(api_keys=[{"id": "a", "sha256": SHA}, {"id": "a", "sha256": SHA}]), "appears twice"),
+        (_doc(api_keys=[{"id": "a", "sha256": SHA, "label": 3}]), "must be strings"),
     ],
 )
 def test_a_bad_state_is_refused_with_a_reason(data: bytes, message: str) -> None:
