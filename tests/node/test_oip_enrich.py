@@ -152,8 +152,10 @@ def test_metadata_lists_what_a_caller_sends(fraud: Fraud) -> None:
         {"name": n, "datatype": DATATYPES[n], "shape": [-1, 1]} for n in ["customer_id", *FEATURES]
     ]
     assert meta["parameters"]["features"] == FEATURES
-    # required: the key, and what the model can neither impute nor have looked up
-    assert "country" in fraud.optional and "merchant_category" not in fraud.optional
+    # required: the key (what the model can neither impute nor have looked up: nothing else, since
+    # the model's one-hot encoder ignores unknown categories, a null merchant_category included)
+    assert "country" in fraud.optional and "merchant_category" in fraud.optional
+    assert "customer_id" not in fraud.optional
     assert meta["parameters"]["optional_inputs"] == fraud.optional
     config = c.get_model_config("fraud.score")
     assert [i["name"] for i in config["input"] if i.get("optional")] == fraud.optional

@@ -65,10 +65,11 @@ def test_the_document_validates_and_lists_every_endpoint_and_verb(node: NodeProc
     predict = doc["paths"]["/score/predict"]["post"]
     features = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["features"]["properties"]
     assert features["amount"]["type"] == "number" and features["hour"]["type"] == "integer"
-    assert features["merchant_category"] == {"type": "string"}  # not nullable: the model cannot impute it
+    # nullable: the model's one-hot encoder ignores unknown categories, a null one included
+    assert features["merchant_category"] == {"type": "string", "nullable": True}
     assert features["distance_from_home"] == {"type": "number", "nullable": True}
     required = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["features"]["required"]
-    assert required == ["merchant_category", "customer_id"]  # customer_id: on_missing_key fail
+    assert required == ["customer_id"]  # on_missing_key fail
     assert features["card_present"]["type"] == "boolean"
     assert features["customer_id"]["type"] == "string"  # the enrichment key, typed by its dataset column
     examples = predict["requestBody"]["content"]["application/json"]["examples"]

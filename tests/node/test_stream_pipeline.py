@@ -56,7 +56,7 @@ def test_one_streams_messages_batch_together_in_order(tmp_path: Path) -> None:
     # Model runs: multi-request batches, plus requests that ran alone.
     batches = after["batches"] - before["batches"]
     runs = batches + served - (after["batched_rows"] - before["batched_rows"])
-    assert runs * 4 < served, (runs, served)  # one at a time, it would be one run per message
+    assert runs * 2 < served, (runs, served)  # one at a time, it would be one run per message
 
 
 def test_a_full_window_holds_the_client_and_resumes(tmp_path: Path) -> None:
