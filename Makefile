@@ -51,10 +51,14 @@ fmt: $(STAMP)
 	$(BIN)/ruff format node compiler deployer loadtest tests examples
 	$(BIN)/ruff check --fix node compiler deployer loadtest tests examples
 
+# --dist loadscope: each test module runs whole on one worker, so a module's node (a module-scoped
+# fixture) starts once and its tests keep their order (tests/readme plays the README's deploy
+# commands in sequence). Not loadgroup: with pytest 9.2 and xdist 3.8 it spread the tests of one
+# xdist_group over both workers (seen: the readme module's deploy tests split, rollback failing).
 test: $(STAMP)
 	$(MAKE) check
 	bash tests/setup_services.sh
-	$(BIN)/python -m pytest -n $(JOBS) --dist loadgroup -q -p no:cacheprovider
+	$(BIN)/python -m pytest -n $(JOBS) --dist loadscope -q -p no:cacheprovider
 
 image:
 	@test -n "$(CONTAINER)" || { echo "error: make image needs podman or docker"; exit 1; }
