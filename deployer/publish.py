@@ -16,6 +16,7 @@ the state, changes it, and writes it back whole, atomically:
 
 from __future__ import annotations
 
+import abc
 import argparse
 import base64
 import contextlib
@@ -40,26 +41,26 @@ from node.repostate import STATE_FILE, RepoGeneration, RepoService, RepoState, S
 from node.supervisor import settings as pool_settings
 
 
-class _Store:
+class _Store(abc.ABC):
     where: str
 
     def lock(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
 
-    def read(self) -> RepoState:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self) -> RepoState: ...
 
-    def has(self, file: str, size: int) -> bool:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def has(self, file: str, size: int) -> bool: ...
 
-    def get(self, file: str) -> bytes:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def get(self, file: str) -> bytes: ...
 
-    def upload(self, file: str, src: Path, on_progress: Any) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def upload(self, file: str, src: Path, on_progress: Any) -> None: ...
 
-    def write(self, state: RepoState) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def write(self, state: RepoState) -> None: ...
 
 
 def _parse(data: bytes, where: str) -> RepoState:

@@ -20,6 +20,7 @@ The node reports ready only once a sync has succeeded (`not_ready`).
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import datetime as dt
 import hashlib
@@ -51,20 +52,21 @@ class SyncError(Exception):
     """A step of a sync failed; the message says which and why."""
 
 
-class _Source:
+class _Source(abc.ABC):
     """Where the repository lives: reads the state when it changed, downloads packages."""
 
     url: str
 
+    @abc.abstractmethod
     async def read_state(self, token: Any) -> tuple[Any, bytes | None] | None:
         """(token, content; None when there is no state file), or None if unchanged since `token`."""
-        raise NotImplementedError
+        ...
 
-    async def fetch(self, file: str, dest: Path) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    async def fetch(self, file: str, dest: Path) -> None: ...
 
-    async def close(self) -> None:
-        pass
+    async def close(self) -> None:  # optional: only the HTTP source holds a session
+        return None
 
 
 class _DirSource(_Source):
