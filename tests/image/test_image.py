@@ -11,10 +11,7 @@ the background); the image tests run last and in one xdist group (conftest.py).
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,14 +25,12 @@ import joblib
 import pandas as pd
 import pytest
 import requests
-from threadpoolctl import threadpool_limits
 
-from compiler.build import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
+from tests.node.fraudpkg import build_fraud
 
 ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = ROOT / "examples" / "fraud"
 # tests/image/build.sh's default: one tag per checkout, so that two checkouts never swap images
 IMAGE = "localhost/apinode:test-" + hashlib.sha256(f"{ROOT}\n".encode()).hexdigest()[:12]
 TXN: dict[str, Any] = {
@@ -75,15 +70,10 @@ def image() -> str:
 def fraud(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """The example trained and compiled on the host, in a directory the container's user can read."""
     tmp = tmp_path_factory.mktemp("fraud")
-    folder = tmp / "fraud"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__", "model.joblib", "data"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, str(folder / "train.py")], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr
     packages = tmp / "packages"
     packages.mkdir()
-    with threadpool_limits(limits=1):
-        pkg = compile_service(folder, packages / "fraud.apz", progress=False).out
+    pkg = build_fraud(tmp, packages / "fraud.apz")
+    folder = tmp / "fraud"
     packages.chmod(0o755)
     pkg.chmod(0o644)
     row = pd.read_csv(folder / "data" / "customers.csv").set_index("customer_id").loc[CUSTOMER[0]]

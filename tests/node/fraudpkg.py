@@ -16,12 +16,13 @@ from compiler.build import compile_service
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 
 
-def build_fraud(tmp: Path) -> Path:
-    """Trains and compiles examples/fraud under `tmp`; returns the package."""
+def build_fraud(tmp: Path, out: Path | None = None) -> Path:
+    """Trains examples/fraud in `tmp/fraud` and compiles it (to `out`, default `tmp/fraud.apz`);
+    returns the package."""
     folder = tmp / "fraud"
     shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__", "model.joblib", "data"))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     run = subprocess.run([sys.executable, str(folder / "train.py")], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr
     with threadpool_limits(limits=1):  # the parity check runs the model: no OpenMP threads on a shared machine
-        return compile_service(folder, tmp / "fraud.apz", progress=False).out
+        return compile_service(folder, out or tmp / "fraud.apz", progress=False).out

@@ -10,12 +10,7 @@ answers nulls).
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dataikuapi
@@ -23,13 +18,11 @@ import joblib
 import pandas as pd
 import pytest
 import requests
-from threadpoolctl import threadpool_limits
 
-from compiler.build import compile_service
+from tests.node.fraudpkg import build_fraud
 from tests.nodeproc import NodeProc, run_node
 
 Customers = dict[str, dict[str, Any]]  # customer_id -> the columns enrichment fetches
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "fraud"
 CUSTOMER_COLUMNS = ["age", "account_age_days", "country"]
 TXN: dict[str, Any] = {
     "amount": 1899.0,
@@ -43,13 +36,8 @@ TXN: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def fraud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, Customers, Any]]:
     tmp = tmp_path_factory.mktemp("fraud")
+    pkg = build_fraud(tmp)
     folder = tmp / "fraud"
-    shutil.copytree(EXAMPLE, folder, ignore=shutil.ignore_patterns("__pycache__", "model.joblib", "data"))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    run = subprocess.run([sys.executable, str(folder / "train.py")], capture_output=True, text=True, env=env)
-    assert run.returncode == 0, run.stderr
-    with threadpool_limits(limits=1):  # the parity check runs the model: no OpenMP threads on a shared machine
-        pkg = compile_service(folder, tmp / "fraud.apz", progress=False).out
     with open(folder / "data" / "customers.csv", newline="") as f:
         customers = {
             row["customer_id"]: {
