@@ -63,7 +63,8 @@ class _Source(abc.ABC):
         ...
 
     @abc.abstractmethod
-    async def fetch(self, file: str, dest: Path) -> None: ...
+    async def fetch(self, file: str, dest: Path) -> str:
+        """Downloads `file` to `dest`; returns its sha256."""
 
     async def close(self) -> None:  # optional: only the HTTP source holds a session
         return None
@@ -91,18 +92,59 @@ class _DirSource(_Source):
         except OSError as exc:
             raise SyncError(f"cannot read {path}: {exc}") from None
 
-    async def fetch(self, file: str, dest: Path) -> None:
+    async def fetch(self, file: str, dest: Path) -> str:
         src = self.root / file
         try:
-            await asyncio.to_thread(_copy, src, dest)
+            f = await asyncio.to_thread(open, src, "rb")
         except OSError as exc:
             raise SyncError(f"cannot read {src}: {exc}") from None
+        try:
+            with _Download(dest) as out:
+                while chunk := await asyncio.to_thread(f.read, _CHUNK):
+                    await out.write(chunk)
+                return out.sha256()
+        except OSError as exc:  # reading the source: writing raised SyncError
+            raise SyncError(f"cannot read {src}: {exc}") from None
+        finally:
+            f.close()
 
 
-def _copy(src: Path, dest: Path) -> None:
-    with open(src, "rb") as f, open(dest, "wb") as out:
-        while chunk := f.read(_CHUNK):
-            out.write(chunk)
+class _Download:
+    """A package being written to the data dir: each chunk written (and hashed) in a
+    thread, so a slow or full disk never stalls the event loop; a write that fails (the
+    disk is full, the file too large) is a SyncError that names the file."""
+
+    def __init__(self, dest: Path) -> None:
+        self.dest = dest
+        self._hash = hashlib.sha256()
+        self._out: Any = None
+
+    def __enter__(self) -> _Download:
+        try:
+            self._out = open(self.dest, "wb")
+        except OSError as exc:
+            raise SyncError(f"cannot write {self.dest}: {exc}") from None
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._out.close()
+
+    def _write(self, chunk: bytes) -> None:
+        self._out.write(chunk)
+        self._hash.update(chunk)
+
+    async def write(self, chunk: bytes) -> None:
+        try:
+            await asyncio.to_thread(self._write, chunk)
+        except OSError as exc:
+            raise SyncError(f"cannot write {self.dest}: {exc}") from None
+
+    def sha256(self) -> str:
+        try:
+            self._out.flush()
+        except OSError as exc:
+            raise SyncError(f"cannot write {self.dest}: {exc}") from None
+        return self._hash.hexdigest()
 
 
 class _HttpSource(_Source):
@@ -139,15 +181,16 @@ class _HttpSource(_Source):
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SyncError(f"GET {_redact(url)}: {exc!r}") from None
 
-    async def fetch(self, file: str, dest: Path) -> None:
+    async def fetch(self, file: str, dest: Path) -> str:
         url = self.base + file
         try:
             async with self._client().get(url) as r:
                 if r.status != 200:
                     raise SyncError(f"GET {_redact(url)}: HTTP {r.status} {r.reason}")
-                with open(dest, "wb") as out:
+                with _Download(dest) as out:
                     async for chunk in r.content.iter_chunked(_CHUNK):
-                        out.write(chunk)
+                        await out.write(chunk)
+                    return out.sha256()
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise SyncError(f"GET {_redact(url)}: {exc!r}") from None
 
@@ -263,6 +306,8 @@ class RepositorySync:
                 problems.append(f"{sid}: {exc}")
             except errors.ApiNodeError as exc:
                 problems.append(f"{sid}: {exc.message}")
+            except OSError as exc:  # the data dir (a full disk while storing): retried, shown in status
+                problems.append(f"{sid}: {exc}")
         return problems
 
     async def _converge_service(self, sid: str, want: RepoService) -> None:
@@ -316,8 +361,7 @@ class RepositorySync:
         g = want.generations[version]
         dest = self.admin.storage.tmp / f"repo-{sid}-{version}-{g.sha256[:12]}.apz"
         try:
-            await self.source.fetch(g.file, dest)
-            sha = await asyncio.to_thread(_sha256, dest)
+            sha = await self.source.fetch(g.file, dest)
             if sha != g.sha256:
                 raise SyncError(
                     f"{g.file}: sha256 mismatch: the state says {g.sha256[:12]}…, the file has {sha[:12]}… "
@@ -357,14 +401,6 @@ def _token_text(token: Any) -> str | None:
     if isinstance(token, tuple):
         return f"inode {token[0]} mtime_ns {token[1]} size {token[2]}"
     return None if token is None else str(token)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class RepositoryCollector(Collector):

@@ -139,9 +139,12 @@ def start_node(
     timeout: float = 90.0,
     nofile: int | None = None,
     cpus: set[int] | None = None,
+    fsize: int | None = None,
 ) -> NodeProc:
     """`nofile`: the node's RLIMIT_NOFILE (soft and hard), to run it short of descriptors;
-    `cpus`: the CPUs it may run on (as under `taskset -c`)."""
+    `cpus`: the CPUs it may run on (as under `taskset -c`); `fsize`: its RLIMIT_FSIZE, the
+    largest file it may write (a full disk, for one process: a longer write fails with EFBIG,
+    and Python ignores SIGXFSZ). Raise it again with `resource.prlimit(node.proc.pid, ...)`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     ports = data_dir.parent / f"{data_dir.name}.ports.json"
     ports.unlink(missing_ok=True)
@@ -151,7 +154,7 @@ def start_node(
     cmd += ["--ports-file", str(ports), *args, *map(str, packages)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     preexec = None
-    if nofile is not None or cpus is not None:
+    if nofile is not None or cpus is not None or fsize is not None:
         import resource
 
         def preexec() -> None:
@@ -159,6 +162,8 @@ def start_node(
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
             if cpus is not None:
                 os.sched_setaffinity(0, cpus)
+            if fsize is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, resource.RLIM_INFINITY))
 
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=preexec)
     log.close()
@@ -188,9 +193,14 @@ def node_at(target: str) -> NodeProc | None:
 
 @contextlib.contextmanager
 def run_node(
-    data_dir: Path, *packages: Path, args: Sequence[str] = (), nofile: int | None = None, cpus: set[int] | None = None
+    data_dir: Path,
+    *packages: Path,
+    args: Sequence[str] = (),
+    nofile: int | None = None,
+    cpus: set[int] | None = None,
+    fsize: int | None = None,
 ) -> Iterator[NodeProc]:
-    node = start_node(data_dir, *packages, args=args, nofile=nofile, cpus=cpus)
+    node = start_node(data_dir, *packages, args=args, nofile=nofile, cpus=cpus, fsize=fsize)
     try:
         yield node
     finally:
