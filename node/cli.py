@@ -207,6 +207,12 @@ def _serve(args: argparse.Namespace) -> int:
     if args.repository and settings.packages:
         print("apinode serve: packages on the command line and --repository exclude each other", file=sys.stderr)
         return 2
+    from node.repository import check_location
+
+    bad_location = check_location(args.repository) if args.repository else None
+    if bad_location:
+        print(f"apinode serve: {bad_location}", file=sys.stderr)
+        return 2
     if not args.poll_seconds > 0:
         print(f"apinode serve: --poll-seconds must be positive, got {args.poll_seconds}", file=sys.stderr)
         return 2

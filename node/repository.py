@@ -208,6 +208,28 @@ def _redact(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
 
 
+def check_location(where: str) -> str | None:
+    """Why `where` (a `--repository` value) cannot be a repository URL, or None. A directory
+    is checked by its first poll (it may appear later, as a volume does)."""
+    if not where.startswith(("http://", "https://")):
+        return None
+    try:
+        parts = urllib.parse.urlsplit(where)
+        parts.port  # noqa: B018  # urlsplit checks the port when it is read
+    except ValueError as exc:
+        return f"--repository {_redact_text(where)!r} is not a valid URL: {exc}"
+    if not parts.hostname:
+        return f"--repository {_redact_text(where)!r} is not a valid URL: it has no host"
+    return None
+
+
+def _redact_text(url: str) -> str:
+    try:
+        return _redact(url)
+    except ValueError:  # the URL is too broken for urlsplit: show its scheme only
+        return url.split("://", 1)[0] + "://…"
+
+
 def source_of(where: str) -> _Source:
     if where.startswith(("http://", "https://")):
         return _HttpSource(where)

@@ -108,8 +108,11 @@ def test_serve_refuses_packages_with_a_repository(tmp_path: Path) -> None:
     for extra, message in (
         ([str(pkg), "--repository", str(tmp_path)], "exclude each other"),
         (["--repository", str(tmp_path), "--poll-seconds", "0"], "--poll-seconds must be positive"),
+        (["--repository", "http://localhost:99999/"], "is not a valid URL: Port out of range"),
+        (["--repository", "https://u:secret@:80/"], "is not a valid URL"),
     ):
         r = subprocess.run(
             [APINODE, "serve", "--data-dir", str(tmp_path / "d"), *extra], capture_output=True, text=True, timeout=60
         )
         assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert "secret" not in r.stderr and "Traceback" not in r.stderr, r.stderr
