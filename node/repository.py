@@ -246,6 +246,7 @@ class RepositorySync:
         self.source = source_of(where)
         self.poll_seconds = poll_seconds
         self._token: Any = None
+        self._content: bytes | None = None  # the state file's bytes as last read
         self._state: RepoState | None = None  # the last state read (converged or not)
         self._pending = True  # the last state read is not converged yet
         self._failures = 0
@@ -287,9 +288,13 @@ class RepositorySync:
         except SyncError as exc:
             self._failed(f"state of {self.source.url}: {exc}")
             return
+        if changed is not None and changed[1] is not None and changed[1] == self._content:
+            # A server without ETag or Last-Modified answers every poll with the whole file:
+            # the same bytes are no change (and keep the back-off of a failing sync).
+            self._token, changed = changed[0], None
         if changed is not None:
             token, content = changed
-            self._token = token  # a broken file is read again only once it changes
+            self._token, self._content = token, content  # a broken file is read again only once it changes
             try:
                 self._state = loads(content) if content is not None else RepoState()
             except StateError as exc:
