@@ -12,7 +12,8 @@ import ipaddress
 import os
 from pathlib import Path
 
-KEYS_FILE = "admin-keys.txt"
+from node.auth import KEYS_FILE, read_keys
+
 DEFAULT_DATA_DIR = Path(os.environ.get("APINODE_DATA_DIR", "apinode-data"))  # as `apinode serve`
 
 
@@ -34,7 +35,7 @@ def local_admin_key(data_dir: Path | None, target: str) -> str | None:
     if data_dir is None or not is_local(target):
         return None
     try:
-        lines = (data_dir / KEYS_FILE).read_text().splitlines()
+        keys = read_keys(data_dir / KEYS_FILE)  # as the node reads it
     except (OSError, UnicodeDecodeError):
         return None
-    return next((line.strip() for line in lines if line.strip() and not line.startswith("#")), None)
+    return keys[0] if keys else None

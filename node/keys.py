@@ -31,8 +31,8 @@ from typing import Any
 import orjson
 
 from node import errors
+from node.auth import KEYS_FILE, AdminAuth, ApiKeys
 from node.auth import MANAGED_FILE as ADMIN_KEYS_JSON
-from node.auth import AdminAuth, ApiKeys
 
 audit = logging.getLogger("node.auth")
 _META = ("label", "description", "createdBy")
@@ -118,8 +118,8 @@ class KeyManager:
         if source == "admin-api":
             kept = [e for e in read_admin_json(self.data_dir) if e["sha256"] != target["sha256"]]
             write_json(self.data_dir / ADMIN_KEYS_JSON, {"keys": kept})
-        elif source == "admin-keys.txt":
-            path = self.data_dir / "admin-keys.txt"
+        elif source == KEYS_FILE:
+            path = self.data_dir / KEYS_FILE
             lines = path.read_text().splitlines()
             kept_lines = [ln for ln in lines if ln.startswith("#") or _sha(ln.strip()) != target["sha256"]]
             tmp = path.with_name(f".{path.name}.tmp")
