@@ -38,6 +38,7 @@ from typing import Any
 import orjson
 
 from node.package import ID_RE
+from node.supervisor import settings as pool_settings
 
 FORMAT = 1
 STATE_FILE = "state.json"
@@ -189,6 +190,13 @@ def _service(sid: str, raw: Any) -> RepoService:
         for ep, v in tuning.items()
     ):
         raise StateError(f"service {sid}: tuning must map endpoints to {{setting: integer}}")
+    for ep, values in tuning.items():  # refused here, once, rather than by every node at every sync
+        if not ID_RE.fullmatch(ep):
+            raise StateError(f"service {sid}: tuning names {ep!r}, which is not an endpoint id")
+        try:
+            pool_settings.validate(values, f"service {sid}: tuning of {ep}")
+        except pool_settings.PoolConfigError as exc:
+            raise StateError(exc.message) from None
     svc.tuning = tuning
     if raw.get("api_keys") is not None:
         svc.api_keys = _api_keys(sid, raw["api_keys"])
