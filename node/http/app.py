@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from node import errors
 from node.auth import key_from_header
@@ -26,6 +26,7 @@ MAX_BODY = web.AppKey("max_body", int)
 DSS_HEADERS = {"DSS-API-Version": "v1", "DSS-Version": "apinode-0.1.0"}
 _JSON = "application/json"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ExpectHandler = Callable[[web.Request], Awaitable[web.StreamResponse | None]]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
@@ -44,6 +45,37 @@ def error_response(exc: errors.ApiNodeError) -> web.Response:
     except orjson.JSONEncodeError:  # a caller's text that is not Unicode (a header's lone surrogate)
         doc = {k: v.encode("utf-8", "backslashreplace").decode() for k, v in doc.items()}
         return json_response(doc, status=kind.http_status, headers=headers)
+
+
+def expect_within_limit(render: Callable[[errors.ApiNodeError], web.Response] = error_response) -> ExpectHandler:
+    """The route's `Expect: 100-continue` handler: a body announced over the node's limit is
+    refused (413, `render`ed in the route's API format) instead of being invited with `100
+    Continue` (aiohttp's default invites it, and only then do middlewares run)."""
+
+    async def expect(request: web.Request) -> web.StreamResponse | None:
+        expect = request.headers.get("Expect", "").lower()
+        if request.version != HttpVersion11:
+            return None  # HTTP/1.0 has no 100 Continue
+        if expect != "100-continue":
+            return json_response(
+                {"errorType": "BAD_REQUEST", "message": f"unknown expectation {expect!r}", "detailedMessage": ""},
+                status=417,
+            )
+        limit, length = request.app[MAX_BODY], request.content_length
+        if length is not None and length > limit:
+            response = render(
+                errors.PayloadTooLarge(
+                    f"the request body is over this node's limit of {limit} bytes (--max-body-mb): "
+                    f"it announces {length} bytes"
+                )
+            )
+            response.force_close()  # the body is never read: this connection is done
+            return response
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0  # as aiohttp's own handler: the answer's size starts after it
+        return None
+
+    return expect
 
 
 @web.middleware
@@ -145,7 +177,7 @@ def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32
     app[MAX_BODY] = client_max_size
     app.on_response_prepare.append(_add_headers)
     for prefix in ("/public/api/v1", "//public/api/v1"):  # the Dataiku client may double the slash
-        app.router.add_post(prefix + "/{service}/{endpoint}/{verb}", user_call)
+        app.router.add_post(prefix + "/{service}/{endpoint}/{verb}", user_call, expect_handler=expect_within_limit())
         app.router.add_get(prefix + "/{service}/{endpoint}/predict-simple", predict_simple)
     for path in ("/isAlive", "/isAlive/"):
         app.router.add_get(path, is_alive)

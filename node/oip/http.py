@@ -23,7 +23,7 @@ from aiohttp import web
 from node import errors
 from node.auth import key_from_header
 from node.dataplane import loads_body
-from node.http.app import MAX_BODY, json_response
+from node.http.app import MAX_BODY, expect_within_limit, json_response
 from node.oip import tensors
 from node.oip.plane import OipPlane
 
@@ -49,11 +49,15 @@ def _oip_errors(fn: Handler) -> Handler:
         except Exception as e:  # a bug of ours: still an OIP error, never the Dataiku shape
             log.exception("unhandled error on %s %s", request.method, request.path)
             exc = errors.InternalError(f"internal error: {type(e).__name__}")
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, errors.Overloaded) else None
-        message = exc.message.encode("utf-8", "backslashreplace").decode()
-        return json_response({"error": message}, status=errors.kind_of(exc).http_status, headers=headers)
+        return _oip_error(exc)
 
     return wrapper
+
+
+def _oip_error(exc: errors.ApiNodeError) -> web.Response:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, errors.Overloaded) else None
+    message = exc.message.encode("utf-8", "backslashreplace").decode()
+    return json_response({"error": message}, status=errors.kind_of(exc).http_status, headers=headers)
 
 
 def _who(request: web.Request) -> dict[str, Any]:
@@ -223,4 +227,4 @@ def add_oip_routes(app: web.Application, plane: OipPlane) -> None:
         r.add_get(model + "/ready", model_ready)
         r.add_get(model + "/config", model_config)
         r.add_get(model + "/stats", model_stats)
-        r.add_post(model + "/infer", infer)
+        r.add_post(model + "/infer", infer, expect_handler=expect_within_limit(_oip_error))

@@ -3,6 +3,7 @@ error of its own that names the limit and its option (README, Configuration)."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,3 +135,51 @@ def test_serve_refuses_nonsense_limits(tmp_path: Path, option: str, value: str, 
     )
     assert r.returncode == 2, r.stderr
     assert f"apinode serve: {message}" in r.stderr
+
+
+def _raw_post(node: NodeProc, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:
+    """Sends a request head (and `body`) on a raw socket; returns what the node answered
+    within a second of the head, before any body was sent when `body` is empty."""
+    host, port = node.http.removeprefix("http://").rsplit(":", 1)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(head.encode() + b"\r\n")
+        s.settimeout(5)
+        answer = s.recv(65536)
+        if body:
+            s.sendall(body)
+            while b'"apiContext"' not in answer:  # the end of a run answer
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/public/api/v1/fn/echo/run", "errorType"), ("/v2/models/fraud.score/infer", "error")],
+)
+def test_expect_continue_over_the_limit_is_refused_before_the_body(node: NodeProc, path: str, shape: str) -> None:
+    answer = _raw_post(
+        node,
+        path,
+        {"Expect": "100-continue", "Content-Length": str(BODY_LIMIT + 1), "Content-Type": "application/json"},
+    )
+    status, _, rest = answer.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 413 "), answer[:300]  # not "100 Continue"
+    doc = orjson.loads(rest.split(b"\r\n\r\n", 1)[1])
+    assert f"limit of {BODY_LIMIT} bytes (--max-body-mb)" in doc.get("message", doc.get("error")), doc
+    assert shape in doc, doc
+
+
+def test_expect_continue_within_the_limit_is_invited_and_served(node: NodeProc) -> None:
+    body = orjson.dumps({"a": 1})
+    answer = _raw_post(
+        node,
+        "/public/api/v1/fn/echo/run",
+        {"Expect": "100-continue", "Content-Length": str(len(body)), "Content-Type": "application/json"},
+        body,
+    )
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), answer[:300]
+    assert b"HTTP/1.1 200 OK" in answer, answer[:500]
