@@ -8,10 +8,13 @@ arguments are free, the manifest does not list them), the answers, the error bod
 key scheme when the service has keys, and the test queries as examples. Schemas say what
 the node checks: a body the schema allows must never get a 5xx, and what the node refuses
 anyway should be outside the schema (the suite runs schemathesis against this document).
+A service with API keys shows its document only to a caller with one of them (it names the
+model's features); its page asks for the key first.
 """
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from node import errors
+from node.auth import key_from_header
 from node.http.app import DATAPLANE, json_response
 from node.registry import Generation
 from node.sqlparams import SqlTextError
@@ -350,7 +354,12 @@ def _active(request: web.Request) -> tuple[Generation, bool]:
 
 
 async def swagger(request: web.Request) -> web.Response:
+    """The document names the service's features and their types: a keyed service shows it
+    only to a caller with one of its keys, as it answers predictions."""
     gen, keyed = _active(request)
+    if keyed:
+        key = key_from_header(request.headers.get("Authorization"))
+        request.app[DATAPLANE].keys.check(gen.service, key, request.remote)
     return json_response(document(gen, keyed))
 
 
@@ -364,11 +373,34 @@ window.ui = SwaggerUIBundle({{url: "{swagger}", dom_id: "#swagger-ui", deepLinki
   tryItOutEnabled: true, validatorUrl: null}});
 </script></body></html>
 """
+# A keyed service's page holds no more than its name until the caller gives a key: the key
+# then stays in the page's memory (never in a URL, never stored) and goes, as a Bearer
+# header, with the document's fetch and with every try-it call.
+_KEYED_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{service} (apinode)</title>
+<link rel="stylesheet" href="{static}/swagger-ui/swagger-ui.css"></head>
+<body><form id="apikey" style="margin:2em;font-family:sans-serif">
+<label>Service {service} requires an API key: <input id="key" type="password" autocomplete="off"></label>
+<button type="submit">Show the API</button></form>
+<div id="swagger-ui"></div>
+<script src="{static}/swagger-ui/swagger-ui-bundle.js"></script>
+<script>
+document.getElementById("apikey").addEventListener("submit", function (event) {{
+  event.preventDefault();
+  const key = document.getElementById("key").value;
+  window.ui = SwaggerUIBundle({{url: "{swagger}", dom_id: "#swagger-ui", deepLinking: true,
+    tryItOutEnabled: true, validatorUrl: null,
+    requestInterceptor: function (req) {{ req.headers["Authorization"] = "Bearer " + key; return req; }}}});
+}});
+</script></body></html>
+"""
 
 
 async def docs(request: web.Request) -> web.Response:
-    gen, _ = _active(request)
-    page = _PAGE.format(service=gen.service, static=STATIC_URL, swagger=f"/public/api/v1/{gen.service}/swagger")
+    gen, keyed = _active(request)
+    page = (_KEYED_PAGE if keyed else _PAGE).format(
+        service=html.escape(gen.service), static=STATIC_URL, swagger=f"/public/api/v1/{gen.service}/swagger"
+    )
     return web.Response(text=page, content_type="text/html")
 
 

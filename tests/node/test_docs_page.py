@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -40,32 +41,62 @@ def test_the_page_and_its_assets_come_from_the_node(node: NodeProc) -> None:
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
 
 
-def test_the_try_it_form_answers_a_test_query_in_chromium(node: NodeProc) -> None:
+def _chromium() -> webdriver.Chrome:
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for flag in FLAGS.split():
         opts.add_argument(flag)
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+    return webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+
+
+def _try_score(driver: webdriver.Chrome) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """Opens the score endpoint's try-it form, plays its prefilled test query; returns what
+    was sent, the status shown and the answer shown."""
+    wait = WebDriverWait(driver, 90)
+    op = "#operations-score-score_predict"
+    wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, op + " .opblock-summary"))).click()
+    body = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, op + " textarea.body-param__text")))
+    sent = json.loads(body.get_attribute("value") or "")
+    driver.find_element(By.CSS_SELECTOR, op + " .execute").click()
+    answer = wait.until(
+        ec.presence_of_element_located((By.CSS_SELECTOR, op + " .live-responses-table .response-col_description pre"))
+    )
+    status = driver.find_element(By.CSS_SELECTOR, op + " .live-responses-table tbody .response-col_status").text
+    return sent, status.strip(), json.loads(answer.text)
+
+
+def test_the_try_it_form_answers_a_test_query_in_chromium(node: NodeProc) -> None:
+    driver = _chromium()
     try:
         driver.get(node.http + "/public/api/v1/fraud/docs")
-        wait = WebDriverWait(driver, 90)
-        op = "#operations-score-score_predict"
-        wait.until(ec.element_to_be_clickable((By.CSS_SELECTOR, op + " .opblock-summary"))).click()
-        body = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, op + " textarea.body-param__text")))
-        sent = json.loads(body.get_attribute("value") or "")
-        assert sent["features"]["customer_id"] == "C00000"  # the first test query, prefilled
-        driver.find_element(By.CSS_SELECTOR, op + " .execute").click()
-        answer = wait.until(
-            ec.presence_of_element_located(
-                (By.CSS_SELECTOR, op + " .live-responses-table .response-col_description pre")
-            )
-        )
-        status = driver.find_element(By.CSS_SELECTOR, op + " .live-responses-table tbody .response-col_status").text
-        got = json.loads(answer.text)
+        sent, status, got = _try_score(driver)
     finally:
         driver.quit()
-    assert status.strip() == "200"
+    assert sent["features"]["customer_id"] == "C00000"  # the first test query, prefilled
+    assert status == "200"
     direct = requests.post(node.url("fraud", "score", "predict"), json=sent, timeout=30).json()
     assert got["result"]["prediction"] == direct["result"]["prediction"] in ("FRAUD", "OK")
     assert got["result"]["probas"] == direct["result"]["probas"]
     assert got["apiContext"] == {"serviceId": "fraud", "endpointId": "score", "serviceGeneration": "v1"}
+
+
+def test_a_keyed_service_page_asks_for_the_key_and_sends_it(node: NodeProc) -> None:
+    keys = node.data_dir / "config" / "services" / "fraud" / "api_keys.json"
+    keys.parent.mkdir(parents=True, exist_ok=True)
+    keys.write_text(json.dumps({"api_keys": [{"id": "docs", "key": "docs-key-1"}]}))
+    driver = _chromium()
+    try:
+        url = node.url("fraud", "score", "predict")
+        node.wait_for(lambda: requests.post(url, json={}, timeout=10).status_code == 401, what="keys")
+        driver.get(node.http + "/public/api/v1/fraud/docs")
+        wait = WebDriverWait(driver, 90)
+        wait.until(ec.presence_of_element_located((By.ID, "key"))).send_keys("docs-key-1")
+        assert "customer_id" not in driver.page_source  # nothing of the model before the key
+        driver.find_element(By.CSS_SELECTOR, "#apikey button").click()
+        sent, status, got = _try_score(driver)
+    finally:
+        driver.quit()
+        keys.unlink()
+    assert sent["features"]["customer_id"] == "C00000"
+    assert status == "200", got  # the try-it call carried the key
+    assert got["apiContext"]["serviceId"] == "fraud"

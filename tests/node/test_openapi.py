@@ -29,8 +29,9 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
         yield n
 
 
-def _swagger(node: NodeProc) -> dict:
-    r = requests.get(node.http + "/public/api/v1/fraud/swagger", timeout=30)
+def _swagger(node: NodeProc, key: str | None = None) -> dict:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    r = requests.get(node.http + "/public/api/v1/fraud/swagger", headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
@@ -100,7 +101,13 @@ def test_schemathesis_finds_nothing_on_a_keyed_service(node: NodeProc) -> None:
     try:
         url = node.url("fraud", "customer", "lookup")
         node.wait_for(lambda: requests.post(url, json={"data": {}}, timeout=10).status_code == 401, what="keys")
-        doc = _swagger(node)
+        for headers in ({}, {"Authorization": "Bearer wrong"}):  # it names the model's features
+            r = requests.get(node.http + "/public/api/v1/fraud/swagger", headers=headers, timeout=30)
+            assert r.status_code == 401 and r.json()["errorType"] == "UNAUTHORIZED", r.text
+            assert "customer_id" not in r.text
+        page = requests.get(node.http + "/public/api/v1/fraud/docs", timeout=30)
+        assert page.status_code == 200 and "requires an API key" in page.text
+        doc = _swagger(node, "fuzz-key-1")
         validate(doc)
         assert doc["security"] == [{"apiKey": []}, {"bearer": []}]
         assert doc["components"]["securitySchemes"]["apiKey"] == {
