@@ -3,8 +3,6 @@ load balancer has taken the node out, then the usual shutdown; nothing lost (REA
 
 from __future__ import annotations
 
-import http.client
-import itertools
 import signal
 import subprocess
 import threading
@@ -25,6 +23,7 @@ from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from tests.nodeproc import APINODE, NodeProc, start_node
 from tests.packages import function_package
+from tests.signal_load import Tally, grpc_client, http_client
 
 PROPAGATION_S = 0.5  # how long the balancer takes to act on a failed readiness probe
 
@@ -58,105 +57,6 @@ class Balancer:
             time.sleep(0.02)
 
 
-class Tally:
-    """Outcomes of one protocol's requests around the SIGTERM."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sent = 0
-        self.answered: list[tuple[str, float, bool]] = []  # tag, when sent, on a new connection
-        self.failed: list[str] = []  # answered with an error
-        self.refused = 0  # a connection refused while the balancer still routed to the node
-        self.moved = 0  # stopped because the balancer had taken the node out (another pod's now)
-        self.lost: list[str] = []  # sent, then the connection dropped with no answer
-        self.cancelled_after: list[str] = []  # gRPC: cancelled by gRPC at GOAWAY, never reached the node
-        self.signal_at = float("inf")
-
-    def add(self, field: str, value: object = None) -> None:
-        with self.lock:
-            if value is None:
-                setattr(self, field, getattr(self, field) + 1)
-            else:
-                getattr(self, field).append(value)
-
-    def after(self, t: float, new_connection: bool = False) -> int:
-        return sum(1 for _, sent, new in self.answered if sent > t and (new or not new_connection))
-
-    def figures(self) -> str:
-        return (
-            f"sent {self.sent}, answered {len(self.answered)}, failed {len(self.failed)}, lost {len(self.lost)}, "
-            f"refused {self.refused}, moved off by the balancer {self.moved}"
-            + (f", sent at GOAWAY and CANCELLED by gRPC {len(self.cancelled_after)}" if self.cancelled_after else "")
-            + "".join(f"\n  lost: {x}" for x in self.lost + self.failed)
-        )
-
-
-def _http_client(port: int, lb: Balancer, tally: Tally, name: str, keep_alive: bool) -> None:
-    """Keep-alive: one connection until the node answers `Connection: close`. Otherwise a new
-    connection per request."""
-    conn: http.client.HTTPConnection | None = None
-    new = False
-    for i in itertools.count():
-        tag = f"{name}-{i}"
-        if conn is None:
-            if not lb.routable:
-                tally.add("moved")
-                return
-            conn, new = http.client.HTTPConnection("127.0.0.1", port, timeout=60), True
-            try:
-                conn.connect()
-            except OSError:
-                tally.add("refused")
-                return
-        sent = time.monotonic()
-        headers = {"Content-Type": "application/json", **({} if keep_alive else {"Connection": "close"})}
-        try:
-            conn.request("POST", "/public/api/v1/svc/e/run", orjson.dumps({"s": 0.005, "tag": tag}), headers)
-        except OSError:
-            tally.add("refused")
-            return
-        tally.add("sent")
-        try:
-            r = conn.getresponse()
-            data = r.read()
-        except (OSError, http.client.HTTPException) as exc:
-            tally.add("lost", f"{tag} {exc!r}")
-            return
-        if r.status == 200:
-            tally.add("answered", (tag, sent, new))
-        else:
-            tally.add("failed", f"{tag} {r.status} {data!r}")
-        new = False
-        if r.getheader("Connection", "").lower() == "close":
-            conn.close()
-            conn = None
-
-
-def _grpc_client(address: str, lb: Balancer, tally: Tally, name: str) -> None:
-    """One channel (connection) for the whole run, as a gRPC client behind a Service keeps."""
-    with grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)]) as ch:
-        stub = pbg.ApiNodeStub(ch)
-        for i in itertools.count():
-            tag = f"{name}-{i}"
-            args = struct_pb2.Struct()
-            args.update({"s": 0.005, "tag": tag})
-            sent = time.monotonic()
-            try:
-                stub.Run(pb.RunRequest(service="svc", endpoint="e", arguments=args), timeout=60)
-            except grpc.RpcError as err:
-                if err.code() == grpc.StatusCode.UNAVAILABLE:  # not sent: GOAWAY, then no connection
-                    tally.add("refused" if lb.routable else "moved")
-                elif err.code() == grpc.StatusCode.CANCELLED and sent > tally.signal_at:
-                    tally.add("sent")  # see tests/node/test_shutdown.py: gRPC's own, at GOAWAY
-                    tally.add("cancelled_after", tag)
-                else:
-                    tally.add("sent")
-                    tally.add("lost", f"{tag} {err.code()} {err.details()}")
-                return
-            tally.add("sent")
-            tally.add("answered", (tag, sent, False))
-
-
 def _probe_during_drain(node: NodeProc) -> dict[str, object]:
     """What the health endpoints answer, and whether new connections are served."""
     out: dict[str, object] = {
@@ -185,8 +85,15 @@ def test_sigterm_drains_then_stops_losing_nothing(tmp_path: Path) -> None:
     node = start_node(tmp_path / "data", pkg, args=["--query-log", str(logdir), "--drain-seconds", "2"])
     lb = Balancer(node)
     web, rpc = Tally(), Tally()
-    threads = [threading.Thread(target=_http_client, args=(node.http_port, lb, web, f"h{i}", i < 4)) for i in range(6)]
-    threads += [threading.Thread(target=_grpc_client, args=(node.grpc, lb, rpc, f"g{i}")) for i in range(4)]
+    threads = [
+        threading.Thread(
+            target=http_client, args=(node.http_port, web, f"h{i}"), kwargs={"keep_alive": i < 4, "lb": lb}
+        )
+        for i in range(6)
+    ]
+    threads += [
+        threading.Thread(target=grpc_client, args=(node.grpc, rpc, f"g{i}"), kwargs={"lb": lb}) for i in range(4)
+    ]
     for t in threads:
         t.start()
     node.wait_for(lambda: len(web.answered) >= 50 and len(rpc.answered) >= 50, what="load", timeout=60)
@@ -222,7 +129,7 @@ def test_sigterm_drains_then_stops_losing_nothing(tmp_path: Path) -> None:
     # Served while not ready, on new connections too (the balancer had not acted yet).
     assert web.after(lb.not_ready_at, new_connection=True) > 0 and rpc.after(lb.not_ready_at) > 0
     logged = [orjson.loads(line)["arguments"]["tag"] for line in (logdir / "queries.jsonl").read_bytes().splitlines()]
-    answered = [tag for tag, _, _ in web.answered + rpc.answered] + ["probe-http", "probe-grpc"]
+    answered = web.tags() + rpc.tags() + ["probe-http", "probe-grpc"]
     assert sorted(logged) == sorted(answered)  # the query log holds every answer, and nothing else
 
 
