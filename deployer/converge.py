@@ -21,6 +21,7 @@ import argparse
 import socket
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -106,7 +107,11 @@ def _client(args: argparse.Namespace, target: str) -> AdminClient:
     return AdminClient(target, key, timeout=10, connect_timeout=3, tls=tls_of(args))
 
 
-def wait_for_nodes(args: argparse.Namespace, out: Output, state: RepoState, sid: str) -> int:
+def wait_for_nodes(
+    args: argparse.Namespace, out: Output, state: RepoState, sid: str, extra: dict[str, Any] | None = None
+) -> int:
+    """Follows the nodes until each serves `state` (or the timeout); `extra`: more fields of
+    the one JSON document `--json` prints (the action's own result)."""
     if not getattr(args, "nodes", None) and not getattr(args, "nodes_dns", None):
         raise UsageError("--wait needs the nodes: --nodes HOST:PORT,... or --nodes-dns NAME:PORT")
     t0 = time.monotonic()
@@ -148,6 +153,7 @@ def wait_for_nodes(args: argparse.Namespace, out: Output, state: RepoState, sid:
     if out.json_mode:
         out.json(
             {
+                **(extra or {}),
                 "serial": state.serial,
                 "service": sid,
                 "ok": not failed and bool(nodes),

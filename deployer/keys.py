@@ -20,6 +20,7 @@ from rich.table import Table
 
 from deployer.errors import EXIT_OK, UsageError
 from deployer.output import Output
+from deployer.publish import add_wait_args
 from deployer.repokeys import cmd_repository_keys
 from node._proto.apinode.v1 import admin_pb2
 
@@ -107,6 +108,16 @@ def cmd_keys_delete(args: argparse.Namespace, out: Output) -> int:
     return EXIT_OK
 
 
+def _node_handler(handler: Any) -> Any:
+    def run(args: argparse.Namespace, out: Output) -> int:
+        if getattr(args, "wait", False):
+            raise UsageError("--wait goes with --repository (a node applies a key at once)")
+        code: int = handler(args, out)
+        return code
+
+    return run
+
+
 def add_parsers(dsub: Any, run: Any, common: Any) -> None:
     """`apinode deploy keys list|add|delete` (`run(handler, args)` runs a handler, `common(p)`
     adds the node options)."""
@@ -118,7 +129,8 @@ def add_parsers(dsub: Any, run: Any, common: Any) -> None:
         ("delete", cmd_keys_delete, "delete an admin key, or revoke a service API key (--service), by id"),
     ):
         p = ksub.add_parser(name, help=help, description=help)
-        p.set_defaults(func=lambda args, h=handler: run(cmd_repository_keys if args.repository else h, args))
+        node_handler = _node_handler(handler)
+        p.set_defaults(func=lambda args, h=node_handler: run(cmd_repository_keys if args.repository else h, args))
         p.add_argument("--service", metavar="SERVICE", help="a service's API keys instead of the admin keys")
         p.add_argument(
             "--repository",
@@ -132,4 +144,6 @@ def add_parsers(dsub: Any, run: Any, common: Any) -> None:
             p.add_argument("--created-by", metavar="WHO")
         if name == "delete":
             p.add_argument("key_id", metavar="ID", help="the key's id (see keys list)")
+        if name != "list":
+            add_wait_args(p.add_argument_group("with --repository"))
         common(p)

@@ -347,6 +347,11 @@ def add_repository_args(p: argparse.ArgumentParser, *, required: bool = False) -
         metavar="DIR|URL",
         help="change a package repository's state instead of a node (nodes serve --repository it)",
     )
+    add_wait_args(g)
+
+
+def add_wait_args(g: Any) -> None:
+    """`--wait` and the nodes it follows (deployer.converge)."""
     g.add_argument("--wait", action="store_true", help="then wait until every node serves the new state")
     g.add_argument("--nodes", metavar="HOST:PORT,...", help="with --wait: the nodes' gRPC addresses")
     g.add_argument("--nodes-dns", metavar="NAME:PORT", help="with --wait: every A record of NAME (headless Service)")

@@ -104,25 +104,32 @@ def cmd_repository_keys(args: argparse.Namespace, out: Output) -> int:
             svc.api_keys = kept
         state.bump()
         store.write(state)
-    return _report(args, out, store.where, state.serial, svc, key)
+    doc = _report(args, out, store.where, state.serial, svc, key)
+    if getattr(args, "wait", False):
+        from deployer.converge import wait_for_nodes
+
+        return wait_for_nodes(args, out, state, args.service, extra=doc)
+    if out.json_mode:
+        out.json(doc)
+    return EXIT_OK
 
 
-def _report(args: argparse.Namespace, out: Output, where: str, serial: int, svc: RepoService, key: str | None) -> int:
+def _report(
+    args: argparse.Namespace, out: Output, where: str, serial: int, svc: RepoService, key: str | None
+) -> dict[str, Any]:
+    """Says what changed (the new key at once: it is shown only here); returns the JSON
+    document of `--json`, printed by the caller (after `--wait`, merged with its own)."""
     keys = svc.api_keys or []
     doc: dict[str, Any] = {"repository": where, "serial": serial, "service": args.service}
     if key is not None:
         added = _shown(keys[-1])
-        if out.json_mode:
-            out.json({**doc, **added, "key": key, "source": "repository"})
-            return EXIT_OK
-        out.note(f"{where}: state {serial}: added API key {escape(added['id'])} of service {escape(args.service)}")
-        out.note("the key (shown once, the repository keeps only its digest):")
-        out.out.print(key, markup=False, highlight=False)
-        return EXIT_OK
-    if out.json_mode:
-        out.json({**doc, "deleted": args.key_id, "keys": [_shown(k) for k in keys]})
-    else:
+        if not out.json_mode:
+            out.note(f"{where}: state {serial}: added API key {escape(added['id'])} of service {escape(args.service)}")
+            out.note("the key (shown once, the repository keeps only its digest):")
+            out.out.print(key, markup=False, highlight=False)
+        return {**doc, **added, "key": key, "source": "repository"}
+    if not out.json_mode:
         out.note(
             f"{where}: state {serial}: revoked {escape(args.key_id)}; {len(keys)} API keys of {escape(args.service)} left"
         )
-    return EXIT_OK
+    return {**doc, "deleted": args.key_id, "keys": [_shown(k) for k in keys]}

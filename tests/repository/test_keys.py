@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import requests
 from tests.deployer.conftest import deploy, make_package, ok
 from tests.nginx import start_nginx
 from tests.nodeproc import NodeProc, start_node
-from tests.repository.helpers import Fleet, node_args, status, wait_ready
+from tests.repository.helpers import KEY, Fleet, node_args, status, wait_ready
 
 PKG_KEY = "the-package-s-own-service-key"
 
@@ -58,11 +59,14 @@ def test_service_keys_travel_in_the_repository_state(tmp_path: Path) -> None:
 
         # Add: the key is printed once; the state keeps its digest, and the package's key
         # (copied into the state by the first add) stays valid.
-        team = _keys(repo, "add", "--id", "team", "--label", "Team A").strip().splitlines()[-1]
-        assert len(team) == 64
+        # --wait returns once every node serves the new state: the key works everywhere at once.
+        nodes = ",".join(n.grpc for n in fleet.nodes)
+        waited = _keys(repo, "add", "--id", "team", "--label", "Team A", "--wait", "--nodes", nodes, "--admin-key", KEY)
+        team = next(line for line in waited.splitlines() if re.fullmatch("[0-9a-f]{64}", line))
+        assert "3 nodes serve state" in waited
         state = (repo / "state.json").read_text()
         assert team not in state and hashlib.sha256(team.encode()).hexdigest() in state
-        _everywhere(fleet, team, 200)
+        assert all(_code(n, team) == 200 for n in fleet.nodes)
         for node in fleet.nodes:
             assert _code(node, PKG_KEY) == 200 and _code(node, None) == 401 and _code(node, "nope") == 401
             assert team not in (node.data_dir / "config/services/svc/api_keys.json").read_text()
@@ -71,9 +75,13 @@ def test_service_keys_travel_in_the_repository_state(tmp_path: Path) -> None:
         assert [(k["id"], k["label"]) for k in listed["keys"]] == [("key0", ""), ("team", "Team A")]
         assert "sha256" not in json.dumps(listed) and team not in json.dumps(listed)
 
-        # Revoke the package's key, then the new one: refused everywhere, the other stays.
-        _keys(repo, "delete", "key0")
-        _everywhere(fleet, PKG_KEY, 401)
+        # Revoke the package's key (--wait --json: one document, the revocation's and the nodes'),
+        # then the new one: refused everywhere, the other stays.
+        revoked = json.loads(_keys(repo, "delete", "key0", "--wait", "--nodes", nodes, "--admin-key", KEY, "--json"))
+        assert revoked["deleted"] == "key0" and revoked["ok"] is True and len(revoked["nodes"]) == 3, revoked
+        assert all(_code(n, PKG_KEY) == 401 for n in fleet.nodes)
+        misplaced = deploy("keys", "delete", "key0", "--service", "svc", "--node", fleet.nodes[0].grpc, "--wait")
+        assert misplaced.returncode == 2 and "--wait goes with --repository" in misplaced.stderr
         assert all(_code(n, team) == 200 for n in fleet.nodes)
         last = deploy("keys", "delete", "team", "--service", "svc", "--repository", repo)
         assert last.returncode == 1 and "a service without keys is public" in last.stderr
