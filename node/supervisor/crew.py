@@ -13,24 +13,17 @@ back off and make the endpoint not ready, with the reason. A worker the front ki
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from node import errors
 from node.supervisor.lag import LagMonitor
 from node.supervisor.poolkey import PoolKey
-from node.supervisor.process import (
-    KillReason,
-    Launcher,
-    SpawnFailed,
-    WorkerArgs,
-    WorkerProcess,
-    describe_exit,
-    spawn_process,
-)
+from node.supervisor.process import KillReason, Launcher, SpawnFailed, WorkerArgs, WorkerProcess, spawn_process
 from node.supervisor.scaling import Scaling
 from node.supervisor.settings import PoolSettings
 from node.supervisor.slots import Slots
@@ -77,11 +70,11 @@ class WorkerCounts:
     starting: int
     total: int
 
-    def to_json(self) -> dict[str, int]:
-        return {"busy": self.busy, "idle": self.idle, "starting": self.starting, "total": self.total}
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-class Crew:
+class Crew(abc.ABC):
     def __init__(
         self,
         key: PoolKey,
@@ -115,14 +108,14 @@ class Crew:
         self._replenish_handle: asyncio.TimerHandle | None = None
         self._drained = asyncio.Event()
 
-    # ---- what the pool's subclass does with a worker -----------------------------------
+    # ---- what the pool does with a worker, and with its queue on close -----------------
+    @abc.abstractmethod
     def _worker_free(self, w: WorkerProcess) -> None:
         """A worker is ready for work: give it some, or let it idle."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _fail_queued(self, exc: errors.ApiNodeError) -> None:
         """The pool is closing: every queued request fails with `exc`."""
-        raise NotImplementedError
 
     # ---- sizes -------------------------------------------------------------------------
     @property
@@ -239,10 +232,7 @@ class Crew:
         """Retires the longest-idle worker above `cruise` (one per tick); with `ping`,
         pings every worker, and kills one whose pong is late by the ping timeout."""
         oldest = min(self.idle, key=lambda w: w.idle_since, default=None)
-        idle_since = oldest.idle_since if oldest is not None else None
-        if oldest is not None and self.scaling.retire_idle(
-            now, waiting=self.waiting, size=self.size, idle_since=idle_since
-        ):
+        if oldest and self.scaling.retire_idle(now, waiting=self.waiting, size=self.size, idle_since=oldest.idle_since):
             self.retire(oldest)
         for w in list(self.workers):
             if w.state == "starting" or w.retiring:
@@ -385,7 +375,7 @@ class Crew:
             self.stats.restarts += 1
             self._launch(self._spawn())  # at once, on the slot the killed one gave back
             return
-        reason = w.kill_detail or f"worker {w.label} (pid {w.pid}) {describe_exit(w.exit_code)}"
+        reason = w.kill_detail or f"worker {w.label} (pid {w.pid}) {w.exit_text}"
         self.stats.crashed += 1
         self.last_error = reason
         delay = self.scaling.crashed(time.monotonic(), served_any=w.tasks_done > 0, epoch=w.epoch)

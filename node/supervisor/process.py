@@ -164,6 +164,10 @@ class WorkerProcess:
         return self.state != "dead"
 
     @property
+    def exit_text(self) -> str:
+        return describe_exit(self.exit_code)
+
+    @property
     def sendable(self) -> bool:
         """False once the data channel closed: the worker is exiting, send it nothing."""
         return self.state != "dead" and self._data is not None and self._data.open
@@ -266,7 +270,7 @@ class WorkerProcess:
         if self.kill_reason is not None:
             return errors.WorkerCrashed(f"worker {self.label} was killed: {self.kill_detail}")
         return errors.WorkerCrashed(
-            f"worker {self.label} (pid {self.pid}) crashed ({describe_exit(self.exit_code)}) while running this request"
+            f"worker {self.label} (pid {self.pid}) crashed ({self.exit_text}) while running this request"
         )
 
     async def _watch(self) -> None:

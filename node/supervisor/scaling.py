@@ -67,10 +67,9 @@ class Scaling:
         """Workers kept while idle."""
         return self.settings.floor if self.parked else self.settings.cruise
 
-    def retire_idle(self, now: float, *, waiting: int, size: int, idle_since: float | None) -> bool:
-        """Whether the longest-idle worker (idle since `idle_since`, None: none idle)
-        retires now."""
-        if waiting or size <= self.keep or idle_since is None:
+    def retire_idle(self, now: float, *, waiting: int, size: int, idle_since: float) -> bool:
+        """Whether the longest-idle worker (idle since `idle_since`) retires now."""
+        if waiting or size <= self.keep:
             return False
         return now - idle_since >= self.settings.idle_grace_ms / 1000
 
