@@ -226,7 +226,6 @@ class Pool(Crew):
                 self._requeue(batch[1:])
                 self._dispatch(w, batch[:1])
                 return
-            self.stats.failed += 1
             if not batch[0].fut.done():
                 batch[0].fut.set_exception(errors.PayloadTooLarge(f"the request is {exc}"))
             self._worker_free(w)
