@@ -52,8 +52,10 @@ class ThreadWorker:
             self._shut()  # as a process's exit closes its descriptors
             self.data.close()
             self.ctl.close()
-            if not self._loop.is_closed():
+            try:
                 self._loop.call_soon_threadsafe(self._exit, code)
+            except RuntimeError:  # the test is over and its loop closed: nobody is waiting
+                pass
 
         threading.Thread(target=main, daemon=True, name=f"fake-worker-{self.pid}").start()
 
