@@ -51,15 +51,12 @@ class _PoolCollector(Collector):
         restarts = CounterMetricFamily("apinode_worker_restarts", "Workers started to replace others", labels=labels)
         rejected = CounterMetricFamily("apinode_rejected", "Requests not served, by reason", labels=[*labels, "reason"])
         for key, pool in list(self.sup.pools.items()):
-            service, rest = key.split("/", 1)
-            endpoint, generation = rest.split("@", 1)
-            generation = generation.split("~", 1)[0]
-            lv = [service, endpoint, generation]
+            lv = [key.service, key.endpoint_id, key.generation]
             depth.add_metric(lv, pool.waiting)
-            states = [w.state for w in pool.workers if not w.retiring]
-            saturation.add_metric(lv, states.count("busy") / pool.settings.ceil)
-            for state in ("busy", "idle", "starting"):
-                workers.add_metric([*lv, state], states.count(state))
+            counts = pool.counts()
+            saturation.add_metric(lv, counts.busy / pool.settings.ceil)
+            for state, n in (("busy", counts.busy), ("idle", counts.idle), ("starting", counts.starting)):
+                workers.add_metric([*lv, state], n)
             s = pool.stats
             crashes.add_metric(lv, s.crashed)
             restarts.add_metric(lv, s.restarts)

@@ -32,6 +32,7 @@ from node.querylog import LogPolicy, QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
 from node.supervisor import settings as pool_settings
 from node.supervisor.pool import Pool
+from node.supervisor.poolkey import PoolKey
 from node.supervisor.supervisor import Supervisor
 from node.worker import protocol as wp
 
@@ -162,9 +163,9 @@ class Registry:
                 return ep.id, Endpoint(ep, None, None, lookup=lookups[ep.id])
             settings = pool_settings.resolve(self.data_dir, service, ep.id, ep.pool)
             op, batchable = _OPS[ep.type]
-            key = f"{service}/{ep.id}@{stored.version}"
+            key = PoolKey(service, ep.id, stored.version)
             if key in self.sup.pools:  # the same version, new content, loading beside the old
-                key += f"~{self._loads}"
+                key = PoolKey(service, ep.id, stored.version, instance=self._loads)
             spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
             if ep.type == "sql" and ep.raw.get("connection") is not None:
                 spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
@@ -200,7 +201,7 @@ class Registry:
         return gen
 
     async def _enricher(
-        self, endpoint: Endpoint, key: str, spec_base: dict[str, Any], datasets: dict[str, Dataset], incoming: bool
+        self, endpoint: Endpoint, key: PoolKey, spec_base: dict[str, Any], datasets: dict[str, Dataset], incoming: bool
     ) -> None:
         """The endpoint's enrichment: bundled datasets (indexed already), and one SQL pool
         per table of a node connection."""
@@ -218,9 +219,9 @@ class Registry:
                 "connection": connections.resolve(self.connections_file, e["connection"], ep.id),
             }
             name = f"{ep.id}.enrich{i}"
-            settings = pool_settings.resolve(self.data_dir, key.split("/")[0], name, dict(_ENRICH_POOL))
+            settings = pool_settings.resolve(self.data_dir, key.service, name, dict(_ENRICH_POOL))
             pool = await self.sup.add_pool(
-                f"{key}#enrich{i}", spec, settings, op=wp.OP_QUERY, batchable=False, incoming=incoming
+                key.enrichment(i), spec, settings, op=wp.OP_QUERY, batchable=False, incoming=incoming
             )
             endpoint.enrich_pools.append(pool)
             tables[i] = TableSource(pool, e["table"])

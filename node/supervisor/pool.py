@@ -1,18 +1,22 @@
-"""A pool of worker processes for one endpoint of one generation.
+"""A pool of worker processes for one endpoint of one generation: its queue and dispatch.
 
 Requests go straight to an idle worker; when none is idle they wait in a FIFO queue, each
 with a timer of `timeout` ms. What `queue` bounds depends on the endpoint kind (see
 `queue_full`): requests for one-request-at-a-time pools (functions, SQL), batches of up
 to `max_batch` rows for prediction pools, whose workers drain a whole batch per run.
-The pool grows towards `ceil` while requests wait (as the supervisor grants slots under
-the node-wide cap) and shrinks back to `cruise` once workers idle past a grace period.
 
 Batching: when a worker frees up, a prediction pool sends it everything queued (up to
 `max_batch` rows) as one message and one model run; nothing waits for a batch to fill.
+A batch too big for one frame is split (its first request goes alone); a single request
+too big for one is refused with PayloadTooLarge.
 
-Faults: a worker that dies fails only the requests it held (WorkerCrashed) and is replaced;
-repeated crashes back off exponentially and make the endpoint not ready, with the reason.
-Over `max_run_ms` a worker is killed and replaced, and its callers get RunTimeout.
+The pool is built from its collaborators: its workers' lifecycle is
+:class:`~node.supervisor.crew.Crew` (spawn, replace, retire), whose growth and back-off
+follow :class:`~node.supervisor.scaling.Scaling`; node-wide it shares
+:class:`~node.supervisor.slots.Slots` (the worker cap, the CPU budget) and the front's
+:class:`~node.supervisor.lag.LagMonitor` (shedding while the front is behind), both in
+its :class:`PoolContext`. Over `max_run_ms` a worker is killed and replaced, and its
+callers get RunTimeout; a worker that dies fails only the requests it held.
 """
 
 from __future__ import annotations
@@ -22,40 +26,23 @@ import logging
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from node import errors
-from node.supervisor.process import ChannelClosed, SpawnFailed, WorkerProcess
+from node.supervisor.crew import Crew, PoolContext, PoolStats
+from node.supervisor.poolkey import PoolKey
+from node.supervisor.process import ChannelClosed, KillReason, WorkerProcess
 from node.supervisor.settings import PoolSettings
+from node.worker import protocol as p
 
-if TYPE_CHECKING:
-    from node.supervisor.supervisor import Supervisor
-
+__all__ = ["Outcome", "Pool", "PoolContext", "PoolStats"]
 log = logging.getLogger("node.supervisor")
-_MAX_BACKOFF_S = 10.0
-_LOST_GRACE_S = 2.0
-LOAD_NICE_EXTRA = 5  # an incoming generation loads this much nicer than the serving workers
 
 
-@dataclass(slots=True)
-class PoolStats:
-    served: int = 0
-    rejected: int = 0
-    timed_out: int = 0
-    cancelled: int = 0
-    crashed: int = 0
-    spawn_failures: int = 0  # worker processes that could not be started (OSError: fds, memory)
-    failed: int = 0  # requests that failed in a worker (crash, user error, run timeout)
-    run_timeouts: int = 0
-    restarts: int = 0
-    batches: int = 0
-    batched_rows: int = 0
-
-
-class Pending:
+class _Pending:
     __slots__ = ("done", "enqueued", "fut", "n", "payload", "timer")
 
-    def __init__(self, payload: Any, n: int, fut: asyncio.Future[Any]) -> None:
+    def __init__(self, payload: Any, n: int, fut: asyncio.Future[Outcome]) -> None:
         self.payload = payload
         self.n = n
         self.fut = fut
@@ -74,129 +61,24 @@ class Outcome:
     batch_rows: int
 
 
-class Pool:
+class Pool(Crew):
     def __init__(
         self,
-        key: str,
+        key: PoolKey,
         spec: dict[str, Any],
         settings: PoolSettings,
-        supervisor: Supervisor,
+        node: PoolContext,
         *,
         op: str,
         batchable: bool,
         incoming: bool = False,
     ) -> None:
-        self.key = key
-        # Loading beside a generation that serves: its first workers load below the serving
-        # workers' priority (replacements and growth later are urgent, and load at theirs).
-        self.incoming = incoming
-        self.parked = False  # a warm generation kept for rollback: `floor` workers, no more
-        self.spec = spec
-        self.settings = settings
-        self.sup = supervisor
+        super().__init__(key, spec, settings, node, batchable=batchable, incoming=incoming)
         self.op = op
         self.batchable = batchable
-        self.workers: set[WorkerProcess] = set()
-        self.idle: list[WorkerProcess] = []
-        self.queue: deque[Pending] = deque()
-        self.waiting = 0
-        self.waiting_rows = 0  # rows of the waiting requests (prediction pools batch by rows)
-        self.starting = 0
+        self.queue: deque[_Pending] = deque()
         self.batch_s = 0.0  # moving average of one model run, as the front sees it (s)
-        self.stats = PoolStats()
-        self.closed = False
-        self.consecutive_crashes = 0
-        self.backoff_until = 0.0
-        self.last_error: str | None = None
-        self.served_once = False  # a worker of this pool has loaded: later gaps are replacements
-        self._started = False  # start() succeeded: failures since are retried, not raised
-        self._crash_epoch = 0  # crashes so far: a worker records it at spawn (see _on_exit)
-        self._loop = asyncio.get_running_loop()
-        self._replenish_handle: asyncio.TimerHandle | None = None
-        grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if batchable else 0)
-        self._grow_after = grow_ms / 1000
         self._grow_handle: asyncio.TimerHandle | None = None
-        self._drained = asyncio.Event()
-
-    # ---- sizes -------------------------------------------------------------------------
-    @property
-    def size(self) -> int:
-        """Workers alive or starting, not counting those retiring."""
-        return sum(1 for w in self.workers if not w.retiring)
-
-    @property
-    def busy(self) -> int:
-        return sum(1 for w in self.workers if w.state == "busy")
-
-    @property
-    def live(self) -> int:
-        """Workers that can take a request now or when they free up."""
-        return sum(1 for w in self.workers if w.state in ("idle", "busy") and w.sendable and not w.retiring)
-
-    @property
-    def coming(self) -> int:
-        """Workers starting, and those whose channel closed (dying: replaced when their
-        exit is seen, a moment later)."""
-        dying = sum(
-            1 for w in self.workers if w.state in ("idle", "busy", "lost") and not w.sendable and not w.retiring
-        )
-        return self.starting + dying
-
-    @property
-    def replacing(self) -> bool:
-        """No live worker, but a replacement for one that just died is starting: requests
-        wait for it (a single crash is not an outage; repeated ones are)."""
-        return self.served_once and self.consecutive_crashes <= 1 and self.coming > 0
-
-    @property
-    def ready(self) -> bool:
-        return not self.closed and (self.live > 0 or self.replacing)
-
-    @property
-    def not_ready_reason(self) -> str | None:
-        if self.ready:
-            return None
-        if self.closed:
-            return "endpoint is shutting down"
-        if self.last_error:
-            return f"no live worker: {self.last_error}"
-        return "workers are starting"
-
-    # ---- lifecycle ---------------------------------------------------------------------
-    async def start(self, size: int | None = None) -> None:
-        """Starts `floor` workers, or `size` (up to `ceil`, as the node-wide cap allows), and
-        waits for them; raises if the endpoint cannot load."""
-        workers = [self._spawn(floor=True, loading=self.incoming) for _ in range(self.settings.floor)]
-        for _ in range(min(size or 0, self.settings.ceil) - self.settings.floor):
-            if not self.sup.take_slot(self):
-                break
-            workers.append(self._spawn(loading=self.incoming))
-        results = await asyncio.gather(*(self._start_worker(w) for w in workers), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        if failures:
-            await self.close(drain=False)
-            raise failures[0]
-        self._started = True
-
-    async def close(self, *, drain: bool, timeout: float = 30.0) -> None:
-        """Stops taking requests; with `drain`, lets queued and running ones finish first."""
-        self.closed = True
-        if self._replenish_handle is not None:
-            self._replenish_handle.cancel()
-        if drain and (self.waiting or self.busy):
-            try:
-                await asyncio.wait_for(self._drained.wait(), timeout)
-            except TimeoutError:
-                log.warning("%s: drain timed out with %d queued, %d busy", self.key, self.waiting, self.busy)
-        while self.queue:
-            pend = self.queue.popleft()
-            self._leave_queue(pend)
-            if not pend.fut.done():
-                pend.fut.set_exception(errors.ShuttingDown(f"endpoint {self.key} is shutting down"))
-        workers = list(self.workers)
-        for w in workers:
-            w.retiring = True
-        await asyncio.gather(*(w.stop() for w in workers))
 
     # ---- requests ----------------------------------------------------------------------
     def refuse_if_full(self) -> None:
@@ -207,7 +89,7 @@ class Pool:
             raise errors.ShuttingDown(f"endpoint {self.key} is not taking requests")
         if self.idle and self.waiting == 0:
             return
-        if self.consecutive_crashes >= 2 and not self.ready:
+        if self.scaling.crash_looping and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
         if self.live == 0 and self.coming > 0:
             # Waiting for a worker that is starting (a replacement, or the pool's first): not
@@ -228,10 +110,11 @@ class Pool:
                 f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and {queued}",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
-        if self.waiting and self.sup.lag.behind:  # see node.supervisor.lag
+        lag = self.node.lag
+        if self.waiting and lag.behind:  # see node.supervisor.lag
             self.stats.rejected += 1
             raise errors.Overloaded(
-                f"endpoint {self.key} is overloaded: the node's front is {self.sup.lag.lag_s * 1000:.0f} ms behind "
+                f"endpoint {self.key} is overloaded: the node's front is {lag.lag_s * 1000:.0f} ms behind "
                 f"and {self.waiting} requests are queued",
                 retry_after=1.0,
             )
@@ -256,8 +139,10 @@ class Pool:
         return live > 0 and drain_s >= live * s.timeout / 1000
 
     async def submit(self, payload: Any, n: int = 1) -> Outcome:
+        """Runs one request (`n` rows for a batching pool) on a worker, queueing it while
+        none is free; raises the ApiNodeError it failed with."""
         self.refuse_if_full()
-        pend = Pending(payload, n, self._loop.create_future())
+        pend = _Pending(payload, n, self._loop.create_future())
         if self.idle and self.waiting == 0:
             pend.done = True  # never queued
             self._dispatch(self.idle.pop(), [pend])
@@ -266,19 +151,19 @@ class Pool:
             self.waiting += 1
             self.waiting_rows += n
             pend.timer = self._loop.call_later(self.settings.timeout / 1000, self._expire, pend)
-            if self._grow_after <= 0:
-                self._grow()
+            if self.scaling.grow_after <= 0:
+                self.grow()
             elif self._grow_handle is None:
-                self._grow_handle = self._loop.call_later(self._grow_after, self._grow_if_still_waiting)
+                self._grow_handle = self._loop.call_later(self.scaling.grow_after, self._grow_if_still_waiting)
         try:
-            return await pend.fut  # type: ignore[no-any-return]
+            return await pend.fut
         except asyncio.CancelledError:
             if not pend.done:  # still queued: the caller went away, free its place
                 self._leave_queue(pend)
                 self.stats.cancelled += 1
             raise
 
-    def _leave_queue(self, pend: Pending) -> None:
+    def _leave_queue(self, pend: _Pending) -> None:
         if not pend.done:
             pend.done = True
             self.waiting -= 1
@@ -286,7 +171,7 @@ class Pool:
             if pend.timer is not None:
                 pend.timer.cancel()
 
-    def _expire(self, pend: Pending) -> None:
+    def _expire(self, pend: _Pending) -> None:
         if pend.done:
             return
         self._leave_queue(pend)
@@ -299,8 +184,15 @@ class Pool:
             )
         self._check_drained()
 
-    def _take_batch(self) -> list[Pending]:
-        batch: list[Pending] = []
+    def _fail_queued(self, exc: errors.ApiNodeError) -> None:
+        while self.queue:
+            pend = self.queue.popleft()
+            self._leave_queue(pend)
+            if not pend.fut.done():
+                pend.fut.set_exception(exc)
+
+    def _take_batch(self) -> list[_Pending]:
+        batch: list[_Pending] = []
         rows = 0
         q = self.queue
         while q:
@@ -318,7 +210,7 @@ class Pool:
                 break
         return batch
 
-    def _dispatch(self, w: WorkerProcess, batch: list[Pending]) -> None:
+    def _dispatch(self, w: WorkerProcess, batch: list[_Pending]) -> None:
         if self.batchable and len(batch) > 1:
             payload: Any = [row for pend in batch for row in pend.payload]
         else:
@@ -326,8 +218,17 @@ class Pool:
         try:
             fut = w.request(self.op, payload)
         except ChannelClosed:  # it is exiting: nothing was sent, so another worker takes it
-            self._on_lost(w)
+            self.on_lost(w)
             self._requeue(batch)
+            return
+        except p.FrameTooLarge as exc:  # nothing was sent
+            if len(batch) > 1:  # the batch is too big, maybe not its requests: one alone
+                self._requeue(batch[1:])
+                self._dispatch(w, batch[:1])
+                return
+            if not batch[0].fut.done():
+                batch[0].fut.set_exception(errors.PayloadTooLarge(f"the request is {exc}"))
+            self._worker_free(w)
             return
         w.state = "busy"
         t = time.perf_counter()
@@ -339,7 +240,7 @@ class Pool:
             limit = self._loop.call_later(self.settings.max_run_ms / 1000, self._run_timeout, w)
         fut.add_done_callback(lambda f: self._on_result(w, batch, t, f, limit))
 
-    def _requeue(self, batch: list[Pending]) -> None:
+    def _requeue(self, batch: list[_Pending]) -> None:
         """Puts requests that were never sent back at the head of the queue, each with the
         time it has left, then hands them to an idle worker or waits for one."""
         now = time.perf_counter()
@@ -355,37 +256,25 @@ class Pool:
         while self.idle and self.waiting:
             self._worker_free(self.idle.pop())
         if self.waiting:
-            self._grow()
-
-    def _on_lost(self, w: WorkerProcess) -> None:
-        """Its data channel closed: it takes nothing more; its exit is handled by _on_exit."""
-        if w in self.idle:
-            self.idle.remove(w)
-        if w.state == "idle":
-            w.state = "lost"
-        if w.lost or w.retiring or self.closed:  # stopped by us: its exit follows
-            return
-        w.lost = True
-        # It should be exiting; one that does not (it closed the channel itself) is ended.
-        self._loop.call_later(_LOST_GRACE_S, _kill_if_alive, w, "closed its data channel without exiting")
+            self.grow()
 
     def _run_timeout(self, w: WorkerProcess) -> None:
         self.stats.run_timeouts += 1
-        w.kill(f"the request ran past max_run_ms={self.settings.max_run_ms}")
+        w.kill(KillReason.RUN_TIMEOUT, f"the request ran past max_run_ms={self.settings.max_run_ms}")
 
     def _on_result(
         self,
         w: WorkerProcess,
-        batch: list[Pending],
+        batch: list[_Pending],
         dispatched: float,
-        f: asyncio.Future[Any],
+        f: asyncio.Future[p.Result],
         limit: asyncio.TimerHandle | None,
     ) -> None:
         if limit is not None:
             limit.cancel()
         exc = f.exception()
         if exc is not None:
-            if isinstance(exc, errors.WorkerCrashed) and w.kill_reason and "max_run_ms" in w.kill_reason:
+            if isinstance(exc, errors.WorkerCrashed) and w.kill_reason is KillReason.RUN_TIMEOUT:
                 exc = errors.RunTimeout(
                     f"{self.key} ran past its run time limit of {self.settings.max_run_ms} ms; the worker was replaced"
                 )
@@ -394,12 +283,13 @@ class Pool:
                 if not pend.fut.done():
                     pend.fut.set_exception(exc)
         else:
-            result, compute_us = f.result()
+            res = f.result()
+            result, compute_us = res.payload, res.compute_us
             if self.batchable:  # what one run costs, for the drain bound of queue_full
                 run_s = time.perf_counter() - dispatched
                 self.batch_s = run_s if self.batch_s == 0 else 0.9 * self.batch_s + 0.1 * run_s
             self.stats.served += len(batch)
-            rows = sum(p.n for p in batch)
+            rows = sum(pend.n for pend in batch)
             if len(batch) == 1:
                 pend = batch[0]
                 if not pend.fut.done():
@@ -412,7 +302,7 @@ class Pool:
                     if not pend.fut.done():
                         wait = int((dispatched - pend.enqueued) * 1e6)
                         pend.fut.set_result(Outcome(part, wait, compute_us, rows))
-            self.consecutive_crashes = 0
+            self.scaling.served()
             w.tasks_done += 1
         if w.alive and w.sendable:
             self._worker_free(w)
@@ -421,14 +311,14 @@ class Pool:
 
     def _worker_free(self, w: WorkerProcess) -> None:
         if not w.sendable:
-            self._on_lost(w)
+            self.on_lost(w)
             return
         if self.closed and self.waiting == 0:
             w.state = "idle"
             self._check_drained()
             return
-        if self.waiting == 0 and self.sup.should_yield(self):
-            self._retire(w)
+        if self.waiting == 0 and self.node.slots.should_yield(self):
+            self.retire(w)
             return
         batch = self._take_batch()
         if batch:
@@ -439,211 +329,32 @@ class Pool:
         self.idle.append(w)
         self._check_drained()
 
-    def _check_drained(self) -> None:
-        if self.closed and self.waiting == 0 and self.busy == 0:
-            self._drained.set()
-
-    # ---- workers -----------------------------------------------------------------------
-    def _spawn(self, *, floor: bool = False, loading: bool = False) -> WorkerProcess:
-        nice = self.sup.worker_nice
-        load_nice = min(nice + LOAD_NICE_EXTRA, 19) - nice if loading else 0
-        w = WorkerProcess(self.key, self.spec, self._on_exit, nice=nice, load_nice=load_nice, on_lost=self._on_lost)
-        w.epoch = self._crash_epoch
-        self.workers.add(w)
-        self.starting += 1
-        if floor:
-            self.sup.take_slot(self, floor=True)
-        return w
-
-    async def _start_worker(self, w: WorkerProcess) -> None:
-        try:
-            await w.start(self.settings.start_timeout_ms / 1000)
-        except SpawnFailed as exc:
-            self.starting -= 1
-            self._spawn_failed(w, str(exc))
-            raise errors.NotReady(f"endpoint {self.key}: cannot start a worker: {exc}") from exc
-        except errors.ApiNodeError as exc:
-            self.starting -= 1
-            self.last_error = f"worker failed to load: {exc.message}"
-            w.kill(self.last_error)
-            raise
-        except BaseException:
-            self.starting -= 1
-            raise
-        self.starting -= 1
-        self.served_once = True
-        if self.closed:
-            await w.stop()
-            return
-        self._worker_free(w)
-        if self.waiting:
-            self._grow()  # held back while no worker was live (see _grow)
-
-    def _spawn_failed(self, w: WorkerProcess, cause: str) -> None:
-        """No process was started: un-count it and retry with the crash back-off."""
-        self.workers.discard(w)
-        self.sup.release_slot(self)
-        self.stats.spawn_failures += 1
-        if self.closed or not self._started:  # at load, the failure fails the load instead
-            return
-        self.consecutive_crashes += 1
-        self.last_error = f"cannot start a worker: {cause}"
-        delay = self._back_off()
-        log.error(
-            "%s: cannot start a worker: %s; retrying in %.1f s (failure #%d in a row)",
-            self.key,
-            cause,
-            delay,
-            self.consecutive_crashes,
-        )
-        self._schedule_replenish(delay)
-
-    def _back_off(self) -> float:
-        n = self.consecutive_crashes
-        delay = 0.0 if n <= 1 else min(0.1 * 2 ** (n - 2), _MAX_BACKOFF_S)
-        self.backoff_until = time.monotonic() + delay
-        return delay
-
-    def _schedule_replenish(self, delay: float) -> None:
-        if self._replenish_handle is not None:
-            return
-        if delay <= 0:
-            self._replenish()  # at once: requests are waiting for it
-        else:
-            self._replenish_handle = self._loop.call_later(delay, self._replenish)
-
-    def _launch(self, w: WorkerProcess) -> None:
-        task = asyncio.create_task(self._start_worker(w))
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # logged by _on_exit
-
+    # ---- growth timing -----------------------------------------------------------------
     def _grow_if_still_waiting(self) -> None:
         self._grow_handle = None
-        oldest = next((p for p in self.queue if not p.done), None)  # FIFO: the first live one
+        oldest = next((pend for pend in self.queue if not pend.done), None)  # FIFO: the first live one
         if oldest is None:
             return
-        if time.perf_counter() - oldest.enqueued >= self._grow_after:
-            self._grow()
+        delay = self.scaling.grow_delay(time.perf_counter() - oldest.enqueued)
+        if delay <= 0:
+            self.grow()
         else:
-            delay = self._grow_after - (time.perf_counter() - oldest.enqueued)
             self._grow_handle = self._loop.call_later(delay, self._grow_if_still_waiting)
 
-    def _grow(self) -> None:
-        """Adds workers while requests wait and the pool is under `ceil` and the cap allows.
-        Not while no worker is live and one is starting: the queue then measures the gap,
-        not the load, and more processes starting on the same cores would only delay the
-        first one."""
-        if self.closed or time.monotonic() < self.backoff_until:
-            return
-        if self.starting and not self.live:
-            return
-        while self.waiting > self.starting and self.size < self.settings.ceil:
-            if not self.sup.take_slot(self):
-                return
-            self._launch(self._spawn())
-
-    def _replenish(self) -> None:
-        self._replenish_handle = None
-        if self.closed:
-            return
-        while self.size < self.settings.floor:
-            self.stats.restarts += 1
-            self._launch(self._spawn(floor=True))
-        self._grow()
-
-    def _retire(self, w: WorkerProcess) -> None:
-        w.retiring = True
-        if w in self.idle:
-            self.idle.remove(w)
-        asyncio.create_task(w.stop())  # noqa: RUF006 - _on_exit fires when it ends
-
-    def _on_exit(self, w: WorkerProcess) -> None:
-        self.workers.discard(w)
-        if w in self.idle:
-            self.idle.remove(w)
-        self.sup.release_slot(self)
-        if w.retiring or self.closed:
-            self._check_drained()
-            return
-        reason = w.kill_reason or f"worker {w.label} {_exit_text(w)}"
-        if w.kill_reason and "max_run_ms" in w.kill_reason:
-            log.warning("%s: killed worker %s: %s", self.key, w.label, w.kill_reason)
-            self.stats.restarts += 1
-            self._launch(self._spawn(floor=True))  # takes the slot the killed one gave back
-            return
-        self.stats.crashed += 1
-        # "In a row" means a crash loop: a worker started since the last crash (a
-        # replacement) dies before serving anything. Others dying (siblings killed at once, a
-        # worker that had served) start a new count.
-        looping = w.tasks_done == 0 and w.epoch == self._crash_epoch
-        self.consecutive_crashes = self.consecutive_crashes + 1 if looping else 1
-        self._crash_epoch += 1
-        self.last_error = reason
-        delay = self._back_off()
-        log.error(
-            "%s: %s; replacing it in %.1f s (crash #%d in a row)",
-            self.key,
-            reason,
-            delay,
-            self.consecutive_crashes,
-        )
-        self._schedule_replenish(delay)
-
-    def apply(self, settings: PoolSettings) -> None:
-        """New settings on a live pool (tuning): grows to the new floor now; idle workers over
-        the new ceil retire now, busy ones when they free up; cruise applies at the next tick."""
-        self.settings = settings
-        grow_ms = settings.grow_after_ms if settings.grow_after_ms is not None else (10 if self.batchable else 0)
-        self._grow_after = grow_ms / 1000
-        while self.size < settings.floor:
-            self._launch(self._spawn(floor=True))
-        for w in list(self.idle):
-            if self.size <= settings.ceil:
-                break
-            self._retire(w)
-
-    def park(self, parked: bool) -> None:
-        """Parked (a warm generation kept for rollback), idle workers above `floor` retire
-        after the grace period; unparked, the pool is back to `cruise`."""
-        self.parked = parked
-
-    def tick(self, now: float) -> None:
-        """Periodic upkeep from the supervisor: retire idle workers above cruise, ping."""
-        keep = self.settings.floor if self.parked else self.settings.cruise
-        if self.waiting == 0 and self.size > keep:
-            # One at a time, the longest idle first: a pool shrinks one worker per tick, so a
-            # burst that comes back meanwhile finds the rest (hysteresis, not churn).
-            grace = self.settings.idle_grace_ms / 1000
-            oldest = min(self.idle, key=lambda w: w.idle_since, default=None)
-            if oldest is not None and now - oldest.idle_since >= grace:
-                self._retire(oldest)
+    def tick(self, now: float, *, ping: bool = False) -> None:
+        """Periodic upkeep (the supervisor's): retires an idle worker above `cruise`, grows
+        for requests that waited long enough, pings workers and kills hung ones."""
+        super().tick(now, ping=ping)
         if self.waiting and self.starting < self.waiting and self._grow_handle is None:
             self._grow_if_still_waiting()
 
     def status(self) -> dict[str, Any]:
-        states = [w.state for w in self.workers if not w.retiring]
         return {
             "ready": self.ready,
             "notReadyReason": self.not_ready_reason,
-            "workers": {
-                "busy": states.count("busy"),
-                "idle": states.count("idle"),
-                "starting": states.count("starting"),
-                "total": len(states),
-                "pids": sorted(w.pid for w in self.workers if w.pid is not None and not w.retiring),
-            },
+            "workers": {**self.counts().to_json(), "pids": self.pids()},
             "queueDepth": self.waiting,
             "queueRows": self.waiting_rows,
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }
-
-
-def _kill_if_alive(w: WorkerProcess, reason: str) -> None:
-    if w.alive:
-        w.kill(reason)
-
-
-def _exit_text(w: WorkerProcess) -> str:
-    from node.supervisor.process import describe_exit
-
-    return f"(pid {w.pid}) {describe_exit(w.exit_code)}"

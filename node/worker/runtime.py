@@ -3,8 +3,8 @@ prediction class (custom-prediction), or SQL statements (:mod:`node.worker.sql`)
 
 `load_runtime(spec)` builds the runtime named by `spec["kind"]` once, at worker start
 (this is where heavy things load); `handle(op, payload)` then serves one request or one
-batch. Errors a caller should see are raised as :class:`RuntimeError_` with a kind from
-:mod:`node.worker.protocol`.
+batch. Errors a caller should see are raised as
+:class:`~node.worker.protocol.WorkerError`, with a kind the front maps to its error.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 import orjson
 
 from node.worker import protocol as p
+from node.worker.protocol import WorkerError
 
 _NP_TYPES: dict[str, Any] = {
     "float": np.float32,
@@ -31,12 +32,6 @@ _NP_TYPES: dict[str, Any] = {
 
 
 MAX_RUN_ROWS = 100_000  # perturbed rows of explanations in one model run (memory bound)
-
-
-class RuntimeError_(Exception):
-    def __init__(self, kind: str, message: str, detail: str | None = None) -> None:
-        super().__init__(message)
-        self.kind, self.message, self.detail = kind, message, detail
 
 
 class Runtime(Protocol):
@@ -61,7 +56,7 @@ class PredictionRuntime:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise RuntimeError_(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
+            raise WorkerError(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
         self.features = endpoint["features"]
         self.mode = model["input_mode"]
         self.input_name = model.get("input_name") or "input"
@@ -161,9 +156,7 @@ class PredictionRuntime:
         from node.worker import explain as ex
 
         if self.background is None:
-            raise RuntimeError_(
-                p.ERR_BAD_REQUEST, "this model was compiled without a sample: no explanation background"
-            )
+            raise WorkerError(p.ERR_BAD_REQUEST, "this model was compiled without a sample: no explanation background")
         plain = [r["row"] if isinstance(r, dict) else r for r in rows]
         answer = self.run(plain)
         x = self._matrix(plain)
@@ -208,15 +201,15 @@ class PredictionRuntime:
 
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_PREDICT:
-            raise RuntimeError_(p.ERR_INTERNAL, f"prediction worker cannot {op!r}")
+            raise WorkerError(p.ERR_INTERNAL, f"prediction worker cannot {op!r}")
         try:
             if any(isinstance(r, dict) for r in payload):
                 return self.explain(payload)
             return self.run(payload)
-        except RuntimeError_:
+        except WorkerError:
             raise
         except Exception as exc:
-            raise RuntimeError_(p.ERR_INTERNAL, f"ONNX inference failed: {exc}") from exc
+            raise WorkerError(p.ERR_INTERNAL, f"ONNX inference failed: {exc}") from exc
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "prediction", "inputs": [i.name for i in self.session.get_inputs()]}
@@ -230,7 +223,7 @@ def _import_user_module(package_dir: Path, code: dict[str, Any], folders: list[s
     name = ".".join(path.relative_to(root).with_suffix("").parts)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise RuntimeError_(p.ERR_USER, f"cannot import {code['path']}")
+        raise WorkerError(p.ERR_USER, f"cannot import {code['path']}")
     module = importlib.util.module_from_spec(spec)
     module.folders = folders  # type: ignore[attr-defined]
     sys.modules[name] = module
@@ -239,9 +232,7 @@ def _import_user_module(package_dir: Path, code: dict[str, Any], folders: list[s
     except Exception as exc:
         detail = traceback.format_exc()
         sys.stderr.write(f"error importing {code['path']}:\n{detail}")
-        raise RuntimeError_(
-            p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail
-        ) from exc
+        raise WorkerError(p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail) from exc
     return module
 
 
@@ -253,28 +244,28 @@ class FunctionRuntime:
         module = _import_user_module(package_dir, code, folders)
         fn = getattr(module, code["function"], None)
         if not callable(fn):
-            raise RuntimeError_(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
+            raise WorkerError(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
         self.fn = fn
         self.signature = inspect.signature(fn)
         self.label = f"{code['path']}:{code['function']}"
 
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_CALL:
-            raise RuntimeError_(p.ERR_INTERNAL, f"function worker cannot {op!r}")
+            raise WorkerError(p.ERR_INTERNAL, f"function worker cannot {op!r}")
         try:
             self.signature.bind(**payload)
         except TypeError as exc:
-            raise RuntimeError_(p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}") from None
+            raise WorkerError(p.ERR_BAD_REQUEST, f"bad arguments for {self.label}: {exc}") from None
         try:
             result = self.fn(**payload)
         except Exception as exc:
             detail = traceback.format_exc()
             sys.stderr.write(f"error in {self.label}:\n{detail}")
-            raise RuntimeError_(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
+            raise WorkerError(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
         try:
             return orjson.dumps(result, option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS)
         except TypeError as exc:
-            raise RuntimeError_(
+            raise WorkerError(
                 p.ERR_USER, f"{self.label} returned a value that is not JSON-serialisable: {exc}"
             ) from None
 
@@ -293,29 +284,29 @@ class CustomPredictionRuntime:
         cls = getattr(module, code["class"], None)
         self.label = f"{code['path']}:{code['class']}"
         if not isinstance(cls, type):
-            raise RuntimeError_(p.ERR_USER, f"{code['path']} has no class {code['class']!r}")
+            raise WorkerError(p.ERR_USER, f"{code['path']} has no class {code['class']!r}")
         try:
             self.model = cls(folders[0]) if folders else cls()
         except Exception as exc:
             detail = traceback.format_exc()
             sys.stderr.write(f"error creating {self.label}:\n{detail}")
-            raise RuntimeError_(p.ERR_USER, f"{self.label}(): {type(exc).__name__}: {exc}", detail) from exc
+            raise WorkerError(p.ERR_USER, f"{self.label}(): {type(exc).__name__}: {exc}", detail) from exc
         if not callable(getattr(self.model, "predict", None)):
-            raise RuntimeError_(p.ERR_USER, f"{self.label} has no predict(df) method")
+            raise WorkerError(p.ERR_USER, f"{self.label} has no predict(df) method")
         self.names = [f["name"] for f in endpoint.get("features") or ()]
 
     def handle(self, op: str, payload: Any) -> Any:
         import pandas as pd
 
         if op != p.OP_PREDICT:
-            raise RuntimeError_(p.ERR_INTERNAL, f"custom-prediction worker cannot {op!r}")
+            raise WorkerError(p.ERR_INTERNAL, f"custom-prediction worker cannot {op!r}")
         df = pd.DataFrame(payload, columns=self.names) if self.names else pd.DataFrame.from_records(payload)
         try:
             out = self.model.predict(df)
         except Exception as exc:
             detail = traceback.format_exc()
             sys.stderr.write(f"error in {self.label}.predict:\n{detail}")
-            raise RuntimeError_(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
+            raise WorkerError(p.ERR_USER, f"{type(exc).__name__}: {exc}", detail) from None
         return (self._results(out, len(payload)),)
 
     def _results(self, out: Any, n: int) -> list[dict[str, Any]]:
@@ -324,12 +315,12 @@ class CustomPredictionRuntime:
             out, probas = out
         preds = _plain(np.asarray(out).reshape(-1).tolist() if not isinstance(out, list) else out)
         if len(preds) != n:
-            raise RuntimeError_(p.ERR_USER, f"{self.label}.predict returned {len(preds)} predictions for {n} rows")
+            raise WorkerError(p.ERR_USER, f"{self.label}.predict returned {len(preds)} predictions for {n} rows")
         results: list[dict[str, Any]] = [{"prediction": v, "ignored": False} for v in preds]
         if probas is not None:
             frame = probas if hasattr(probas, "columns") else None
             if frame is None or len(frame) != n:
-                raise RuntimeError_(
+                raise WorkerError(
                     p.ERR_USER,
                     f"{self.label}.predict must return probas as a DataFrame of {n} rows, one column per class",
                 )
@@ -339,7 +330,7 @@ class CustomPredictionRuntime:
         try:
             orjson.dumps(results)
         except TypeError as exc:
-            raise RuntimeError_(p.ERR_USER, f"{self.label}.predict returned values that are not JSON: {exc}") from None
+            raise WorkerError(p.ERR_USER, f"{self.label}.predict returned values that are not JSON: {exc}") from None
         return results
 
     def describe(self) -> dict[str, Any]:
@@ -383,4 +374,4 @@ def load_runtime(spec: dict[str, Any]) -> Runtime:
         from node.worker.sql import SqlRuntime
 
         return SqlRuntime(package_dir, str(spec.get("endpoint_id", "")), endpoint, spec.get("connection"))
-    raise RuntimeError_(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")
+    raise WorkerError(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")

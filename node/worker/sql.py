@@ -31,7 +31,7 @@ from typing import Any
 
 from node import sqlparams
 from node.worker import protocol as p
-from node.worker.runtime import RuntimeError_
+from node.worker.protocol import WorkerError
 
 _SCALARS = (str, int, float, bool, type(None))
 
@@ -44,7 +44,7 @@ class SqlRuntime:
         try:
             self.statements = [sqlparams.parse(s) for s in endpoint["statements"]]
         except sqlparams.SqlTextError as exc:
-            raise RuntimeError_(p.ERR_INTERNAL, f"cannot read the statements: {exc}") from None
+            raise WorkerError(p.ERR_INTERNAL, f"cannot read the statements: {exc}") from None
         self.names = sorted({n for s in self.statements for n in s.names})
         self.connection_name = endpoint.get("connection")
         self.dsn: str | None = None
@@ -62,21 +62,21 @@ class SqlRuntime:
                     check_same_thread=False,
                 )
             except sqlite3.Error as exc:
-                raise RuntimeError_(p.ERR_INTERNAL, f"cannot open {endpoint['database']}: {exc}") from None
+                raise WorkerError(p.ERR_INTERNAL, f"cannot open {endpoint['database']}: {exc}") from None
         else:
             if connection is None or not isinstance(connection.get("dsn"), str):
-                raise RuntimeError_(p.ERR_INTERNAL, f"no DSN for connection {self.connection_name!r}")
+                raise WorkerError(p.ERR_INTERNAL, f"no DSN for connection {self.connection_name!r}")
             self.dsn = connection["dsn"]
             self.sql = [s.render(sqlparams.postgres) for s in self.statements]
             try:
                 self._connect()
-            except RuntimeError_ as exc:  # the node loads anyway; requests retry
+            except WorkerError as exc:  # the node loads anyway; requests retry
                 sys.stderr.write(f"SQL endpoint {self.endpoint_id}: {exc.message}\n")
 
     # ---- requests ----------------------------------------------------------------------
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_QUERY:
-            raise RuntimeError_(p.ERR_INTERNAL, f"SQL worker cannot {op!r}")
+            raise WorkerError(p.ERR_INTERNAL, f"SQL worker cannot {op!r}")
         params, dry_run = payload
         self._check(params)
         if self.sqlite is not None:
@@ -87,13 +87,13 @@ class SqlRuntime:
         takes = f"(the statements take: {', '.join(self.names) or 'no parameters'})"
         missing = [n for n in self.names if n not in params]
         if missing:
-            raise RuntimeError_(p.ERR_BAD_REQUEST, f"missing parameter {_list(missing)} {takes}")
+            raise WorkerError(p.ERR_BAD_REQUEST, f"missing parameter {_list(missing)} {takes}")
         unexpected = sorted(k for k in params if k not in self.names)
         if unexpected:
-            raise RuntimeError_(p.ERR_BAD_REQUEST, f"unexpected parameter {_list(unexpected)} {takes}")
+            raise WorkerError(p.ERR_BAD_REQUEST, f"unexpected parameter {_list(unexpected)} {takes}")
         for name, value in params.items():
             if not isinstance(value, _SCALARS):
-                raise RuntimeError_(
+                raise WorkerError(
                     p.ERR_BAD_REQUEST,
                     f"parameter {name!r} must be a string, a number, a boolean or null, not {type(value).__name__}",
                 )
@@ -114,7 +114,7 @@ class SqlRuntime:
             if self.sqlite.in_transaction:
                 self.sqlite.execute("ROLLBACK")
             kind = p.ERR_SQL_VALUE if isinstance(exc, sqlite3.IntegrityError | OverflowError) else p.ERR_SQL
-            raise RuntimeError_(kind, f"{self._where(i)}{exc}") from None
+            raise WorkerError(kind, f"{self._where(i)}{exc}") from None
 
     def _run_pg(self, params: dict[str, Any], dry_run: bool) -> dict[str, Any]:
         import psycopg
@@ -134,7 +134,7 @@ class SqlRuntime:
                     self.pg = None
                     if attempt == 1:
                         continue  # the server rolled the transaction back: replaying it is safe
-                    raise RuntimeError_(p.ERR_UNAVAILABLE, f"{self._label()}: the connection broke: {exc}") from None
+                    raise WorkerError(p.ERR_UNAVAILABLE, f"{self._label()}: the connection broke: {exc}") from None
                 self.pg.rollback()
                 raise _pg_error(exc, self._where(i)) from None
             try:
@@ -145,7 +145,7 @@ class SqlRuntime:
             except psycopg.Error as exc:
                 if self.pg.broken:  # the commit may or may not have happened: never replayed
                     self.pg = None
-                    raise RuntimeError_(
+                    raise WorkerError(
                         p.ERR_UNAVAILABLE, f"{self._label()}: the connection broke while committing: {exc}"
                     ) from None
                 self.pg.rollback()
@@ -167,7 +167,7 @@ class SqlRuntime:
             )
         except psycopg.Error as exc:
             self.pg = None
-            raise RuntimeError_(
+            raise WorkerError(
                 p.ERR_UNAVAILABLE, f"{self._label()}: cannot connect: {_mask(str(exc), self.dsn)}"
             ) from None
 
@@ -219,14 +219,14 @@ def json_safe(v: Any) -> Any:
     return str(v)
 
 
-def _pg_error(exc: Any, where: str) -> RuntimeError_:
+def _pg_error(exc: Any, where: str) -> WorkerError:
     """SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are
     the caller's values; anything else is the statement's own failure."""
     state = getattr(exc, "sqlstate", None) or ""
     diag = getattr(exc, "diag", None)
     text = (diag.message_primary if diag is not None and diag.message_primary else str(exc)).strip()
     kind = p.ERR_SQL_VALUE if state[:2] in ("22", "23") else p.ERR_SQL
-    return RuntimeError_(kind, f"{where}{text}" + (f" (SQLSTATE {state})" if state else ""))
+    return WorkerError(kind, f"{where}{text}" + (f" (SQLSTATE {state})" if state else ""))
 
 
 def _mask(text: str, dsn: str) -> str:
