@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from node.package import ID_RE
+from apz.vocab import ID_RE
 
 FORMAT = 1
 STATE_FILE = "state.json"

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from node import errors
 from node.supervisor.process import ChannelClosed, SpawnFailed, WorkerProcess
 from node.supervisor.settings import PoolSettings
+from node.worker.spec import WorkerSpec
 
 if TYPE_CHECKING:
     from node.supervisor.supervisor import Supervisor
@@ -78,7 +79,7 @@ class Pool:
     def __init__(
         self,
         key: str,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         settings: PoolSettings,
         supervisor: Supervisor,
         *,

@@ -21,6 +21,7 @@ from typing import Any
 
 from node import errors
 from node.worker import protocol as p
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.supervisor")
 _ids = itertools.count(1)
@@ -94,7 +95,7 @@ class WorkerProcess:
     def __init__(
         self,
         label: str,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         on_exit: Callable[[WorkerProcess], None],
         *,
         nice: int = 0,

@@ -31,6 +31,7 @@ from node.supervisor.cpus import CpuBudget
 from node.supervisor.lag import LagMonitor
 from node.supervisor.pool import Pool
 from node.supervisor.settings import PoolSettings
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.supervisor")
 
@@ -67,7 +68,7 @@ class Supervisor:
     async def add_pool(
         self,
         key: str,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         settings: PoolSettings,
         *,
         op: str,
