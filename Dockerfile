@@ -19,6 +19,7 @@ RUN python3 -m venv /opt/build \
     >requirements.txt \
  && /opt/build/bin/pip wheel --wheel-dir /wheels -r requirements.txt
 COPY README.md ./
+COPY apz apz
 COPY node node
 COPY compiler compiler
 COPY deployer deployer

@@ -43,13 +43,13 @@ run: $(EXAMPLE_PKG)
 	$(BIN)/apinode serve --data-dir $(DATA_DIR) $(SERVE_ARGS) --print-usage $(EXAMPLE_PKG)
 
 check: $(STAMP)
-	$(BIN)/ruff check node compiler deployer loadtest tests examples
-	$(BIN)/ruff format --check node compiler deployer loadtest tests examples
+	$(BIN)/ruff check apz node compiler deployer loadtest tests examples
+	$(BIN)/ruff format --check apz node compiler deployer loadtest tests examples
 	$(BIN)/mypy
 
 fmt: $(STAMP)
-	$(BIN)/ruff format node compiler deployer loadtest tests examples
-	$(BIN)/ruff check --fix node compiler deployer loadtest tests examples
+	$(BIN)/ruff format apz node compiler deployer loadtest tests examples
+	$(BIN)/ruff check --fix apz node compiler deployer loadtest tests examples
 
 # --dist loadscope: each test module runs whole on one worker, so a module's node (a module-scoped
 # fixture) starts once and its tests keep their order (tests/readme plays the README's deploy

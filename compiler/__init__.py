@@ -6,7 +6,7 @@
                   ──parity.py (rows.py feeds it as the node does; diagnose.py
                     names the diverging step of a failure)──▶ ParityResult
     code/         ──functions.py (ast only, never imported)──▶ code/ files
-    all of it     ──build.py──▶ node.package.write_package ──▶ <service>-<version>.apz
+    all of it     ──build.py──▶ apz.archive.write_package ──▶ <service>-<version>.apz
 
 `compile_service` is the library entry point, `cli.register` the `apinode compile` command.
 Heavy libraries (scikit-learn, skl2onnx, onnxruntime) load only once service.yaml is read.

@@ -16,6 +16,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from apz.archive import write_package
+from apz.vocab import PackageError
 from compiler.console import Reporter
 from compiler.errors import CompileError
 from compiler.functions import FunctionCode, check_class, check_function, collect_code, collect_folders
@@ -31,7 +33,6 @@ from compiler.spec import (
     SqlEndpoint,
     read_service,
 )
-from node.package import PackageError, write_package
 
 LIBRARIES = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
 BOOSTER_LIBRARIES = ("onnxmltools", "xgboost", "lightgbm")
@@ -189,7 +190,7 @@ def _sql_entry(spec: ServiceSpec, ep: SqlEndpoint, db: bytes | None, rep: Report
 
 
 def _listing(files: dict[str, bytes | Path]) -> dict[str, dict[str, Any]]:
-    from node.package import sha256_bytes
+    from apz.vocab import sha256_bytes
 
     listing = {}
     for name, content in files.items():
@@ -221,7 +222,7 @@ def _datasets(spec: ServiceSpec, files: dict[str, bytes | Path], rep: Reporter) 
 def _schema(path: Path, fmt: str, where: str) -> tuple[list[dict[str, str]], int]:
     import pyarrow as pa
 
-    from node.package import column_type_of
+    from apz.vocab import column_type_of
 
     try:
         if fmt == "parquet":

@@ -1,6 +1,6 @@
 """A fitted estimator -> ONNX bytes the node can run, in double or float precision.
 
-The inputs are laid out exactly as the node will feed them (see node/package.py): in
+The inputs are laid out exactly as the node will feed them (see apz/specs.py, ModelSpec): in
 "columns" mode one `[N, 1]` input per feature named like it (strings as strings, every
 numeric feature in the chosen precision), in "matrix" mode one `input` of `[N, n_features]`.
 Classifiers are converted without ZipMap, so the probabilities are a plain `[N, n_classes]`

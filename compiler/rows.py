@@ -1,10 +1,11 @@
 """Feature values -> the node's rows -> ONNX feeds, and the same rows for scikit-learn.
 
 The parity check is only worth something if the ONNX model is fed exactly as the node will
-feed it, so this mirrors node/features.py (`FeatureCodec.row`: how a JSON value is coerced
-to a feature's type, which nulls are allowed) and node/worker/runtime.py
+feed it. How a JSON value is coerced to a feature's type is the package format's
+(:mod:`apz.features`, which node/features.py uses too); which nulls are allowed mirrors
+node/features.py (`FeatureCodec.row`), and the feeds node/worker/runtime.py
 (`PredictionRuntime._inputs`: `[N, 1]` per feature or one matrix, null numbers as NaN,
-null strings as ""). The compiler may not import the node (DESIGN.md): keep them in step.
+null strings as ""). The compiler may not import the node (DESIGN.md): keep those in step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from apz.features import FeatureValueError, coercer
 from compiler.schema import Feature, ModelInfo
 
 NP_TYPES: dict[str, Any] = {
@@ -24,11 +26,8 @@ NP_TYPES: dict[str, Any] = {
     "string": object,
     "bool": np.bool_,
 }
-_TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-
-class BadValue(ValueError):
-    """A value the node would refuse with a 400 (the message names the feature)."""
+# A value the node would refuse with a 400 (the message names the feature)
+BadValue = FeatureValueError
 
 
 def is_null(value: Any) -> bool:
@@ -39,52 +38,11 @@ def is_null(value: Any) -> bool:
     return type(value).__name__ in ("NAType", "NaTType")
 
 
-def _plain(value: Any) -> Any:
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def _number(name: str, value: Any, want: str) -> float:
-    if isinstance(value, bool):
-        raise BadValue(f"feature {name!r} must be a number ({want}), got a boolean")
-    if isinstance(value, int | float):
-        v = float(value)
-    elif isinstance(value, str):
-        try:
-            v = float(value.strip())
-        except ValueError:
-            raise BadValue(f"feature {name!r} must be a number ({want}), got the string {value[:64]!r}") from None
-    else:
-        raise BadValue(f"feature {name!r} must be a number ({want}), got {type(value).__name__}")
-    if not math.isfinite(v):
-        raise BadValue(f"feature {name!r} must be a finite number ({want}), got {value!r}")
-    return v
-
-
 def coerce(feature: Feature, value: Any) -> Any:
-    """One non-null value as the node coerces it for `feature`."""
-    name, value = feature.name, _plain(value)
-    if feature.type == "float":
-        return value if type(value) is float else _number(name, value, "float")
-    if feature.type == "int":
-        if type(value) is int:
-            return value
-        v = _number(name, value, "int")
-        if not v.is_integer():
-            raise BadValue(f"feature {name!r} must be an integer (int), got {value!r}")
-        return int(v)
-    if feature.type == "string":
-        if type(value) is str:
-            return value
-        if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
-        raise BadValue(f"feature {name!r} must be a string, got {type(value).__name__}")
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE:
-        return _TRUE[value.strip().lower()]
-    raise BadValue(f"feature {name!r} must be a boolean (bool), got {value!r}")
+    """One non-null value as the node coerces it for `feature` (the rows are built before
+    the model's input precision is chosen: the range of a float64 input)."""
+    plain = value.item() if isinstance(value, np.generic) else value
+    return coercer(feature.type, "double")(feature.name, plain)
 
 
 class NullValue(BadValue):

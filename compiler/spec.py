@@ -18,10 +18,10 @@ from typing import Any
 
 import yaml
 
+from apz.sqlparams import SqlTextError
+from apz.sqlparams import parse as parse_sql
+from apz.vocab import ENRICH_POLICIES, FEATURE_TYPES, ID_RE, LOOKUP_POLICIES, TASKS
 from compiler.errors import CompileError
-from node.package import ENRICH_POLICIES, FEATURE_TYPES, ID_RE, LOOKUP_POLICIES, TASKS
-from node.sqlparams import SqlTextError
-from node.sqlparams import parse as parse_sql
 
 SERVICE_FILE = "service.yaml"
 DEFAULT_PARITY_TOLERANCE = 1e-4

@@ -18,9 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from apz import sqlparams
 from compiler.errors import CompileError
 from compiler.inputs import read_table
-from node import sqlparams
 
 # What a read-only statement may do, as SQLite's authorizer reports it.
 _READ_ACTIONS = {sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION, sqlite3.SQLITE_RECURSIVE}

@@ -13,7 +13,7 @@
     cli.py          argparse: `register(subparsers)` for `apinode`, `main` for `python -m deployer`
 
 It imports nothing of the node but the generated stubs (`node._proto`) and the package
-format reader (`node.package`).
+format reader (`apz`).
 """
 
 import os

@@ -31,12 +31,13 @@ from typing import IO, Any
 
 from rich.markup import escape
 
+from apz.archive import write_package
+from apz.vocab import MANIFEST
 from deployer.client import AdminClient
 from deployer.errors import DeployError, UsageError
 from deployer.localkey import local_admin_key
 from deployer.output import Output, tests_summary, tests_table
 from deployer.packagefile import open_package, verb_of
-from node.package import MANIFEST, write_package
 
 _IGNORED_DIRS = {"__pycache__", "node_modules", "build", "dist"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp", ".swx", ".tmp", "~")

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from apz.archive import read_manifest
+from apz.specs import Manifest
+from apz.vocab import PackageError
 from deployer.errors import UsageError
-from node.package import Manifest, PackageError, read_manifest
 
 CHUNK = 1 << 20  # upload chunks: 1 MiB (the node takes up to 4 MiB)
 # The public verb that calls an endpoint of each kind (POST .../{endpoint}/{verb})

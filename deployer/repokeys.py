@@ -18,10 +18,11 @@ from typing import Any
 
 from rich.markup import escape
 
+from apz.archive import read_manifest
+from apz.vocab import PackageError
 from deployer.errors import EXIT_OK, DeployError, UsageError
 from deployer.output import Output
 from deployer.publish import _service, _Store, store_of
-from node.package import PackageError, read_manifest
 from node.repostate import KEY_ID_RE, RepoService
 
 _SHOWN = ("id", "label", "description", "createdBy", "createdOn")
@@ -41,8 +42,8 @@ def _package_keys(store: _Store, svc: RepoService) -> list[dict[str, str]]:
             manifest = read_manifest(store.get(file))
         except PackageError as exc:
             raise DeployError(f"{store.where}/{file}: {exc}") from None
-        for k in manifest.raw.get("api_keys") or []:
-            keys.setdefault(str(k["id"]), {"id": str(k["id"]), "sha256": str(k["sha256"])})
+        for k in manifest.api_keys:
+            keys.setdefault(k.id, {"id": k.id, "sha256": k.sha256})
     return [{**_shown(k), "sha256": k["sha256"]} for k in keys.values()]
 
 

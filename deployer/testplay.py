@@ -24,23 +24,7 @@ from deployer.packagefile import TestQuery
 from deployer.transport import Tls, channel, wait_connected
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
-
-
-def _value(x: Any) -> pb.Value:
-    if x is None:
-        return pb.Value(null=struct_pb2.NULL_VALUE)
-    if isinstance(x, bool):
-        return pb.Value(flag=x)
-    if isinstance(x, int):
-        return pb.Value(integer=x)
-    if isinstance(x, float):
-        return pb.Value(number=x)
-    return pb.Value(text=x if isinstance(x, str) else json.dumps(x))
-
-
-def _py(v: pb.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    return None if kind in (None, "null") else getattr(v, kind)
+from node.grpc.values import py_to_value, value_to_py
 
 
 def _dispatch(body: dict[str, Any], forced: str | None) -> pb.Dispatch | None:
@@ -89,17 +73,17 @@ def _grpc_call(
         response = _ints(json_format.MessageToDict(reply.response))
         return {"response": response}, reply.api_context.service_generation
     if verb == "query":
-        params = {k: _value(v) for k, v in body.items()}
+        params = {k: py_to_value(v) for k, v in body.items()}
         qreq = pb.QueryRequest(service=service, endpoint=q.endpoint, parameters=params, dispatch=dispatch)
         qreply = stub.Query(qreq, timeout=timeout, metadata=metadata)
         if qreply.HasField("updated_rows"):
             return {"updatedRows": qreply.updated_rows}, qreply.api_context.service_generation
-        rows = [[_py(v) for v in row.values] for row in qreply.rows]
+        rows = [[value_to_py(v) for v in row.values] for row in qreply.rows]
         return {"columns": list(qreply.columns), "rows": rows}, qreply.api_context.service_generation
     if verb in ("lookup", "lookup-multi"):
         raw = body.get("items") if verb == "lookup-multi" else [body]
         items = [
-            pb.LookupItem(data={k: _value(v) for k, v in (i.get("data") or {}).items()})
+            pb.LookupItem(data={k: py_to_value(v) for k, v in (i.get("data") or {}).items()})
             for i in raw or []
             if isinstance(i, dict)
         ]
@@ -107,25 +91,26 @@ def _grpc_call(
         lreply = stub.Lookup(lreq, timeout=timeout, metadata=metadata)
         found = []
         for r in lreply.results:
-            one: dict[str, Any] = {"data": {k: _py(v) for k, v in r.data.items()}}
+            one: dict[str, Any] = {"data": {k: value_to_py(v) for k, v in r.data.items()}}
             if r.ignored:
                 one.update(ignored=True, ignoreReason=r.ignore_reason)
             found.append(one)
         return {"results": found}, lreply.api_context.service_generation
     if verb == "predict-multi":
         pitems = [
-            pb.PredictItem(features={k: _value(v) for k, v in (i.get("features") or {}).items()}) for i in body["items"]
+            pb.PredictItem(features={k: py_to_value(v) for k, v in (i.get("features") or {}).items()})
+            for i in body["items"]
         ]
         multi = pb.PredictMultiRequest(service=service, endpoint=q.endpoint, items=pitems, dispatch=dispatch)
         mreply = stub.PredictMulti(multi, timeout=timeout, metadata=metadata)
         results = [json_format.MessageToDict(r) for r in mreply.results]
         return {"results": results}, mreply.api_context.service_generation
-    features = {k: _value(v) for k, v in (body.get("features") or {}).items()}
+    features = {k: py_to_value(v) for k, v in (body.get("features") or {}).items()}
     req = pb.PredictRequest(service=service, endpoint=q.endpoint, features=features, dispatch=dispatch)
     if isinstance(body.get("context"), dict):
         req.context.CopyFrom(_struct(body["context"]))
     reply = stub.Predict(req, timeout=timeout, metadata=metadata)
-    result: dict[str, Any] = {"prediction": _py(reply.result.prediction), "ignored": reply.result.ignored}
+    result: dict[str, Any] = {"prediction": value_to_py(reply.result.prediction), "ignored": reply.result.ignored}
     if reply.result.probas:
         result["probas"] = dict(reply.result.probas)
     if reply.result.ignore_reason:

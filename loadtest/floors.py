@@ -25,10 +25,11 @@ import orjson
 import uvloop
 from aiohttp import web
 
+from apz.archive import extract_package
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from node.features import FeatureCodec
-from node.package import extract_package
+from node.grpc.values import py_to_value, value_to_py
 from node.worker.runtime import PredictionRuntime
 
 
@@ -36,7 +37,7 @@ def _load(package: Path, endpoint: str) -> tuple[FeatureCodec, PredictionRuntime
     dest = Path(tempfile.mkdtemp(prefix="floor-")) / "pkg"
     manifest = extract_package(package, dest)
     spec = manifest.endpoints[endpoint]
-    runtime = PredictionRuntime(dest, spec.raw, threads=1)
+    runtime = PredictionRuntime(dest, spec, threads=1)
     ctx = {"serviceId": manifest.service, "endpointId": endpoint, "serviceGeneration": manifest.version}
     return FeatureCodec(spec), runtime, ctx
 
@@ -46,11 +47,6 @@ def _write_ports(ports: Path, info: dict[str, int]) -> None:
     tmp = ports.with_suffix(".tmp")
     tmp.write_text(json.dumps(info))
     tmp.replace(ports)
-
-
-def _value(v: pb.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    return None if kind in (None, "null") else getattr(v, kind)
 
 
 async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, str], ports: Path) -> None:
@@ -83,18 +79,10 @@ class _Floor(pbg.ApiNodeServicer):
             yield self._predict(request)
 
     def _predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
-        row = self.codec.row({k: _value(v) for k, v in request.features.items()})
+        row = self.codec.row({k: value_to_py(v) for k, v in request.features.items()})
         r = self.codec.results(self.runtime.run([row]))[0]
-        p = r["prediction"]
-        value = (
-            pb.Value(text=p)
-            if isinstance(p, str)
-            else pb.Value(number=p)
-            if isinstance(p, float)
-            else pb.Value(integer=p)
-        )
         return pb.PredictResponse(
-            result=pb.Prediction(prediction=value, probas=r.get("probas") or {}),
+            result=pb.Prediction(prediction=py_to_value(r["prediction"]), probas=r.get("probas") or {}),
             api_context=pb.ApiContext(service_id=self.ctx["serviceId"], endpoint_id=self.ctx["endpointId"]),
             request_id=request.request_id,
         )

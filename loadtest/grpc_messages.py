@@ -5,7 +5,7 @@ prediction, ``{"items": [...]}`` for several, the keyword arguments for a functi
 ``{"data": {...}}`` or ``{"items": [{"data"}]}`` for a lookup, the parameters of an SQL
 query), so one
 payload file drives both transports. Features become typed ``Value``s (integer, number,
-text, flag, null). Messages are serialized here, so the hot loop sends bytes and the
+text, flag, null: :mod:`node.grpc.values`). Messages are serialized here, so the hot loop sends bytes and the
 gRPC call does no protobuf work for the request.
 """
 
@@ -14,10 +14,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from google.protobuf import struct_pb2
-
 from loadtest.config import ConfigError, Target
 from node._proto.apinode.v1 import apinode_pb2 as pb
+from node.grpc.values import is_scalar, py_to_value
 
 _SERVICE = pb.DESCRIPTOR.services_by_name["ApiNode"]
 _RPC_OF_VERB = {
@@ -28,7 +27,6 @@ _RPC_OF_VERB = {
     "lookup-multi": "Lookup",
     "query": "Query",
 }
-_INT64 = 2**63
 
 
 def method_path(rpc: str) -> str:
@@ -123,15 +121,8 @@ def _fill_dispatch(msg: pb.Dispatch, dispatch: Any) -> None:
 
 
 def to_value(x: Any) -> pb.Value:
-    """A JSON scalar as a typed feature value."""
-    if x is None:
-        return pb.Value(null=struct_pb2.NULL_VALUE)
-    if isinstance(x, bool):
-        return pb.Value(flag=x)
-    if isinstance(x, int):
-        return pb.Value(integer=x) if -_INT64 <= x < _INT64 else pb.Value(number=float(x))
-    if isinstance(x, float):
-        return pb.Value(number=x)
-    if isinstance(x, str):
-        return pb.Value(text=x)
-    raise TypeError(f"a feature must be a number, text, boolean or null, not {type(x).__name__}")
+    """A JSON scalar as a typed feature value (node.grpc.values' rule); an array or object
+    is refused, as the JSON API refuses it for a feature."""
+    if not is_scalar(x):
+        raise TypeError(f"a feature must be a number, text, boolean or null, not {type(x).__name__}")
+    return py_to_value(x)

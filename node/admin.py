@@ -24,9 +24,10 @@ from typing import Any
 
 import orjson
 
+from apz.archive import read_manifest
+from apz.vocab import PackageError
 from node import errors
 from node.dataplane import TEST_VERB, DataPlane
-from node.package import PackageError, read_manifest
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
 from node.supervisor import settings as pool_settings

@@ -23,10 +23,11 @@ import os
 import secrets
 import stat
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from apz.specs import ApiKeySpec
 from node import errors
 
 KEYS_FILE = "admin-keys.txt"
@@ -280,8 +281,9 @@ class ApiKeys:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
 
-    def set_service(self, service: str, manifest_keys: list[dict[str, str]] | None) -> None:
-        self._manifest[service] = manifest_keys or []
+    def set_service(self, service: str, manifest_keys: Sequence[ApiKeySpec]) -> None:
+        # the override file's form, {id, sha256}: one table builder reads both
+        self._manifest[service] = [{"id": k.id, "sha256": k.sha256} for k in manifest_keys]
         stat = self._stat(service)
         self._by_service[service] = self._table(service)
         self._seen[service] = (time.monotonic(), stat)

@@ -155,8 +155,8 @@ def _cpu_budget(value: str) -> int | None:
 def _serve(args: argparse.Namespace) -> int:
     import uvloop
 
+    from apz.vocab import PackageError
     from node.errors import ApiNodeError
-    from node.package import PackageError
     from node.server import Node, serve
 
     settings = NodeSettings(

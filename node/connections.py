@@ -19,8 +19,8 @@ from typing import Any
 
 import orjson
 
+from apz.vocab import ID_RE
 from node import errors
-from node.package import ID_RE
 
 TYPES = ("postgresql",)
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from apz.features import FeatureValueError, coercer
+from apz.specs import ColumnSpec
+from apz.vocab import column_type_of
 from node import errors
-from node.features import _COERCE  # the same coercions as features: "42" is the int 42
-from node.package import column_type_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,20 +132,20 @@ def coerce_key(column: str, ctype: str, value: Any, shown: str) -> Any:
     """A caller's key value as the key column stores it: `"42"` finds the int 42."""
     if ctype in ("date", "datetime"):
         ctype = "string"
-    try:
-        return _COERCE[ctype](column, value)
-    except errors.BadRequest as exc:
-        raise errors.BadRequest(exc.message.replace(f"feature {column!r}", f"key {shown}", 1)) from None
+    try:  # the same coercions as features: "42" is the int 42
+        return coercer(ctype, "none")(column, value)
+    except FeatureValueError as exc:
+        raise errors.BadRequest(str(exc).replace(f"feature {column!r}", f"key {shown}", 1)) from None
 
 
 # ---- reading -----------------------------------------------------------------------------
-def load_dataset(name: str, path: Path, fmt: str, schema: Sequence[dict[str, str]] | None) -> Dataset:
+def load_dataset(name: str, path: Path, fmt: str, schema: Sequence[ColumnSpec] | None) -> Dataset:
     """Reads a bundled dataset with the types of its manifest schema (inferred when absent)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     table = _read(path, fmt, schema)
-    types = {c["name"]: c["type"] for c in schema or ()}
+    types = {c.name: c.type for c in schema or ()}
     columns = []
     for field_ in table.schema:
         arr = table.column(field_.name).combine_chunks()
@@ -193,7 +194,7 @@ def _values(arr: Any, ctype: str) -> np.ndarray[Any, Any]:
     return arr.to_numpy(zero_copy_only=False)  # type: ignore[no-any-return]
 
 
-def _read(path: Path, fmt: str, schema: Sequence[dict[str, str]] | None) -> Any:
+def _read(path: Path, fmt: str, schema: Sequence[ColumnSpec] | None) -> Any:
     import pyarrow as pa
 
     try:
@@ -204,7 +205,7 @@ def _read(path: Path, fmt: str, schema: Sequence[dict[str, str]] | None) -> Any:
         import pyarrow.csv as pcsv
 
         arrow = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "string": pa.string()}
-        types = {c["name"]: arrow[c["type"]] for c in schema or () if c["type"] in arrow}
+        types = {c.name: arrow[c.type] for c in schema or () if c.type in arrow}
         # an empty cell is a null in a string column too, as in the SQLite tables the compiler builds
         options = pcsv.ConvertOptions(column_types=types, strings_can_be_null=True)
         return pcsv.read_csv(path, convert_options=options)

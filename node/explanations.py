@@ -13,8 +13,8 @@ from __future__ import annotations
 import bisect
 from typing import Any
 
+from apz.specs import EndpointSpec
 from node import errors
-from node.package import EndpointSpec
 
 METHODS = ("SHAPLEY", "ICE")
 # Perturbed model rows one request may cost (items x steps x features for SHAPLEY; ICE's
@@ -52,28 +52,28 @@ def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
     settings = spec.explanations
     defaulted = enabled is None
     if defaulted:
-        enabled = bool(settings and settings["by_default"])
+        enabled = bool(settings and settings.by_default)
     if not enabled:
         return None
-    if defaulted and (settings is None or not settings.get("background") or not settings["enabled"]):
+    if defaulted and (settings is None or not settings.background or not settings.enabled):
         return None  # the endpoint's default cannot apply: answered without, never refused
-    if settings is None or not settings.get("background"):
+    if settings is None or not settings.background:
         raise errors.NotSupported(
             f"endpoint {spec.id!r} has no explanation background: its package was compiled without "
             "a sample (add 'sample:' to the endpoint in service.yaml and rebuild)"
         )
-    if not settings["enabled"]:
+    if not settings.enabled:
         raise errors.NotSupported(
             f"explanations are disabled on endpoint {spec.id!r} (service.yaml: explanations.enabled: false)"
         )
     method = asked.get("method")
     if method is None:
-        method = settings["method"]
+        method = settings.method
     if method not in METHODS:
         raise errors.BadRequest(f"explanations.method must be one of {', '.join(METHODS)} or null, got {method!r}")
-    k = min(_int(asked, "nExplanations", settings["n_explanations"]), len(spec.features))
-    steps = _int(asked, "nMonteCarloSteps", settings["mc_steps"])
-    cap = settings["max_mc_steps"]
+    k = min(_int(asked, "nExplanations", settings.n_explanations), len(spec.features))
+    steps = _int(asked, "nMonteCarloSteps", settings.mc_steps)
+    cap = settings.max_mc_steps
     if steps > cap and method == "SHAPLEY":  # ICE takes no steps: nothing to refuse
         raise errors.BadRequest(
             f"explanations.nMonteCarloSteps is {steps}; endpoint {spec.id!r} allows at most {cap} "

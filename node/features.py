@@ -2,7 +2,9 @@
 
 Validation happens in the front process, before a request takes a place in a queue: a
 missing feature, a wrong type or an unimputable null is a 400 that names the feature. Extra
-features are ignored. Numeric strings ("12.5") are accepted for numeric features.
+features are ignored. What a value means for its feature's type (numeric strings such as
+"12.5" for numbers, ...) is the package format's (:mod:`apz.features`), which the
+compiler's parity check feeds its rows with too.
 
 Everything a model could choke on is refused here, because rows of several requests travel
 to a worker as one batch: one value that breaks the batch (an int beyond an int64 input, a
@@ -12,117 +14,15 @@ float beyond a float32 one, NaN) would fail or skew its neighbours too.
 from __future__ import annotations
 
 import difflib
-import math
 from typing import Any
 
-import numpy as np
-
+from apz.features import FeatureValueError, coercer
+from apz.specs import EndpointSpec
 from node.errors import BadRequest
 from node.explanations import percentile
-from node.package import EndpointSpec
 
 _MISSING = object()
-_TRUE = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_STRING_CHARS = 65_536  # the default of `--max-string-chars`
-
-
-def _show(value: Any) -> str:
-    """A caller's value for an error message: short, and never a whole container."""
-    if isinstance(value, dict | list):
-        return f"a JSON {'object' if isinstance(value, dict) else 'array'}"
-    if isinstance(value, str) and len(value) > 60:
-        return repr(value[:60]) + "..."
-    return repr(value)
-
-
-def _num(name: str, value: Any, want: str) -> float:
-    if isinstance(value, bool):
-        raise BadRequest(f"feature {name!r} must be a number ({want}), got a boolean")
-    if isinstance(value, int | float):
-        try:
-            v = float(value)
-        except OverflowError:  # an int beyond any double
-            raise BadRequest(f"feature {name!r} must be a finite number ({want}), got {_show(value)}") from None
-    elif isinstance(value, str):
-        try:
-            v = float(value.strip())
-        except ValueError:
-            raise BadRequest(f"feature {name!r} must be a number ({want}), got the string {_show(value)}") from None
-    else:
-        raise BadRequest(f"feature {name!r} must be a number ({want}), got {_show(value)}")
-    if not math.isfinite(v):
-        raise BadRequest(f"feature {name!r} must be a finite number ({want}), got {_show(value)}")
-    return v
-
-
-def _coerce_float(name: str, value: Any) -> float:
-    if type(value) is float and value - value == 0.0:
-        return value  # hot path; NaN and infinities (which gRPC can carry) fail the test
-    return _num(name, value, "float")
-
-
-def _coerce_float32(name: str, value: Any) -> float:
-    """A float feature of a float32 model: a double beyond float32 would be infinite to it."""
-    v = _coerce_float(name, value)
-    if -_FLOAT32_MAX <= v <= _FLOAT32_MAX:
-        return v
-    raise BadRequest(f"feature {name!r} is out of the model's float32 range (|x| <= 3.4e38), got {_show(value)}")
-
-
-def _coerce_int(name: str, value: Any) -> int:
-    """An int feature is an int64, whatever the model's input type: beyond it, numpy cannot
-    build an int64 batch, nor always a double one ("1" and 400 zeros)."""
-    if type(value) is int:
-        if _INT64_MIN <= value <= _INT64_MAX:
-            return value  # hot path
-        raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
-    if type(value) is str:
-        try:
-            v: float | int = int(value)  # exactly: through a float, "9223372036854775807" rounds past int64
-        except ValueError:
-            v = _num(name, value, "int")  # "12.0", "1e3", or not a number
-    else:
-        v = _num(name, value, "int")
-    if isinstance(v, float) and not v.is_integer():
-        raise BadRequest(f"feature {name!r} must be an integer (int), got {_show(value)}")
-    if not _INT64_MIN <= v <= _INT64_MAX:
-        raise BadRequest(f"feature {name!r} is out of the int64 range, got {_show(value)}")
-    return int(v)
-
-
-def _coerce_string(name: str, value: Any) -> str:
-    if type(value) is str:
-        return value  # valid Unicode: orjson, protobuf and yarl refuse or replace lone surrogates
-    if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)  # ids and codes sent as numbers
-    raise BadRequest(f"feature {name!r} must be a string, got {_show(value)}")
-
-
-def _coerce_bool(name: str, value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, int | float) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in _TRUE:
-        return _TRUE[value.strip().lower()]
-    raise BadRequest(f"feature {name!r} must be a boolean (bool), got {_show(value)}")
-
-
-_COERCE = {
-    "float": _coerce_float,
-    "int": _coerce_int,
-    "string": _coerce_string,
-    "bool": _coerce_bool,
-}
-
-
-def _coercer(feature_type: str, onnx_type: str) -> Any:
-    """The coercion of a feature, stricter where the model's input type needs it."""
-    if feature_type == "float" and onnx_type == "float":
-        return _coerce_float32
-    return _COERCE[feature_type]
 
 
 _NEAR_MISS_CANDIDATES = 200  # unknown names compared (difflib is quadratic in their length)
@@ -133,7 +33,7 @@ class FeatureCodec:
 
     def __init__(self, spec: EndpointSpec) -> None:
         self.spec = spec
-        self._plan = [(f.name, _coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
+        self._plan = [(f.name, coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
         self._strings = [(i, f.name) for i, f in enumerate(spec.features) if f.type == "string"]
         self._names = frozenset(f.name for f in spec.features)
         self.regression = spec.task == "regression"
@@ -170,12 +70,10 @@ class FeatureCodec:
                 continue
             try:
                 append(coerce(name, value))
-            except BadRequest as exc:
-                if where:
-                    raise BadRequest(f"{where}{exc.message}") from None
-                raise
+            except FeatureValueError as exc:
+                raise BadRequest(f"{where}{exc}") from None
         for i, name in self._strings:
-            if len(row[i]) > max_string:
+            if row[i] is not None and len(row[i]) > max_string:  # None: a custom-prediction's null
                 raise BadRequest(
                     f"{where}feature {name!r} is {len(row[i])} characters long; "
                     f"the limit is {max_string} (--max-string-chars)"

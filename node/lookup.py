@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from apz.specs import EnrichmentSpec, LookupSpec
 from node import errors
 from node.datasets import Dataset, KeyIndex
 from node.supervisor.pool import Pool
@@ -41,14 +42,14 @@ def _describe(dataset: Dataset, keys: Sequence[str], data: dict[str, Any], names
 class LookupEndpoint:
     """A `lookup` endpoint: `{"data": {keys}}` -> `{"data": {columns}}`."""
 
-    def __init__(self, dataset: Dataset, entry: dict[str, Any]) -> None:
+    def __init__(self, dataset: Dataset, spec: LookupSpec) -> None:
         self.dataset = dataset
-        self.keys = tuple(entry["keys"])
-        self.columns = list(entry.get("columns") or dataset.columns)
+        self.keys = spec.keys
+        self.columns = list(spec.columns or dataset.columns)
         for c in self.columns:
             dataset.column(c)
-        self.on_no_match = entry.get("on_no_match", "null")
-        self.on_multiple = entry.get("on_multiple", "first")
+        self.on_no_match = spec.on_no_match
+        self.on_multiple = spec.on_multiple
         self.index: KeyIndex = dataset.index(self.keys)
 
     def lookup(self, data: Any, where: str = "") -> dict[str, Any]:
@@ -94,13 +95,14 @@ class TableSource:
         return [dict(zip(columns, row, strict=True)) for row in out.result["rows"]]
 
 
-def table_statement(entry: dict[str, Any]) -> str:
+def table_statement(entry: EnrichmentSpec) -> str:
     """The SELECT an enrichment from a table runs: its columns, by key, at most two rows
     (two are enough to tell one match from several). Names are quoted identifiers; the
     values are bound parameters."""
-    columns = ", ".join(_quote(c) for c in entry["columns"])
-    where = " AND ".join(f"{_quote(k)} = :k{i}" for i, k in enumerate(entry["keys"]))
-    table = ".".join(_quote(part) for part in entry["table"].split("."))
+    assert entry.table is not None
+    columns = ", ".join(_quote(c) for c in entry.columns)
+    where = " AND ".join(f"{_quote(k)} = :k{i}" for i, k in enumerate(entry.keys))
+    table = ".".join(_quote(part) for part in entry.table.split("."))
     return f"SELECT {columns} FROM {table} WHERE {where} LIMIT 2"
 
 
@@ -160,31 +162,31 @@ class Enricher:
 
     @classmethod
     def build(
-        cls, entries: Sequence[dict[str, Any]], datasets: dict[str, Dataset], tables: dict[int, TableSource]
+        cls, entries: Sequence[EnrichmentSpec], datasets: dict[str, Dataset], tables: dict[int, TableSource]
     ) -> Enricher:
         """`tables[i]` reads the table of `entries[i]` when that entry names a table."""
         sources = []
         for i, e in enumerate(entries):
-            keys: dict[str, str] = e["keys"]  # dataset key column -> request feature
+            keys = e.keys  # dataset key column -> request feature
             key_columns = tuple(keys)
-            columns = tuple((c, f) for c, f in e["columns"].items())
-            ds = datasets.get(e["dataset"]) if "dataset" in e else None
+            columns = tuple(e.columns.items())
+            ds = datasets.get(e.dataset) if e.dataset is not None else None
             if ds is not None:
                 for c, _ in columns:
                     ds.column(c)
             sources.append(
                 EnrichSource(
-                    name=f"dataset {e['dataset']!r}" if ds is not None else f"table {e['table']!r}",
+                    name=e.source,
                     dataset=ds,
                     index=ds.index(key_columns) if ds is not None else None,
                     table=tables.get(i) if ds is None else None,
                     key_columns=key_columns,
                     key_features=tuple(keys[c] for c in key_columns),
                     columns=columns,
-                    on_missing_key=e.get("on_missing_key", "fail"),
-                    on_no_match=e.get("on_no_match", "ignore"),
-                    on_multiple=e.get("on_multiple", "ignore"),
-                    override=bool(e.get("override", False)),
+                    on_missing_key=e.on_missing_key,
+                    on_no_match=e.on_no_match,
+                    on_multiple=e.on_multiple,
+                    override=e.override,
                 )
             )
         return cls(sources)

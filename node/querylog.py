@@ -6,7 +6,8 @@ queue; a thread writes them to `DIR/queries.jsonl`, rotated by size
 (a slow disk) or a failing write (a full disk) drops the line and counts it
 (`apinode_querylog_dropped_total`). A clean shutdown flushes every queued line.
 
-Per service, from `query_log:` in service.yaml, overridden by
+Per service (a :class:`~apz.specs.QueryLogSpec`, read by `apz.manifest.parse_query_log`),
+from `query_log:` in service.yaml, overridden by
 `DATA_DIR/config/services/<SERVICE>/query_log.json`: `enabled` (default true when the node
 has `--query-log`), `sample_rate` (0..1, default 1), `exclude` (feature names left out,
 e.g. card numbers).
@@ -19,34 +20,14 @@ import logging
 import logging.handlers
 import queue
 import random
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from apz.specs import QueryLogSpec
+
 log = logging.getLogger("node.querylog")
-
-
-@dataclass(frozen=True, slots=True)
-class LogPolicy:
-    enabled: bool = True
-    sample_rate: float = 1.0
-    exclude: frozenset[str] = field(default_factory=frozenset)
-
-    @classmethod
-    def parse(cls, doc: Any, where: str) -> LogPolicy:
-        if doc is None:
-            return cls()
-        if not isinstance(doc, dict):
-            raise ValueError(f"{where}: query_log must be an object")
-        rate = doc.get("sample_rate", 1.0)
-        if not isinstance(rate, int | float) or not 0 <= rate <= 1:
-            raise ValueError(f"{where}: query_log.sample_rate must be in [0, 1], got {rate!r}")
-        exclude = doc.get("exclude", [])
-        if not isinstance(exclude, list) or not all(isinstance(x, str) for x in exclude):
-            raise ValueError(f"{where}: query_log.exclude must be a list of feature names")
-        return cls(bool(doc.get("enabled", True)), float(rate), frozenset(exclude))
 
 
 class _Handler(logging.handlers.RotatingFileHandler):
@@ -87,13 +68,13 @@ class QueryLog:
         self._front = _Queue(self, self._q)
         self._listener = logging.handlers.QueueListener(self._q, self._handler)
         self._listener.start()
-        self.policies: dict[str, LogPolicy] = {}
+        self.policies: dict[str, QueryLogSpec] = {}
 
-    def set_policy(self, service: str, policy: LogPolicy) -> None:
+    def set_policy(self, service: str, policy: QueryLogSpec) -> None:
         self.policies[service] = policy
 
     def record(self, entry: dict[str, Any]) -> None:
-        policy = self.policies.get(entry["service"], LogPolicy())
+        policy = self.policies.get(entry["service"], QueryLogSpec())
         if not policy.enabled or (policy.sample_rate < 1 and random.random() >= policy.sample_rate):
             return
         if policy.exclude:

@@ -22,19 +22,23 @@ from typing import Any
 
 import orjson
 
+from apz.manifest import parse_query_log
+from apz.specs import EndpointSpec, Manifest, QueryLogSpec, SqlSpec
+from apz.sqlparams import parse as parse_sql
+from apz.vocab import ID_RE, PackageError
 from node import connections, errors
 from node.auth import ApiKeys
 from node.datasets import Dataset, load_dataset
 from node.features import CustomCodec, FeatureCodec
 from node.lookup import Enricher, LookupEndpoint, TableSource, table_statement
-from node.package import ID_RE, EndpointSpec, Manifest, PackageError
-from node.querylog import LogPolicy, QueryLog
+from node.querylog import QueryLog
 from node.storage import ServiceState, Storage, StoredGeneration
 from node.supervisor import settings as pool_settings
 from node.supervisor.pool import Pool
 from node.supervisor.poolkey import PoolKey
 from node.supervisor.supervisor import Supervisor
 from node.worker import protocol as wp
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.registry")
 
@@ -152,7 +156,6 @@ class Registry:
             raise errors.BadRequest(f"{service} {stored.version} cannot be loaded: {exc}") from None
         self._loads += 1
         gen = Generation(service, stored.version, stored, manifest, path)
-        spec_base = {"package_dir": str(path), "onnx_threads": self.onnx_threads}
         # Datasets load in a thread while the pools start: a big one takes seconds, and the
         # event loop keeps serving every other service meanwhile.
         in_front = asyncio.ensure_future(asyncio.to_thread(_front_parts, manifest, path))
@@ -166,9 +169,7 @@ class Registry:
             key = PoolKey(service, ep.id, stored.version)
             if key in self.sup.pools:  # the same version, new content, loading beside the old
                 key = PoolKey(service, ep.id, stored.version, instance=self._loads)
-            spec = {**spec_base, "endpoint": ep.raw, "endpoint_id": ep.id}
-            if ep.type == "sql" and ep.raw.get("connection") is not None:
-                spec["connection"] = connections.resolve(self.connections_file, ep.raw["connection"], ep.id)
+            spec = WorkerSpec(str(path), ep, self.onnx_threads, self._dsn(ep.sql, ep.id))
             size = (sizes or {}).get(ep.id)
             pool = await self.sup.add_pool(
                 key, spec, settings, op=op, batchable=batchable, incoming=incoming, size=size
@@ -179,8 +180,8 @@ class Registry:
             elif ep.type == "custom-prediction":
                 endpoint.codec = CustomCodec(ep)
             try:
-                if ep.raw.get("enrich"):
-                    await self._enricher(endpoint, key, spec_base, (await in_front)[1], incoming)
+                if ep.enrich:
+                    await self._enricher(endpoint, key, path, (await in_front)[1], incoming)
             except BaseException:
                 await asyncio.gather(*(self.sup.remove_pool(p, drain=False) for p in [pool, *endpoint.enrich_pools]))
                 raise
@@ -200,32 +201,34 @@ class Registry:
         log.info("loaded %s %s (%d endpoints)", service, stored.version, len(gen.endpoints))
         return gen
 
+    def _dsn(self, sql: SqlSpec | None, endpoint: str) -> str | None:
+        """The DSN of the node connection a sql endpoint names (None: no connection)."""
+        if sql is None or sql.connection is None:
+            return None
+        return str(connections.resolve(self.connections_file, sql.connection, endpoint)["dsn"])
+
     async def _enricher(
-        self, endpoint: Endpoint, key: PoolKey, spec_base: dict[str, Any], datasets: dict[str, Dataset], incoming: bool
+        self, endpoint: Endpoint, key: PoolKey, path: Path, datasets: dict[str, Dataset], incoming: bool
     ) -> None:
         """The endpoint's enrichment: bundled datasets (indexed already), and one SQL pool
         per table of a node connection."""
         ep = endpoint.spec
-        entries = ep.raw["enrich"]
         tables: dict[int, TableSource] = {}
-        for i, e in enumerate(entries):
-            if "table" not in e:
+        for i, e in enumerate(ep.enrich):
+            if e.table is None:
                 continue
-            sql = {"type": "sql", "connection": e["connection"], "statements": [table_statement(e)]}
-            spec = {
-                **spec_base,
-                "endpoint": sql,
-                "endpoint_id": f"{ep.id}.enrich{i}",
-                "connection": connections.resolve(self.connections_file, e["connection"], ep.id),
-            }
             name = f"{ep.id}.enrich{i}"
+            sql = SqlSpec(statements=(parse_sql(table_statement(e)),), connection=e.connection)
+            spec = WorkerSpec(
+                str(path), EndpointSpec(id=name, type="sql", sql=sql), self.onnx_threads, self._dsn(sql, ep.id)
+            )
             settings = pool_settings.resolve(self.data_dir, key.service, name, dict(_ENRICH_POOL))
             pool = await self.sup.add_pool(
                 key.enrichment(i), spec, settings, op=wp.OP_QUERY, batchable=False, incoming=incoming
             )
             endpoint.enrich_pools.append(pool)
-            tables[i] = TableSource(pool, e["table"])
-        endpoint.enricher = Enricher.build(entries, datasets, tables)
+            tables[i] = TableSource(pool, e.table)
+        endpoint.enricher = Enricher.build(ep.enrich, datasets, tables)
 
     async def unload(self, gen: Generation, *, drain: bool) -> None:
         await asyncio.gather(*(self.sup.remove_pool(p, drain=drain) for p in _pools(gen)))
@@ -268,15 +271,15 @@ class Registry:
         """The service's API keys are those of the newest serving generation's package."""
         serving = [svc.loaded[v] for v in self.serving(svc) if v in svc.loaded]
         newest = max(serving, key=lambda g: g.stored.stored_at, default=None)
-        self.keys.set_service(svc.id, newest.manifest.raw.get("api_keys") if newest else None)
+        self.keys.set_service(svc.id, newest.manifest.api_keys if newest else ())
         if self.querylog is not None:
             override = self.data_dir / "config" / "services" / svc.id / "query_log.json"
-            if override.exists():
-                doc, where = orjson.loads(override.read_bytes()), str(override)
-            else:
-                doc, where = (newest.manifest.raw.get("query_log") if newest else None), f"{svc.id} service.yaml"
             try:
-                self.querylog.set_policy(svc.id, LogPolicy.parse(doc, where))
+                if override.exists():
+                    policy = parse_query_log(orjson.loads(override.read_bytes()), str(override))
+                else:  # the package's, validated when its manifest was read
+                    policy = (newest.manifest.query_log if newest else None) or QueryLogSpec()
+                self.querylog.set_policy(svc.id, policy)
             except ValueError as exc:
                 raise errors.BadRequest(str(exc)) from None
 
@@ -360,20 +363,19 @@ def _front_parts(manifest: Manifest, path: Path) -> tuple[dict[str, LookupEndpoi
     """What the front process serves itself for a generation: lookup endpoints, and the
     bundled datasets enrichment reads (each read once, its key indexes built here, in a
     thread, rather than on the event loop)."""
-    specs = manifest.raw.get("datasets") or {}
     datasets: dict[str, Dataset] = {}
 
     def dataset(name: str) -> Dataset:
         if name not in datasets:
-            d = specs[name]
-            datasets[name] = load_dataset(name, path / d["path"], d["format"], d.get("schema"))
+            d = manifest.datasets[name]
+            datasets[name] = load_dataset(name, path / d.path, d.format, d.schema)
         return datasets[name]
 
     lookups: dict[str, LookupEndpoint] = {}
     for ep in manifest.endpoints.values():
-        if ep.type == "lookup":
-            lookups[ep.id] = LookupEndpoint(dataset(ep.raw["dataset"]), ep.raw)
-        for e in ep.raw.get("enrich") or ():
-            if "dataset" in e:
-                dataset(e["dataset"]).index(tuple(e["keys"]))
+        if ep.lookup is not None:
+            lookups[ep.id] = LookupEndpoint(dataset(ep.lookup.dataset), ep.lookup)
+        for e in ep.enrich:
+            if e.dataset is not None:
+                dataset(e.dataset).index(tuple(e.keys))
     return lookups, datasets

@@ -36,10 +36,10 @@ import aiohttp
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from apz.vocab import PackageError
 from node import errors
 from node.admin import AdminPlane
 from node.keys import write_json
-from node.package import PackageError
 from node.repostate import STATE_FILE, RepoService, RepoState, StateError, check_mapping, loads
 from node.supervisor import settings as pool_settings
 

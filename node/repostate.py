@@ -37,7 +37,7 @@ from typing import Any
 
 import orjson
 
-from node.package import ID_RE
+from apz.vocab import ID_RE
 from node.supervisor import settings as pool_settings
 
 FORMAT = 1

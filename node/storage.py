@@ -25,7 +25,9 @@ from typing import Any
 
 import orjson
 
-from node.package import Manifest, extract_package, load_extracted, read_manifest, sha256_file
+from apz.archive import extract_package, load_extracted, read_manifest
+from apz.specs import Manifest
+from apz.vocab import sha256_file
 
 log = logging.getLogger("node.registry")
 

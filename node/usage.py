@@ -15,6 +15,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from node.grpc.values import value_json
+
 # kind -> (HTTP verb, gRPC method, what it is)
 _KINDS = {
     "prediction": ("predict", "Predict", "prediction"),
@@ -93,25 +95,12 @@ def _admin_header(node: Any) -> str:
 def grpc_request(verb: str, body: dict[str, Any]) -> dict[str, Any]:
     """The JSON HTTP body of `verb` as the fields of its gRPC request (proto3 JSON)."""
     if verb == "predict":
-        return {"features": {k: pb_value(v) for k, v in (body.get("features") or {}).items()}}
+        return {"features": {k: value_json(v) for k, v in (body.get("features") or {}).items()}}
     if verb == "lookup":
-        return {"items": [{"data": {k: pb_value(v) for k, v in (body.get("data") or {}).items()}}]}
+        return {"items": [{"data": {k: value_json(v) for k, v in (body.get("data") or {}).items()}}]}
     if verb == "query":
-        return {"parameters": {k: pb_value(v) for k, v in body.items()}}
+        return {"parameters": {k: value_json(v) for k, v in body.items()}}
     return {"arguments": body}  # run: a google.protobuf.Struct is plain JSON
-
-
-def pb_value(v: Any) -> dict[str, Any]:
-    """A JSON value as an `apinode.v1.Value` in proto3 JSON."""
-    if isinstance(v, bool):
-        return {"flag": v}
-    if isinstance(v, int):
-        return {"integer": v}
-    if isinstance(v, float):
-        return {"number": v}
-    if v is None:
-        return {"null": "NULL_VALUE"}
-    return {"text": str(v)}
 
 
 def _first_test_query(path: Path, tq: str | None) -> Any:

@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from node.package import write_package
+from apz.archive import write_package
 
 # Functions used by the supervisor tests: sleeping, crashing, hanging, failing.
 FAULTS_CODE = """

@@ -4,45 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from google.protobuf import json_format, struct_pb2
 
 from node import errors
 from node._proto.apinode.v1 import apinode_pb2 as pb
-
-
-def value_to_py(v: pb.Value) -> Any:
-    kind = v.WhichOneof("kind")
-    if kind == "number":
-        return v.number
-    if kind == "integer":
-        return v.integer
-    if kind == "text":
-        return v.text
-    if kind == "flag":
-        return v.flag
-    return None
-
-
-def py_to_value(x: Any) -> pb.Value:
-    if x is None:
-        return pb.Value(null=struct_pb2.NULL_VALUE)
-    if isinstance(x, bool):
-        return pb.Value(flag=x)
-    if isinstance(x, int):
-        return pb.Value(integer=x)
-    if isinstance(x, float):
-        return pb.Value(number=x)
-    return pb.Value(text=str(x))
-
-
-def cell_to_value(x: Any) -> pb.Value:
-    """A JSON-safe database value (node.worker.sql.json_safe) as a typed Value."""
-    if isinstance(x, int) and not isinstance(x, bool) and not -(2**63) <= x < 2**63:
-        return pb.Value(text=str(x))
-    if isinstance(x, list | dict):
-        return pb.Value(text=orjson.dumps(x).decode())
-    return py_to_value(x)
+from node.grpc.values import cell_to_value, py_to_value, value_to_py
 
 
 def query_to_pb(out: dict[str, Any]) -> pb.QueryResponse:

@@ -25,8 +25,6 @@ from node import errors
 from node.auth import key_from_header
 from node.http.app import DATAPLANE, json_response
 from node.registry import Generation
-from node.sqlparams import SqlTextError
-from node.sqlparams import parse as parse_sql
 
 STATIC = Path(__file__).parent / "static"
 STATIC_URL = "/apinode/static"
@@ -91,8 +89,8 @@ def _examples(queries: list[Any]) -> dict[str, Any]:
 
 
 def _column_types(gen: Generation, dataset: str | None) -> dict[str, str]:
-    ds = (gen.manifest.raw.get("datasets") or {}).get(dataset or "") or {}
-    return {c["name"]: c.get("type", "") for c in ds.get("schema") or [] if isinstance(c, dict) and "name" in c}
+    ds = gen.manifest.datasets.get(dataset or "")
+    return ds.column_types() if ds is not None else {}
 
 
 def _typed(t: str, nullable: bool = True) -> dict[str, Any]:
@@ -122,13 +120,13 @@ def _features_schema(gen: Generation, eid: str) -> dict[str, Any]:
     spec = gen.endpoints[eid].spec
     # A feature the model cannot impute is required and not null (node/features.py refuses it).
     props = {f.name: _typed(f.type, f.nullable) for f in spec.features}
-    enriched = {f for e in spec.raw.get("enrich") or [] for f in (e.get("columns") or {}).values()}
+    enriched = {f for e in spec.enrich for f in e.columns.values()}
     required = [f.name for f in spec.features if not f.nullable and f.name not in enriched]
     # Enrichment keys are request features too (not model inputs): typed by their dataset column.
-    for enrich in spec.raw.get("enrich") or []:
-        types = _column_types(gen, enrich.get("dataset"))
-        fail = enrich.get("on_missing_key") == "fail"
-        for column, feature in (enrich.get("keys") or {}).items():
+    for enrich in spec.enrich:
+        types = _column_types(gen, enrich.dataset)
+        fail = enrich.on_missing_key == "fail"
+        for column, feature in enrich.keys.items():
             props.setdefault(feature, _typed(types.get(column, ""), not fail))
             if fail and feature not in required:
                 required.append(feature)
@@ -236,8 +234,9 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
             ),
         }
     elif spec.type == "lookup":
-        types = _column_types(gen, spec.raw.get("dataset"))
-        keys = {k: _typed(types.get(k, ""), False) for k in spec.raw.get("keys") or []}
+        assert spec.lookup is not None
+        types = _column_types(gen, spec.lookup.dataset)
+        keys = {k: _typed(types.get(k, ""), False) for k in spec.lookup.keys}
         data = {"type": "object", "properties": keys, "required": list(keys), "additionalProperties": True}
         row = {
             "type": "object",
@@ -273,19 +272,14 @@ def _operations(gen: Generation, eid: str, keyed: bool) -> dict[str, dict[str, A
             "responses": _answers(answer, keyed),
         }
     elif spec.type == "function":
-        code = spec.raw.get("code") or {}
+        function = spec.code.name if spec.code is not None else "the function"
         ops["run"] = {
-            "summary": f"{eid}: run {code.get('function', 'the function')}() with the body as keyword arguments",
+            "summary": f"{eid}: run {function}() with the body as keyword arguments",
             "requestBody": _body({"type": "object", "additionalProperties": True}, queries),
             "responses": _answers({"type": "object", "required": ["response"], "properties": {"response": {}}}, keyed),
         }
     elif spec.type == "sql":
-        names: list[str] = []
-        for sql in spec.raw.get("statements") or []:
-            try:
-                names += [n for n in parse_sql(sql).names if n not in names]
-            except SqlTextError:
-                pass
+        names = spec.sql.parameters if spec.sql is not None else []
         # The node wants exactly the statements' parameters (a missing or unknown one is a 400).
         params: dict[str, Any] = {
             "type": "object",

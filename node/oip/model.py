@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from apz.specs import EndpointSpec
 from node.errors import BadRequest, NotFound
 from node.lookup import Enricher
 from node.oip.tensors import Tensor
-from node.package import EndpointSpec
 
 MATRIX_INPUT = "input"
 PLATFORM = "onnxruntime_onnx"

@@ -15,12 +15,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
+from apz.specs import EndpointSpec
 from node import errors
 from node.dataplane import DataPlane
 from node.lookup import Enricher
 from node.oip import model as m
 from node.oip.tensors import Tensor
-from node.package import EndpointSpec
 from node.registry import Endpoint, Generation, Service
 
 SERVER_NAME = "apinode"

@@ -28,6 +28,7 @@ from node.supervisor.scaling import Scaling
 from node.supervisor.settings import PoolSettings
 from node.supervisor.slots import Slots
 from node.worker import protocol as p
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.supervisor")
 _LOST_GRACE_S = 2.0
@@ -78,7 +79,7 @@ class Crew(abc.ABC):
     def __init__(
         self,
         key: PoolKey,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         settings: PoolSettings,
         node: PoolContext,
         *,

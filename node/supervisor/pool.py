@@ -34,6 +34,7 @@ from node.supervisor.poolkey import PoolKey
 from node.supervisor.process import ChannelClosed, KillReason, WorkerProcess
 from node.supervisor.settings import PoolSettings
 from node.worker import protocol as p
+from node.worker.spec import WorkerSpec
 
 __all__ = ["Outcome", "Pool", "PoolContext", "PoolStats"]
 log = logging.getLogger("node.supervisor")
@@ -65,7 +66,7 @@ class Pool(Crew):
     def __init__(
         self,
         key: PoolKey,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         settings: PoolSettings,
         node: PoolContext,
         *,

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from node import errors
 from node.supervisor.channel import Channel
 from node.worker import protocol as p
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.supervisor")
 _ids = itertools.count(1)
@@ -127,7 +128,7 @@ class WorkerProcess:
     def __init__(
         self,
         label: str,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         on_exit: Callable[[WorkerProcess], None],
         *,
         args: WorkerArgs = WorkerArgs(),

@@ -27,6 +27,7 @@ from node.supervisor.poolkey import PoolKey
 from node.supervisor.process import Launcher, spawn_process
 from node.supervisor.settings import PoolSettings
 from node.supervisor.slots import Slots
+from node.worker.spec import WorkerSpec
 
 log = logging.getLogger("node.supervisor")
 
@@ -60,7 +61,7 @@ class Supervisor:
     async def add_pool(
         self,
         key: PoolKey,
-        spec: dict[str, Any],
+        spec: WorkerSpec,
         settings: PoolSettings,
         *,
         op: str,

@@ -1,7 +1,7 @@
 """What a worker runs: an ONNX prediction model, a user's Python function, a user's
 prediction class (custom-prediction), or SQL statements (:mod:`node.worker.sql`).
 
-`load_runtime(spec)` builds the runtime named by `spec["kind"]` once, at worker start
+`load_runtime(spec)` builds the runtime of the spec's endpoint type once, at worker start
 (this is where heavy things load); `handle(op, payload)` then serves one request or one
 batch. Errors a caller should see are raised as
 :class:`~node.worker.protocol.WorkerError`, with a kind the front maps to its error.
@@ -19,8 +19,10 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
+from apz.specs import CodeSpec, EndpointSpec
 from node.worker import protocol as p
 from node.worker.protocol import WorkerError
+from node.worker.spec import WorkerSpec
 
 _NP_TYPES: dict[str, Any] = {
     "float": np.float32,
@@ -43,47 +45,50 @@ class Runtime(Protocol):
 class PredictionRuntime:
     """Runs an ONNX model on a batch of validated rows (lists in feature order)."""
 
-    def __init__(self, package_dir: Path, endpoint: dict[str, Any], threads: int) -> None:
+    def __init__(self, package_dir: Path, endpoint: EndpointSpec, threads: int) -> None:
         import onnxruntime as ort
 
-        model = endpoint["model"]
+        model = endpoint.model
+        if model is None:
+            raise WorkerError(p.ERR_INTERNAL, f"endpoint {endpoint.id!r} has no model")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
-        path = package_dir / model["path"]
+        path = package_dir / model.path
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            raise WorkerError(p.ERR_INTERNAL, f"cannot load ONNX model {model['path']}: {exc}") from exc
-        self.features = endpoint["features"]
-        self.mode = model["input_mode"]
-        self.input_name = model.get("input_name") or "input"
-        self.dtypes = [_NP_TYPES[f["onnx_type"]] for f in self.features]
-        self.names = [f["name"] for f in self.features]
-        classes = endpoint.get("classes")
+            raise WorkerError(p.ERR_INTERNAL, f"cannot load ONNX model {model.path}: {exc}") from exc
+        self.features = endpoint.features
+        self.mode = model.input_mode
+        self.input_name = model.input_name
+        self.dtypes = [_NP_TYPES[f.onnx_type] for f in self.features]
+        self.names = [f.name for f in self.features]
+        classes = endpoint.classes
         self.class_index = {c: i for i, c in enumerate(classes)} if classes is not None else None
         # binary: the class explanations are about (`positive_class`, else the second)
-        self.positive = classes.index(endpoint["positive_class"]) if classes and "positive_class" in endpoint else 1
+        self.positive = endpoint.positive
         # Without a label output the class is the first maximum of the probabilities, as
         # scikit-learn's predict takes it (ties included); the compiler keeps the label only
         # for models whose predict is something else (SVC).
-        self.outputs = [model.get("label_output"), model.get("proba_output")]
+        self.outputs = [model.label_output, model.proba_output]
         if classes is None:
-            self.outputs = [model["value_output"]]
+            self.outputs = [model.value_output]
         elif self.outputs[0] is None:
-            self.outputs = [model["proba_output"]]
-        self.numeric = [j for j, f in enumerate(self.features) if f["onnx_type"] != "string"]
-        self.background, self.bg_out = self._background(package_dir, endpoint.get("explanations"))
+            self.outputs = [model.proba_output]
+        self.numeric = [j for j, f in enumerate(self.features) if f.onnx_type != "string"]
+        background = endpoint.explanations.background if endpoint.explanations else None
+        self.background, self.bg_out = self._background(package_dir, background)
         self._warm()
 
-    def _background(self, package_dir: Path, settings: dict[str, Any] | None) -> tuple[Any, Any]:
+    def _background(self, package_dir: Path, background: str | None) -> tuple[Any, Any]:
         """The explanation background (rows of the sample) and the model's outputs on it:
         every SHAPLEY step starts from one of them, so they are predicted once, here."""
-        if not settings or not settings.get("background"):
+        if not background:
             return None, None
-        rows = orjson.loads((package_dir / settings["background"]).read_bytes())
+        rows = orjson.loads((package_dir / background).read_bytes())
         matrix = self._matrix(rows)
         return matrix, self._outputs(matrix)
 
@@ -215,15 +220,15 @@ class PredictionRuntime:
         return {"kind": "prediction", "inputs": [i.name for i in self.session.get_inputs()]}
 
 
-def _import_user_module(package_dir: Path, code: dict[str, Any], folders: list[str]) -> Any:
+def _import_user_module(package_dir: Path, code: CodeSpec, folders: list[str]) -> Any:
     """Imports the endpoint's module once; its top-level code sees the global `folders`."""
-    root = package_dir / code.get("root", "code")
-    path = package_dir / code["path"]
+    root = package_dir / code.root
+    path = package_dir / code.path
     sys.path.insert(0, str(root))
     name = ".".join(path.relative_to(root).with_suffix("").parts)
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
-        raise WorkerError(p.ERR_USER, f"cannot import {code['path']}")
+        raise WorkerError(p.ERR_USER, f"cannot import {code.path}")
     module = importlib.util.module_from_spec(spec)
     module.folders = folders  # type: ignore[attr-defined]
     sys.modules[name] = module
@@ -231,23 +236,23 @@ def _import_user_module(package_dir: Path, code: dict[str, Any], folders: list[s
         spec.loader.exec_module(module)
     except Exception as exc:
         detail = traceback.format_exc()
-        sys.stderr.write(f"error importing {code['path']}:\n{detail}")
-        raise WorkerError(p.ERR_USER, f"importing {code['path']} failed: {type(exc).__name__}: {exc}", detail) from exc
+        sys.stderr.write(f"error importing {code.path}:\n{detail}")
+        raise WorkerError(p.ERR_USER, f"importing {code.path} failed: {type(exc).__name__}: {exc}", detail) from exc
     return module
 
 
 class FunctionRuntime:
     """Calls a user's Python function with the request's keyword arguments."""
 
-    def __init__(self, package_dir: Path, endpoint: dict[str, Any], folders: list[str]) -> None:
-        code = endpoint["code"]
+    def __init__(self, package_dir: Path, endpoint: EndpointSpec, folders: list[str]) -> None:
+        code = _code(endpoint)
         module = _import_user_module(package_dir, code, folders)
-        fn = getattr(module, code["function"], None)
+        fn = getattr(module, code.name, None)
         if not callable(fn):
-            raise WorkerError(p.ERR_USER, f"{code['path']} has no function {code['function']!r}")
+            raise WorkerError(p.ERR_USER, f"{code.path} has no function {code.name!r}")
         self.fn = fn
         self.signature = inspect.signature(fn)
-        self.label = f"{code['path']}:{code['function']}"
+        self.label = f"{code.path}:{code.name}"
 
     def handle(self, op: str, payload: Any) -> Any:
         if op != p.OP_CALL:
@@ -278,13 +283,13 @@ class CustomPredictionRuntime:
     or `(predictions, probas)` with probas a DataFrame of one column per class. Its
     constructor receives the first managed folder's path, if the endpoint has folders."""
 
-    def __init__(self, package_dir: Path, endpoint: dict[str, Any], folders: list[str]) -> None:
-        code = endpoint["code"]
+    def __init__(self, package_dir: Path, endpoint: EndpointSpec, folders: list[str]) -> None:
+        code = _code(endpoint)
         module = _import_user_module(package_dir, code, folders)
-        cls = getattr(module, code["class"], None)
-        self.label = f"{code['path']}:{code['class']}"
+        cls = getattr(module, code.name, None)
+        self.label = f"{code.path}:{code.name}"
         if not isinstance(cls, type):
-            raise WorkerError(p.ERR_USER, f"{code['path']} has no class {code['class']!r}")
+            raise WorkerError(p.ERR_USER, f"{code.path} has no class {code.name!r}")
         try:
             self.model = cls(folders[0]) if folders else cls()
         except Exception as exc:
@@ -293,7 +298,7 @@ class CustomPredictionRuntime:
             raise WorkerError(p.ERR_USER, f"{self.label}(): {type(exc).__name__}: {exc}", detail) from exc
         if not callable(getattr(self.model, "predict", None)):
             raise WorkerError(p.ERR_USER, f"{self.label} has no predict(df) method")
-        self.names = [f["name"] for f in endpoint.get("features") or ()]
+        self.names = [f.name for f in endpoint.features]
 
     def handle(self, op: str, payload: Any) -> Any:
         import pandas as pd
@@ -357,13 +362,19 @@ def _label_key(label: Any) -> str:
     return str(label)
 
 
-def load_runtime(spec: dict[str, Any]) -> Runtime:
-    package_dir = Path(spec["package_dir"])
-    endpoint = spec["endpoint"]
-    kind = endpoint["type"]
+def _code(endpoint: EndpointSpec) -> CodeSpec:
+    if endpoint.code is None:
+        raise WorkerError(p.ERR_INTERNAL, f"endpoint {endpoint.id!r} has no code")
+    return endpoint.code
+
+
+def load_runtime(spec: WorkerSpec) -> Runtime:
+    package_dir = Path(spec.package_dir)
+    endpoint = spec.endpoint
+    kind = endpoint.type
     if kind == "prediction":
-        return PredictionRuntime(package_dir, endpoint, int(spec.get("onnx_threads", 1)))
-    folders = [str(package_dir / f) for f in endpoint.get("folders", [])]
+        return PredictionRuntime(package_dir, endpoint, spec.onnx_threads)
+    folders = [str(package_dir / f) for f in endpoint.folders]
     for f in folders:  # a package holds files only: an empty managed folder exists too
         Path(f).mkdir(parents=True, exist_ok=True)
     if kind == "function":
@@ -373,5 +384,5 @@ def load_runtime(spec: dict[str, Any]) -> Runtime:
     if kind == "sql":
         from node.worker.sql import SqlRuntime
 
-        return SqlRuntime(package_dir, str(spec.get("endpoint_id", "")), endpoint, spec.get("connection"))
+        return SqlRuntime(package_dir, endpoint, spec.dsn)
     raise WorkerError(p.ERR_INTERNAL, f"unknown endpoint type {kind!r}")

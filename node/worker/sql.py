@@ -10,7 +10,7 @@ the transaction replayed, unless it broke while committing.
 
 A request is the parameters dict; every parameter the statements name is required, no
 other is accepted, and values are scalars (string, number, boolean, null) bound by the
-driver (`$n` / `?n` placeholders, :mod:`node.sqlparams`), never formatted into SQL. The
+driver (`$n` / `?n` placeholders, :mod:`apz.sqlparams`), never formatted into SQL. The
 statements run in one transaction (rolled back instead of committed for a dry run: test
 queries played at deployment write nothing); the answer is the last statement's:
 `{"columns", "rows"}` when it returns rows, else `{"updatedRows"}`. Values are made
@@ -29,7 +29,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from node import sqlparams
+from apz import sqlparams
+from apz.specs import EndpointSpec
 from node.worker import protocol as p
 from node.worker.protocol import WorkerError
 
@@ -37,21 +38,20 @@ _SCALARS = (str, int, float, bool, type(None))
 
 
 class SqlRuntime:
-    def __init__(
-        self, package_dir: Path, endpoint_id: str, endpoint: dict[str, Any], connection: dict[str, Any] | None
-    ) -> None:
-        self.endpoint_id = endpoint_id
-        try:
-            self.statements = [sqlparams.parse(s) for s in endpoint["statements"]]
-        except sqlparams.SqlTextError as exc:
-            raise WorkerError(p.ERR_INTERNAL, f"cannot read the statements: {exc}") from None
+    def __init__(self, package_dir: Path, endpoint: EndpointSpec, dsn: str | None) -> None:
+        self.endpoint_id = endpoint.id
+        if endpoint.sql is None:
+            raise WorkerError(p.ERR_INTERNAL, f"endpoint {endpoint.id!r} has no statements")
+        sql = endpoint.sql
+        self.statements = list(sql.statements)  # parsed when the manifest was read
         self.names = sorted({n for s in self.statements for n in s.names})
-        self.connection_name = endpoint.get("connection")
+        self.connection_name = sql.connection
         self.dsn: str | None = None
         self.sqlite: sqlite3.Connection | None = None
         self.pg: Any = None
         if self.connection_name is None:
-            path = package_dir / endpoint["database"]
+            assert sql.database is not None  # the manifest names one of database and connection
+            path = package_dir / sql.database
             self.sql = [s.render(sqlparams.sqlite) for s in self.statements]
             try:
                 # Opened by the (niced) loading thread, used by the serving thread: one at a time.
@@ -62,11 +62,11 @@ class SqlRuntime:
                     check_same_thread=False,
                 )
             except sqlite3.Error as exc:
-                raise WorkerError(p.ERR_INTERNAL, f"cannot open {endpoint['database']}: {exc}") from None
+                raise WorkerError(p.ERR_INTERNAL, f"cannot open {sql.database}: {exc}") from None
         else:
-            if connection is None or not isinstance(connection.get("dsn"), str):
+            if dsn is None:
                 raise WorkerError(p.ERR_INTERNAL, f"no DSN for connection {self.connection_name!r}")
-            self.dsn = connection["dsn"]
+            self.dsn = dsn
             self.sql = [s.render(sqlparams.postgres) for s in self.statements]
             try:
                 self._connect()

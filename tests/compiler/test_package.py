@@ -13,9 +13,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from apz.archive import read_manifest
+from apz.vocab import sha256_bytes
 from compiler import compile_service
 from compiler.errors import CompileError
-from node.package import read_manifest, sha256_bytes
 from tests.compiler.helpers import Package, write_service
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from apz.archive import read_manifest
 from compiler import compile_service
 from compiler.errors import CompileError
 from compiler.spec import SqlEndpoint, read_service
-from node.package import read_manifest
 from tests.compiler.helpers import Package
 
 CUSTOMERS = (

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from node.package import write_package
+from apz.archive import write_package
 from tests.nodeproc import NodeProc, node_at, run_node
 
 VERSION_CODE = """

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from node.package import write_package
+from apz.archive import write_package
 
 
 def main(src: Path, out: Path) -> int:

@@ -428,9 +428,11 @@ def test_custom_prediction_refuses_explanations_plainly(tmp_path: Path) -> None:
     ],
 )
 def test_the_node_refuses_bad_explanation_fields(served: dict[str, Any], change: dict[str, Any], expected: str) -> None:
-    from node.package import PackageError, parse_manifest, read_manifest
+    from apz.manifest import parse_manifest
+    from apz.vocab import MANIFEST, PackageError
 
-    manifest = read_manifest(served["tree_pkg"]).raw
+    with zipfile.ZipFile(served["tree_pkg"]) as z:
+        manifest = json.loads(z.read(MANIFEST))
     score = manifest["endpoints"]["score"]
     for key, value in change.items():
         score[key] = {**score[key], **value} if isinstance(value, dict) else value

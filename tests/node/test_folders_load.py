@@ -1,7 +1,7 @@
 """A 50 MB managed folder on a real node: unpacked once per generation, off the event loop,
 read in place by its own endpoint's workers only.
 
-How it works (node/admin.py `push`, node/storage.py `unpack`, node/package.py
+How it works (node/admin.py `push`, node/storage.py `unpack`, apz/archive.py
 `extract_package`): the front process verifies and unpacks the package once, in a thread,
 into `generations/<service>/<version>-<sha12>/`; a worker gets only that directory's path
 and its endpoint's entry, and `folders` points into it. So the folder costs other services

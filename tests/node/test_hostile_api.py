@@ -30,11 +30,12 @@ from google.protobuf import struct_pb2
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from apz.archive import write_package
+from apz.vocab import ID_RE
 from node._proto.apinode.v1 import admin_pb2 as apb
 from node._proto.apinode.v1 import admin_pb2_grpc as apbg
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from node.package import ID_RE, write_package
 from tests.nodeproc import NodeProc, run_node
 from tests.packages import function_package, logistic_package
 

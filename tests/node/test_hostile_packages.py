@@ -27,9 +27,10 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from apz.archive import extract_package
+from apz.vocab import PackageError
 from node._proto.apinode.v1 import admin_pb2 as apb
 from node._proto.apinode.v1 import admin_pb2_grpc as apbg
-from node.package import PackageError, extract_package
 from tests.nodeproc import NodeProc, run_node, start_node
 from tests.packages import function_package
 

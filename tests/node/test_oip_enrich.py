@@ -33,8 +33,8 @@ import tritonclient.http as th
 import yaml
 from tritonclient.utils import InferenceServerException
 
+from apz.archive import read_manifest
 from compiler import compile_service
-from node.package import read_manifest
 from tests.nodeproc import NodeProc, run_node
 
 ROOT = Path(__file__).resolve().parents[2]

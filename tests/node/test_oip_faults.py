@@ -21,7 +21,7 @@ import requests
 import tritonclient.grpc as tg
 from tritonclient.utils import InferenceServerException
 
-from node.package import write_package
+from apz.archive import write_package
 from tests.nodeproc import NodeProc, run_node
 from tests.packages import logistic_package
 

@@ -15,10 +15,10 @@ import grpc
 import pytest
 import requests
 
+from apz.archive import write_package
 from compiler import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from node.package import write_package
 from tests.nodeproc import NodeProc, run_node, start_node
 from tests.pg import PASSWORD, PgServer
 

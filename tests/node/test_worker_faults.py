@@ -54,7 +54,7 @@ def _offset_package(out_dir: Path, version: str = "v1") -> Path:
     """A prediction endpoint (`x + 1` in ONNX) with the default pool settings."""
     from onnx import TensorProto, helper
 
-    from node.package import write_package
+    from apz.archive import write_package
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 1])
     y = helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])

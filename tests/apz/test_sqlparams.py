@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from node.sqlparams import SqlTextError, parse, postgres, sqlite
+from apz.sqlparams import SqlTextError, parse, postgres, sqlite
 
 
 def pg(sql: str) -> tuple[str, tuple[str, ...]]:

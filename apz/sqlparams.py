@@ -10,8 +10,9 @@ parameter as the driver's numbered placeholder (`$1` for PostgreSQL, `?1` for SQ
 same number for a name used twice), and :meth:`Statement.args` lists the values in that
 order: values are always bound by the driver, never formatted into the SQL text.
 
-The compiler uses this module to check statements against the bundled SQLite database;
-the node's SQL worker (:mod:`node.worker.sql`) to run them.
+The manifest's reader parses every statement once (:class:`apz.specs.SqlSpec` holds the
+:class:`Statement` values); the compiler checks them against the bundled SQLite database
+with it, and the node's SQL worker (:mod:`node.worker.sql`) renders them for its driver.
 """
 
 from __future__ import annotations
