@@ -57,7 +57,7 @@ async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
     async def predict(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         row = codec.row(body["features"])
-        result = codec.results(runtime.run([row]))[0]
+        result = codec.results(runtime.run([row]))[0].as_dict()
         return web.Response(body=orjson.dumps({"result": result, "apiContext": ctx}), content_type="application/json")
 
     app = web.Application()
@@ -85,7 +85,7 @@ class _Floor(pbg.ApiNodeServicer):
     def _predict(self, request: pb.PredictRequest) -> pb.PredictResponse:
         row = self.codec.row({k: _value(v) for k, v in request.features.items()})
         r = self.codec.results(self.runtime.run([row]))[0]
-        p = r["prediction"]
+        p = r.prediction
         value = (
             pb.Value(text=p)
             if isinstance(p, str)
@@ -94,7 +94,7 @@ class _Floor(pbg.ApiNodeServicer):
             else pb.Value(integer=p)
         )
         return pb.PredictResponse(
-            result=pb.Prediction(prediction=value, probas=r.get("probas") or {}),
+            result=pb.Prediction(prediction=value, probas=r.probas or {}),
             api_context=pb.ApiContext(service_id=self.ctx["serviceId"], endpoint_id=self.ctx["endpointId"]),
             request_id=request.request_id,
         )
