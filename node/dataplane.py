@@ -5,23 +5,21 @@ method per operation (`predict`, `predict_multi`, `run`, `lookup`, `lookup_multi
 `query`) and encode the typed result. Each method is the same instrumentation
 (`_instrumented`: the API key, the in-flight gauge, the generation's resolution, the queue's
 early refusal, metrics and the query log, recorded once) around the operation proper
-(`predict_on`, ...), which runs on a resolved endpoint; the deploy's test queries call those
-directly (:mod:`node.admin`). The Open Inference Protocol resolves its model itself and hands
-rows as columns to `predict_rows` (:mod:`node.oip.plane`). Lookups and enrichment run here,
-in the front process, from indexes of the bundled datasets (:mod:`node.lookup`): no worker
-round trip.
+(`predict_on`, ..., predictions being :mod:`node.predict`'s), which runs on a resolved
+endpoint; the deploy's test queries call those directly (`on`, from :mod:`node.admin`). The
+Open Inference Protocol resolves its model itself and hands rows as columns to
+`predict_rows` (:mod:`node.oip.plane`). Lookups and enrichment run in the front process, from
+indexes of the bundled datasets (:mod:`node.lookup`): no worker round trip.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from node import errors, ops, queryentry
-from node import explanations as expl
+from node import errors, ops, predict, queryentry
 from node.auth import ApiKeys
 from node.features import MAX_STRING_CHARS
 from node.lookup import LookupEndpoint
@@ -56,10 +54,6 @@ class Resolved:
     gen: Generation
     ep: Endpoint
     key_id: str | None
-
-
-def _context(gen: Generation, ep: Endpoint) -> ops.ApiContext:
-    return ops.ApiContext(gen.service, ep.spec.id, gen.version)
 
 
 class DataPlane:
@@ -202,110 +196,19 @@ class DataPlane:
 
     # ---- on a resolved endpoint (no key, metrics or log) --------------------------------
     async def predict_on(self, gen: Generation, ep: Endpoint, req: ops.PredictRequest) -> ops.PredictResult:
-        t0 = time.perf_counter_ns()
-        codec = _codec(gen, ep)
-        task = expl.job(ep.spec, req.explanations)
-        if req.features is ops.MISSING:
-            raise errors.BadRequest("the body needs 'features': an object of feature name -> value")
-        features, ignored, enrich_us = await _enrich(ep, req.features)
-        if ignored is None:
-            row = codec.row(features, max_string=self.limits.max_string_chars)
-            t1 = time.perf_counter_ns()
-            assert ep.pool is not None
-            out = await ep.pool.submit([expl.wrap(row, task)], 1)
-            t2 = time.perf_counter_ns()
-            prediction = codec.results(out.result)[0]
-            wait, compute = out.wait_us, out.compute_us
-        else:
-            t1 = t2 = time.perf_counter_ns()
-            prediction, wait, compute = ops.Prediction.ignored_for(ignored), 0, 0
-        if ep.enricher is not None and req.return_enriched:
-            prediction.enriched_features = features
-        timing = _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute)
-        if ep.enricher is not None:
-            timing.enrich = enrich_us
-        return ops.PredictResult(prediction, timing, _context(gen, ep), features if ep.enricher is not None else None)
+        return await predict.predict(gen, ep, req, max_string=self.limits.max_string_chars)
 
     async def predict_multi_on(
         self, gen: Generation, ep: Endpoint, req: ops.PredictMultiRequest
     ) -> ops.PredictMultiResult:
-        t0 = time.perf_counter_ns()
-        codec = _codec(gen, ep)
-        task = expl.job(ep.spec, req.explanations)
-        items = req.items
-        self._check_items(len(items))
-        expl.check_cost(ep.spec, task, len(items))
-        rows = []
-        max_string = self.limits.max_string_chars
-        enricher = ep.enricher
-        ignored: dict[int, str] = {}
-        enriched: list[Any] = []
-        enrich_us = 0.0
-        if enricher is not None:
-            t = time.perf_counter_ns()
-            enrichments = (_enrich(ep, _given(it.features), f"items[{i}]: ") for i, it in enumerate(items))
-            if enricher.local:  # index lookups: nothing to wait for, so no task per row
-                done = [await e for e in enrichments]
-            else:  # concurrently: a table lookup waits for its database
-                done = await asyncio.gather(*enrichments)
-            enrich_us = (time.perf_counter_ns() - t) / 1000
-        for i, item in enumerate(items):
-            features = _given(item.features)
-            if enricher is not None:
-                features, reason, _ = done[i]
-                enriched.append(features)
-                if reason is not None:
-                    ignored[i] = reason
-                    continue
-            rows.append(expl.wrap(codec.row(features, where=f"items[{i}]: ", max_string=max_string), task))
-        t1 = time.perf_counter_ns()
-        predictions, wait, compute = await self._predict_rows(ep, codec, rows)
-        t2 = time.perf_counter_ns()
-        if ignored:
-            predicted = iter(predictions)
-            predictions = [
-                ops.Prediction.ignored_for(ignored[i]) if i in ignored else next(predicted) for i in range(len(items))
-            ]
-        if enricher is not None and req.return_enriched:
-            for prediction, features in zip(predictions, enriched, strict=True):
-                prediction.enriched_features = features
-        timing = _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute)
-        if enricher is not None:
-            timing.enrich = enrich_us
-        return ops.PredictMultiResult(
-            predictions, timing, _context(gen, ep), enriched if enricher is not None else None
-        )
+        limits = self.limits
+        return await predict.predict_multi(gen, ep, req, max_string=limits.max_string_chars, max_items=limits.max_items)
 
     async def predict_rows_on(
         self, gen: Generation, ep: Endpoint, req: ops.PredictRowsRequest
     ) -> ops.PredictMultiResult:
-        """Rows as columns go to the codec whole: no feature mapping per row. An endpoint
-        that enriches gets items instead (enrichment completes one mapping per row)."""
-        if req.rows is None:
-            multi = ops.PredictMultiRequest(req.service, req.endpoint, req.items or [], explanations={"enabled": False})
-            return await self.predict_multi_on(gen, ep, multi)
-        t0 = time.perf_counter_ns()
-        codec = _codec(gen, ep)
-        self._check_items(req.rows.n)
-        rows = codec.rows_of_columns(req.rows.columns, req.rows.n, max_string=self.limits.max_string_chars)
-        t1 = time.perf_counter_ns()
-        predictions, wait, compute = await self._predict_rows(ep, codec, rows)
-        t2 = time.perf_counter_ns()
-        return ops.PredictMultiResult(
-            predictions, _timing(t0, t1, t2, time.perf_counter_ns(), wait, compute), _context(gen, ep)
-        )
-
-    @staticmethod
-    async def _predict_rows(ep: Endpoint, codec: Any, rows: list[Any]) -> tuple[list[ops.Prediction], int, int]:
-        if not rows:
-            return [], 0, 0
-        assert ep.pool is not None
-        out = await ep.pool.submit(rows, len(rows))
-        return codec.results(out.result), out.wait_us, out.compute_us
-
-    def _check_items(self, n: int) -> None:
-        if n > self.limits.max_items:
-            raise errors.PayloadTooLarge(f"{n} items in one call; the limit is {self.limits.max_items} (--max-items)")
+        limits = self.limits
+        return await predict.predict_rows(gen, ep, req, max_string=limits.max_string_chars, max_items=limits.max_items)
 
     async def lookup_on(self, gen: Generation, ep: Endpoint, req: ops.LookupRequest) -> ops.LookupResult:
         """One item (`lookup`), or any other number of them (`lookup-multi`)."""
@@ -317,22 +220,28 @@ class DataPlane:
         if data is ops.MISSING:
             raise errors.BadRequest("the body needs 'data': an object of key column -> value")
         row = _lookup_row(lookup.lookup(data))
-        return ops.LookupResult([row], ops.Timing(lookup=(time.perf_counter_ns() - t0) / 1000), _context(gen, ep))
+        return ops.LookupResult(
+            [row], ops.Timing(lookup=(time.perf_counter_ns() - t0) / 1000), predict.api_context(gen, ep)
+        )
 
     async def lookup_multi_on(self, gen: Generation, ep: Endpoint, req: ops.LookupRequest) -> ops.LookupResult:
         """One result per item, in order."""
         t0 = time.perf_counter_ns()
         lookup = _lookup(gen, ep)
-        self._check_items(len(req.items))
+        predict.check_items(len(req.items), self.limits.max_items)
         rows = [_lookup_row(lookup.lookup(_given(data), f"items[{i}]: ")) for i, data in enumerate(req.items)]
-        return ops.LookupResult(rows, ops.Timing(lookup=(time.perf_counter_ns() - t0) / 1000), _context(gen, ep))
+        return ops.LookupResult(
+            rows, ops.Timing(lookup=(time.perf_counter_ns() - t0) / 1000), predict.api_context(gen, ep)
+        )
 
     async def run_on(self, gen: Generation, ep: Endpoint, req: ops.RunRequest) -> ops.RunResult:
         if ep.spec.type != "function" or ep.pool is None:
             raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a function")
         out = await ep.pool.submit(req.arguments)
         # JSON bytes, serialised by the worker
-        return ops.RunResult(out.result, ops.Timing(wait=out.wait_us, execution=out.compute_us), _context(gen, ep))
+        return ops.RunResult(
+            out.result, ops.Timing(wait=out.wait_us, execution=out.compute_us), predict.api_context(gen, ep)
+        )
 
     async def query_on(self, gen: Generation, ep: Endpoint, req: ops.QueryRequest) -> ops.QueryResult:
         """Runs an SQL endpoint's statements with the request's parameters; a dry run rolls back."""
@@ -344,7 +253,7 @@ class DataPlane:
         answer: dict[str, Any] = out.result  # node.worker.sql: {"columns", "rows"} or {"updatedRows"}
         return ops.QueryResult(
             ops.Timing(wait=out.wait_us, execution=out.compute_us),
-            _context(gen, ep),
+            predict.api_context(gen, ep),
             columns=answer.get("columns"),
             rows=answer.get("rows"),
             updated_rows=answer.get("updatedRows"),
@@ -381,14 +290,7 @@ class DataPlane:
 
 
 def _given(x: Any) -> Any:
-    """A field the caller left out is null to the checks (which name what they expected)."""
     return None if x is ops.MISSING else x
-
-
-def _codec(gen: Generation, ep: Endpoint) -> Any:
-    if ep.codec is None:
-        raise errors.BadRequest(f"endpoint {gen.service}/{ep.spec.id} is a {ep.spec.type} endpoint, not a prediction")
-    return ep.codec
 
 
 def _how_to_dispatch(verb: str, protocol: str) -> str:
@@ -410,23 +312,3 @@ def _lookup(gen: Generation, ep: Endpoint) -> LookupEndpoint:
 
 def _lookup_row(found: dict[str, Any]) -> ops.LookupRow:
     return ops.LookupRow(found["data"], bool(found.get("ignored")), found.get("ignoreReason"), found.get("matches"))
-
-
-async def _enrich(ep: Endpoint, features: Any, where: str = "") -> tuple[Any, str | None, float]:
-    """The features completed by the endpoint's enrichment, the reason to ignore the row,
-    and the time it took (µs)."""
-    if ep.enricher is None:
-        return features, None, 0.0
-    t0 = time.perf_counter_ns()
-    out, reason = await ep.enricher.apply(features, where)
-    return out, reason, (time.perf_counter_ns() - t0) / 1000
-
-
-def _timing(t0: int, t1: int, t2: int, t3: int, wait_us: int, compute_us: int) -> ops.Timing:
-    return ops.Timing(
-        pre_processing=(t1 - t0) / 1000,
-        wait=float(wait_us),
-        prediction=float(compute_us),
-        post_processing=(t3 - t2) / 1000,
-        total=(t3 - t0) / 1000,
-    )
