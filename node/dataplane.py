@@ -295,8 +295,6 @@ def _given(x: Any) -> Any:
 
 def _how_to_dispatch(verb: str, protocol: str) -> str:
     """Where the caller of `verb` over `protocol` puts a dispatch key."""
-    if protocol.startswith("oip"):
-        return 'the request parameter "dispatch_key"'
     if protocol.startswith("grpc"):
         return "dispatch.dispatch_key (the request's Dispatch field)"
     if verb in FLAT_VERBS:  # the body is the arguments

@@ -25,7 +25,7 @@ import pytest_asyncio
 from compiler.build import compile_service
 from node import errors, ops
 from node.admin import AdminPlane
-from node.dataplane import DataPlane
+from node.dataplane import DataPlane, Resolved
 from node.querylog import QueryLog
 from node.registry import Registry
 from node.storage import Storage
@@ -162,9 +162,7 @@ async def test_predict_multi_and_rows_as_columns_agree(plane: Plane) -> None:
     assert lines[3]["results"] == [p.as_dict() for p in out.predictions]
 
 
-def _resolved(plane: Plane, gen: Any) -> Any:
-    from node.dataplane import Resolved
-
+def _resolved(plane: Plane, gen: Any) -> Resolved:
     return Resolved(gen, gen.endpoints["score"], None)
 
 
