@@ -6,8 +6,8 @@ Each transport decodes its wire format into these values and encodes the results
 tensors); the core never sees a wire format. Timing keys, result fields and the query log
 keep the Dataiku API's names (`Timing.as_dict`), since every wire and the log share them.
 
-A few request fields hold the caller's value unchecked (`features`, `context`,
-`explanations`, `arguments`): the core checks them against the endpoint it resolved, so
+A few request fields hold the caller's value unchecked (`features`, `context`, the fields of
+`Explanations`, `arguments`): the core checks them against the endpoint it resolved, so
 that an unknown service is a 404 before a malformed body is a 400, on every transport.
 """
 
@@ -100,6 +100,17 @@ class Timing:
 
 
 # ---- predict ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Explanations:
+    """What the caller asks of explanations (None: the endpoint's default). Values are the
+    caller's, checked against the endpoint by :func:`node.explanations.job`."""
+
+    enabled: Any = None
+    method: Any = None
+    n_explanations: Any = None
+    n_monte_carlo_steps: Any = None
+
+
 @dataclass(slots=True)
 class Prediction:
     """One row's answer. An ignored row (enrichment found no key or no match) has only
@@ -145,7 +156,7 @@ class PredictRequest:
     context: Any = None  # free caller context, logged
     dispatch: Dispatch | None = None
     return_enriched: bool = False
-    explanations: Any = None  # the Dataiku client's object, checked by node.explanations.job
+    explanations: Explanations | None = None
 
 
 @dataclass(slots=True)
@@ -161,7 +172,7 @@ class PredictMultiRequest:
     items: list[PredictItem] = field(default_factory=list)
     dispatch: Dispatch | None = None
     return_enriched: bool = False
-    explanations: Any = None
+    explanations: Explanations | None = None
     context: Any = None  # a context for the whole call (the Dataiku client sends one per item)
 
 

@@ -101,7 +101,8 @@ async def predict_rows(
     """Rows as columns go to the codec whole: no feature mapping per row. An endpoint
     that enriches gets items instead (enrichment completes one mapping per row)."""
     if req.rows is None:
-        multi = ops.PredictMultiRequest(req.service, req.endpoint, req.items or [], explanations={"enabled": False})
+        no_explanations = ops.Explanations(enabled=False)  # OIP outputs have no place for them
+        multi = ops.PredictMultiRequest(req.service, req.endpoint, req.items or [], explanations=no_explanations)
         return await predict_multi(gen, ep, multi, max_string=max_string, max_items=max_items)
     t0 = time.perf_counter_ns()
     codec = _codec(gen, ep)

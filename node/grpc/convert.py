@@ -85,7 +85,7 @@ def predict_request(msg: pb.PredictRequest) -> ops.PredictRequest:
         _context_of(msg),
         dispatch(msg),
         msg.return_enriched,
-        explanations_to_py(msg),
+        explanations(msg),
     )
 
 
@@ -96,7 +96,7 @@ def predict_multi_request(msg: pb.PredictMultiRequest) -> ops.PredictMultiReques
         [ops.PredictItem(features_to_py(i.features), _context_of(i)) for i in msg.items],
         dispatch(msg),
         msg.return_enriched,
-        explanations_to_py(msg),
+        explanations(msg),
     )
 
 
@@ -157,16 +157,13 @@ def run_response(out: ops.RunResult) -> pb.RunResponse:
     )
 
 
-def explanations_to_py(request: Any) -> dict[str, Any] | None:
-    """The request's Explanations as the JSON API's object (unset fields: null), which
-    node.explanations checks against the endpoint."""
+def explanations(request: Any) -> ops.Explanations | None:
+    """The request's Explanations (unset fields: the endpoint's defaults)."""
     if not request.HasField("explanations"):
         return None
     x = request.explanations
-    fields = (("enabled", "enabled"), ("method", "method"), ("nExplanations", "n_explanations"))
-    out = {key: getattr(x, f) if x.HasField(f) else None for key, f in fields}
-    out["nMonteCarloSteps"] = x.n_monte_carlo_steps if x.HasField("n_monte_carlo_steps") else None
-    return out
+    fields = ("enabled", "method", "n_explanations", "n_monte_carlo_steps")
+    return ops.Explanations(*(getattr(x, f) if x.HasField(f) else None for f in fields))
 
 
 def lookup_result_to_pb(result: ops.LookupRow) -> pb.LookupResult:

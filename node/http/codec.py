@@ -58,6 +58,15 @@ def header_dispatch(headers: Mapping[str, str]) -> ops.Dispatch | None:
     return ops.Dispatch(**{k: v for k, v in given.items() if v}) if any(given.values()) else None
 
 
+def _explanations(body: dict[str, Any]) -> ops.Explanations | None:
+    x = body.get("explanations")
+    if x is None:
+        return None
+    if not isinstance(x, dict):
+        raise errors.BadRequest(f"explanations must be an object, got {type(x).__name__}")
+    return ops.Explanations(x.get("enabled"), x.get("method"), x.get("nExplanations"), x.get("nMonteCarloSteps"))
+
+
 def _items(body: dict[str, Any], what: str) -> list[Any]:
     items = body.get("items")
     if not isinstance(items, list):
@@ -78,7 +87,7 @@ def predict_request(
         body.get("context"),
         _dispatch(body),
         bool(body.get("returnEnriched")),
-        body.get("explanations"),
+        _explanations(body),
     )
 
 
@@ -92,7 +101,7 @@ def predict_multi_request(
         items,
         _dispatch(body),
         bool(body.get("returnEnriched")),
-        body.get("explanations"),
+        _explanations(body),
         body.get("context"),
     )
 
