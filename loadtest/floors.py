@@ -53,7 +53,7 @@ async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
     async def predict(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         row = codec.row(body["features"])
-        result = codec.results(runtime.run([row]))[0]
+        result = codec.results(runtime.run([row]))[0].as_dict()
         return web.Response(body=orjson.dumps({"result": result, "apiContext": ctx}), content_type="application/json")
 
     app = web.Application()
@@ -82,7 +82,7 @@ class _Floor(pbg.ApiNodeServicer):
         row = self.codec.row({k: value_to_py(v) for k, v in request.features.items()})
         r = self.codec.results(self.runtime.run([row]))[0]
         return pb.PredictResponse(
-            result=pb.Prediction(prediction=py_to_value(r["prediction"]), probas=r.get("probas") or {}),
+            result=pb.Prediction(prediction=py_to_value(r.prediction), probas=r.probas or {}),
             api_context=pb.ApiContext(service_id=self.ctx["serviceId"], endpoint_id=self.ctx["endpointId"]),
             request_id=request.request_id,
         )

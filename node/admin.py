@@ -26,8 +26,9 @@ import orjson
 
 from apz.archive import read_manifest
 from apz.vocab import PackageError
-from node import errors
-from node.dataplane import TEST_VERB, DataPlane
+from node import errors, ops
+from node.dataplane import DataPlane
+from node.http import codec
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
 from node.supervisor import settings as pool_settings
@@ -65,15 +66,18 @@ class AdminPlane:
             for i, body in enumerate(queries if isinstance(queries, list) else []):
                 t0 = time.perf_counter()
                 try:
-                    verb = TEST_VERB[ep.spec.type]
-                    args = body if isinstance(body, dict) else {}
-                    if verb == "query":  # rolled back: a test query writes nothing
-                        out: Any = await self.dp.query_on(gen, ep, args, dry_run=True)
-                    else:
-                        out = await self.dp.call_on(verb, gen, ep, args)
-                    out.pop("_enriched", None)
-                    if verb == "run":
-                        out = {"response": orjson.loads(out["response"])}
+                    # a test query is a body of the Dataiku API, and so is its answer
+                    request = codec.VERBS[codec.TEST_VERB[ep.spec.type]].decode(
+                        gen.service, ep_id, body if isinstance(body, dict) else {}, None
+                    )
+                    if isinstance(request, ops.QueryRequest):  # rolled back: a test query writes nothing
+                        request.dry_run = True
+                    result = await self.dp.on(gen, ep, request)
+                    out: Any = (
+                        {"response": orjson.loads(result.response)}
+                        if isinstance(result, ops.RunResult)
+                        else codec.encode(result)
+                    )
                     results.append(
                         {
                             "endpoint": ep_id,

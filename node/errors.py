@@ -192,3 +192,11 @@ def kind_of(exc: ApiNodeError) -> ErrorKind:
         if entry is not None:
             return entry
     return ERROR_TABLE[ApiNodeError]
+
+
+def retry_after(exc: ApiNodeError) -> str | None:
+    """The Retry-After a refusal carries (whole seconds, at least 1), on every transport:
+    HTTP's header, the Open Inference Protocol's, gRPC's trailing metadata."""
+    if isinstance(exc, Overloaded):
+        return str(max(1, round(exc.retry_after)))
+    return None

@@ -1,8 +1,8 @@
 """The front's side of explanations and probaPercentile.
 
-`job(spec, asked)` reads a request's `explanations` object (the Dataiku client's
+`job(spec, asked)` reads a request's :class:`~node.ops.Explanations` (the Dataiku client's
 `{"enabled", "method", "nExplanations", "nMonteCarloSteps"}`, nulls meaning the endpoint's
-defaults) against the endpoint's settings, and says what the worker should compute, or
+defaults; errors name those fields) against the endpoint's settings, and says what the worker should compute, or
 None. The worker computes them (:mod:`node.worker.explain`); `wrap` turns a row into the
 row-with-a-job the worker recognises. `percentile` places a binary classifier's positive
 probability among the sample's (the package's `proba_percentiles`).
@@ -15,6 +15,7 @@ from typing import Any
 
 from apz.specs import EndpointSpec
 from node import errors
+from node.ops import Explanations
 
 METHODS = ("SHAPLEY", "ICE")
 # Perturbed model rows one request may cost (items x steps x features for SHAPLEY; ICE's
@@ -25,8 +26,7 @@ MAX_EXPLAINED_ROWS = 20_000_000
 ICE_BACKGROUND_BOUND = 1000
 
 
-def _int(asked: dict[str, Any], key: str, default: int) -> int:
-    v = asked.get(key)
+def _int(v: Any, key: str, default: int) -> int:
     if v is None:
         return default
     if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -34,12 +34,10 @@ def _int(asked: dict[str, Any], key: str, default: int) -> int:
     return v
 
 
-def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
+def job(spec: EndpointSpec, asked: Explanations | None) -> dict[str, Any] | None:
     """The explanation job of a predict / predict-multi request, or None (not asked)."""
-    if asked is not None and not isinstance(asked, dict):
-        raise errors.BadRequest(f"explanations must be an object, got {type(asked).__name__}")
-    asked = asked or {}
-    enabled = asked.get("enabled")
+    asked = asked or Explanations()
+    enabled = asked.enabled
     if enabled is not None and not isinstance(enabled, bool):
         raise errors.BadRequest(f"explanations.enabled must be true, false or null, got {enabled!r}")
     if spec.type == "custom-prediction":
@@ -66,13 +64,13 @@ def job(spec: EndpointSpec, asked: Any) -> dict[str, Any] | None:
         raise errors.NotSupported(
             f"explanations are disabled on endpoint {spec.id!r} (service.yaml: explanations.enabled: false)"
         )
-    method = asked.get("method")
+    method = asked.method
     if method is None:
         method = settings.method
     if method not in METHODS:
         raise errors.BadRequest(f"explanations.method must be one of {', '.join(METHODS)} or null, got {method!r}")
-    k = min(_int(asked, "nExplanations", settings.n_explanations), len(spec.features))
-    steps = _int(asked, "nMonteCarloSteps", settings.mc_steps)
+    k = min(_int(asked.n_explanations, "nExplanations", settings.n_explanations), len(spec.features))
+    steps = _int(asked.n_monte_carlo_steps, "nMonteCarloSteps", settings.mc_steps)
     cap = settings.max_mc_steps
     if steps > cap and method == "SHAPLEY":  # ICE takes no steps: nothing to refuse
         raise errors.BadRequest(

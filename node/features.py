@@ -16,12 +16,17 @@ from __future__ import annotations
 import difflib
 from typing import Any
 
+import numpy as np
+
 from apz.features import FeatureValueError, coercer
 from apz.specs import EndpointSpec
 from node.errors import BadRequest
 from node.explanations import percentile
+from node.ops import Prediction
 
 _MISSING = object()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_STRING_CHARS = 65_536  # the default of `--max-string-chars`
 
 
@@ -36,6 +41,9 @@ class FeatureCodec:
         self._plan = [(f.name, coercer(f.type, f.onnx_type), f.nullable, f.onnx_type) for f in spec.features]
         self._strings = [(i, f.name) for i, f in enumerate(spec.features) if f.type == "string"]
         self._names = frozenset(f.name for f in spec.features)
+        self._column_plan = [
+            (f.name, f.type, coercer(f.type, f.onnx_type), f.onnx_type == "float", f.nullable) for f in spec.features
+        ]
         self.regression = spec.task == "regression"
         self.classes = list(spec.classes or ())
         self.class_keys = [_label_key(c) for c in self.classes]
@@ -80,28 +88,93 @@ class FeatureCodec:
                 )
         return row
 
-    def results(self, arrays: tuple[list[Any], ...]) -> list[dict[str, Any]]:
-        """The answers of `PredictionRuntime.run` (lists) in the API's shape; a last list
-        of explanations (`PredictionRuntime.explain`) when some rows asked for them."""
+    def rows_of_columns(self, columns: dict[str, Any], n: int, *, max_string: int = MAX_STRING_CHARS) -> list[Any]:
+        """The rows of `n` values given column by column (numpy arrays or lists),
+        checked as `row` checks them, without a feature mapping per row: a column of the
+        feature's type is checked whole. Anything else (a column of another type, a value
+        a check refuses) takes `row`'s path, so its errors are `row`'s, row by row."""
+        cols: list[list[Any]] = []
+        for name, ftype, coerce, float32, nullable in self._column_plan:
+            col = columns.get(name)
+            if col is None:
+                if not nullable:
+                    return self._rows_one_by_one(columns, n, max_string)
+                cols.append([None if ftype != "string" else ""] * n)
+                continue
+            values = _whole_column(col, name, ftype, coerce, float32, max_string)
+            if values is None:
+                return self._rows_one_by_one(columns, n, max_string)
+            cols.append(values)
+        if n == 1:  # the common call: one row
+            return [[c[0] for c in cols]]
+        if not cols:
+            return [[] for _ in range(n)]
+        return [list(r) for r in zip(*cols, strict=True)]
+
+    def _rows_one_by_one(self, columns: dict[str, Any], n: int, max_string: int) -> list[Any]:
+        lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in columns.items()}
+        return [self.row({k: c[i] for k, c in lists.items()}, f"items[{i}]: ", max_string=max_string) for i in range(n)]
+
+    def results(self, arrays: tuple[list[Any], ...]) -> list[Prediction]:
+        """The answers of `PredictionRuntime.run` (lists), one Prediction per row; a last
+        list of explanations (`PredictionRuntime.explain`) when some rows asked for them."""
         if self.regression:
-            out = [{"prediction": v, "ignored": False} for v in arrays[0]]
+            out = [Prediction(v) for v in arrays[0]]
         else:
             idx, probas = arrays[0], arrays[1]
             classes, keys = self.classes, self.class_keys
-            out = [
-                {"prediction": classes[i], "probas": dict(zip(keys, p, strict=True)), "ignored": False}
-                for i, p in zip(idx, probas, strict=True)
-            ]
+            out = [Prediction(classes[i], dict(zip(keys, p, strict=True))) for i, p in zip(idx, probas, strict=True)]
             ranks, positive = self.spec.proba_percentiles, self.spec.positive
             if ranks is not None:  # binary: where the positive probability ranks in the sample
                 for result, p in zip(out, probas, strict=True):
-                    result["probaPercentile"] = percentile(ranks, p[positive])
+                    result.proba_percentile = percentile(ranks, p[positive])
         if len(arrays) > (1 if self.regression else 2):
             for result, x in zip(out, arrays[-1], strict=True):
                 if x is not None:
-                    result["explanations"] = x["explanations"]
-                    result["explanationMethod"] = x["method"]
+                    result.explanations = x["explanations"]
+                    result.explanation_method = x["method"]
         return out
+
+
+VECTOR_MIN = 16  # rows from which a column is checked by numpy rather than value by value
+
+
+def _whole_column(col: Any, name: str, ftype: str, coerce: Any, float32: bool, max_string: int) -> list[Any] | None:
+    """The column's values when all of them pass the feature's check (the values `row`
+    would give), else None. Long numeric columns are checked by numpy, whole."""
+    if isinstance(col, np.ndarray):
+        if len(col) >= VECTOR_MIN and ftype != "string":
+            return _numpy_column(col, ftype, float32)
+        col = col.tolist()
+    try:
+        values = [coerce(name, v) for v in col]
+    except (BadRequest, FeatureValueError):  # the row path gives the message
+        return None
+    if ftype == "string" and any(len(v) > max_string for v in values):
+        return None
+    return values
+
+
+def _numpy_column(col: np.ndarray[Any, Any], ftype: str, float32: bool) -> list[Any] | None:
+    kind = col.dtype.kind
+    if ftype == "float":
+        if kind in "iu":
+            col = col.astype(np.float64)
+        elif kind != "f":
+            return None
+        if not np.isfinite(col).all() or (float32 and np.abs(col).max() > _FLOAT32_MAX):
+            return None
+        return col.tolist()  # type: ignore[no-any-return]
+    if ftype == "int":
+        if kind == "i" or (kind == "u" and col.max() <= _INT64_MAX):
+            return col.tolist()  # type: ignore[no-any-return]
+        if kind == "f" and np.isfinite(col).all() and (col == np.trunc(col)).all():
+            if col.min() >= _INT64_MIN and col.max() < 2.0**63:
+                return col.astype(np.int64).tolist()  # type: ignore[no-any-return]
+        return None
+    if ftype == "bool" and kind == "b":
+        return col.tolist()  # type: ignore[no-any-return]
+    return None
 
 
 def _label_key(label: Any) -> str:
@@ -122,5 +195,5 @@ class CustomCodec(FeatureCodec):
             raise BadRequest(f"{where}'features' must be a JSON object of feature name -> value")
         return features
 
-    def results(self, arrays: tuple[Any, ...]) -> list[dict[str, Any]]:
-        return list(arrays[0])
+    def results(self, arrays: tuple[Any, ...]) -> list[Prediction]:
+        return [Prediction(r["prediction"], r.get("probas")) for r in arrays[0]]

@@ -1,8 +1,10 @@
 """gRPC servicers: decode the message, call the data plane, encode; errors mapped once.
 
-`mapped` turns an :class:`~node.errors.ApiNodeError` into the status code of the error
-table. A cancelled call or an expired deadline cancels the handler, which takes the
-request out of its queue.
+Messages become the typed requests of :mod:`node.ops` and results go back through
+:mod:`node.grpc.convert`. `mapped` turns an :class:`~node.errors.ApiNodeError` into the
+status code of the error table (a refusal's Retry-After in the trailing metadata
+`retry-after`), and `message_error` does the same for one message of a stream. A cancelled
+call or an expired deadline cancels the handler, which takes the request out of its queue.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node import errors
+from node import errors, ops
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
 from node.auth import key_from_header
@@ -33,7 +35,9 @@ def mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         try:
             return await fn(self, request, context)
         except errors.ApiNodeError as exc:
-            await context.abort(errors.kind_of(exc).grpc_code, exc.message)
+            retry_after = errors.retry_after(exc)
+            trailing = (("retry-after", retry_after),) if retry_after is not None else ()
+            await context.abort(errors.kind_of(exc).grpc_code, exc.message, trailing)
         except Exception as exc:
             log.exception("unhandled error in %s", fn.__name__)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
@@ -42,40 +46,20 @@ def mapped(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     return wrapper
 
 
-def _predict_body(request: pb.PredictRequest) -> dict[str, Any]:
-    body: dict[str, Any] = {"features": convert.features_to_py(request.features)}
-    if request.HasField("context"):
-        body["context"] = convert.struct_to_py(request.context)
-    dispatch = convert.dispatch_to_py(request)
-    if dispatch:
-        body["dispatch"] = dispatch
-    if request.return_enriched:
-        body["returnEnriched"] = True
-    if request.HasField("explanations"):
-        body["explanations"] = convert.explanations_to_py(request)
-    return body
+def message_error(exc: Exception, where: str) -> tuple[errors.ErrorKind, str]:
+    """The kind and message of one failed message of a stream, which goes on (PredictStream,
+    ModelStreamInfer): an error of the table as on a unary call; a bug of ours is logged
+    and answered as an internal error."""
+    if not isinstance(exc, errors.ApiNodeError):
+        log.error("unhandled error in %s", where, exc_info=exc)
+        exc = errors.InternalError(f"internal error: {type(exc).__name__}")
+    return errors.kind_of(exc), exc.message
 
 
-def _item(item: pb.PredictItem) -> dict[str, Any]:
-    out: dict[str, Any] = {"features": convert.features_to_py(item.features)}
-    if item.HasField("context"):
-        out["context"] = convert.struct_to_py(item.context)
-    return out
-
-
-def _predict_response(out: dict[str, Any], request_id: str = "") -> pb.PredictResponse:
-    return pb.PredictResponse(
-        result=convert.prediction_to_pb(out["result"]),
-        timing=out["timing"],
-        api_context=convert.context_to_pb(out["apiContext"]),
-        request_id=request_id,
-    )
-
-
-def caller(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, Any]:
+def caller(context: grpc.aio.ServicerContext[Any, Any], protocol: str = "grpc") -> ops.Caller:
     """The API key (`authorization: Bearer KEY` metadata) and address of a gRPC caller."""
     header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)
-    return {"api_key": key_from_header(header if isinstance(header, str) else None), "peer": context.peer()}
+    return ops.Caller(key_from_header(header if isinstance(header, str) else None), context.peer(), protocol)
 
 
 class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
@@ -86,31 +70,15 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
     async def Predict(
         self, request: pb.PredictRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictResponse:
-        out = await self.dp.call(
-            "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc", **caller(context)
-        )
-        return _predict_response(out, request.request_id)
+        out = await self.dp.predict(convert.predict_request(request), caller(context))
+        return convert.predict_response(out, request.request_id)
 
     @mapped
     async def PredictMulti(
         self, request: pb.PredictMultiRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PredictMultiResponse:
-        body: dict[str, Any] = {"items": [_item(i) for i in request.items]}
-        dispatch = convert.dispatch_to_py(request)
-        if dispatch:
-            body["dispatch"] = dispatch
-        if request.return_enriched:
-            body["returnEnriched"] = True
-        if request.HasField("explanations"):
-            body["explanations"] = convert.explanations_to_py(request)
-        out = await self.dp.call(
-            "predict-multi", request.service, request.endpoint, body, protocol="grpc", **caller(context)
-        )
-        return pb.PredictMultiResponse(
-            results=[convert.prediction_to_pb(r) for r in out["results"]],
-            timing=out["timing"],
-            api_context=convert.context_to_pb(out["apiContext"]),
-        )
+        out = await self.dp.predict_multi(convert.predict_multi_request(request), caller(context))
+        return convert.predict_multi_response(out)
 
     async def PredictStream(
         self,
@@ -121,7 +89,7 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
         flight at once, each queued (and batched with everything else queued) as soon as it
         is read; answers go back in the order of the messages, each with its request_id. With
         the window full the reader stops reading, so gRPC flow control holds the client."""
-        who = caller(context)
+        who = caller(context, "grpc-stream")
         window = asyncio.Semaphore(STREAM_WINDOW)
         inflight: asyncio.Queue[asyncio.Future[pb.PredictResponse] | None] = asyncio.Queue()
 
@@ -152,69 +120,25 @@ class ApiNodeServicer(apinode_pb2_grpc.ApiNodeServicer):
                 if left is not None:
                     left.cancel()
 
-    async def _stream_one(self, request: pb.PredictRequest, who: dict[str, Any]) -> pb.PredictResponse:
+    async def _stream_one(self, request: pb.PredictRequest, who: ops.Caller) -> pb.PredictResponse:
         try:
-            out = await self.dp.call(
-                "predict", request.service, request.endpoint, _predict_body(request), protocol="grpc-stream", **who
-            )
-            return _predict_response(out, request.request_id)
-        except errors.ApiNodeError as exc:
-            kind = errors.kind_of(exc)
+            out = await self.dp.predict(convert.predict_request(request), who)
+            return convert.predict_response(out, request.request_id)
+        except Exception as exc:  # this message fails, not the whole stream
+            kind, message = message_error(exc, "PredictStream")
             return pb.PredictResponse(
                 request_id=request.request_id,
-                error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=exc.message),
-            )
-        except Exception as exc:  # a bug answers this message, not the whole stream
-            log.exception("unhandled error in PredictStream")
-            return pb.PredictResponse(
-                request_id=request.request_id,
-                error=pb.Error(
-                    code="INTERNAL", error_type="INTERNAL_ERROR", message=f"internal error: {type(exc).__name__}"
-                ),
+                error=pb.Error(code=kind.grpc_code.name, error_type=kind.error_type, message=message),
             )
 
     @mapped
     async def Run(self, request: pb.RunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.RunResponse:
-        args = convert.struct_to_py(request.arguments)
-        out = await self.dp.call(
-            "run",
-            request.service,
-            request.endpoint,
-            args,
-            protocol="grpc",
-            dispatch=convert.dispatch_to_py(request),
-            **caller(context),
-        )
-        return pb.RunResponse(
-            response=convert.json_to_value(out["response"]),
-            timing=out["timing"],
-            api_context=convert.context_to_pb(out["apiContext"]),
-        )
+        return convert.run_response(await self.dp.run(convert.run_request(request), caller(context)))
 
     @mapped
     async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.LookupResponse:
-        items = [{"data": convert.features_to_py(i.data)} for i in request.items]
-        body: dict[str, Any] = items[0] if len(items) == 1 else {"items": items}
-        dispatch = convert.dispatch_to_py(request)
-        if dispatch:
-            body["dispatch"] = dispatch
-        verb = "lookup" if len(items) == 1 else "lookup-multi"
-        out = await self.dp.call(verb, request.service, request.endpoint, body, protocol="grpc", **caller(context))
-        return pb.LookupResponse(
-            results=[convert.lookup_result_to_pb(r) for r in out["results"]],
-            timing=out["timing"],
-            api_context=convert.context_to_pb(out["apiContext"]),
-        )
+        return convert.lookup_response(await self.dp.lookup(convert.lookup_request(request), caller(context)))
 
     @mapped
     async def Query(self, request: pb.QueryRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.QueryResponse:
-        out = await self.dp.call(
-            "query",
-            request.service,
-            request.endpoint,
-            convert.features_to_py(request.parameters),
-            protocol="grpc",
-            dispatch=convert.dispatch_to_py(request),
-            **caller(context),
-        )
-        return convert.query_to_pb(out)
+        return convert.query_to_pb(await self.dp.query(convert.query_request(request), caller(context)))

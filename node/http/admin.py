@@ -14,8 +14,8 @@ from aiohttp import web
 from node import errors
 from node.admin import AdminPlane
 from node.auth import AdminAuth
-from node.dataplane import loads_body
 from node.http.app import DATAPLANE, json_response
+from node.http.body import loads_body
 from node.keys import KeyManager
 
 ADMIN = web.AppKey("admin", AdminPlane)

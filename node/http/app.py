@@ -1,7 +1,7 @@
 """aiohttp application: routes, the error middleware, the DSS headers.
 
-Handlers decode the body, call the :class:`~node.dataplane.DataPlane`, encode the answer.
-Every error is an :class:`~node.errors.ApiNodeError` rendered once by `_errors` as
+Handlers decode the body into a typed request (:mod:`node.http.codec`), call the
+:class:`~node.dataplane.DataPlane`, encode the typed result. Every error is an :class:`~node.errors.ApiNodeError` rendered once by `_errors` as
 `{"errorType", "message", "detailedMessage"}` with the status of the error table.
 """
 
@@ -15,9 +15,11 @@ from typing import Any
 import orjson
 from aiohttp import HttpVersion11, web
 
-from node import errors
+from node import errors, ops
 from node.auth import key_from_header
-from node.dataplane import FLAT_VERBS, DataPlane, loads_body
+from node.dataplane import DataPlane
+from node.http import codec
+from node.http.body import loads_body
 
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
@@ -36,9 +38,8 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 def error_response(exc: errors.ApiNodeError) -> web.Response:
     kind = errors.kind_of(exc)
-    headers = None
-    if isinstance(exc, errors.Overloaded):
-        headers = {"Retry-After": str(max(1, round(exc.retry_after)))}
+    retry_after = errors.retry_after(exc)
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
     doc = exc.to_json()
     try:
         return json_response(doc, status=kind.http_status, headers=headers)
@@ -110,49 +111,26 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
     response.headers.update(DSS_HEADERS)
 
 
+def _caller(request: web.Request) -> ops.Caller:
+    return ops.Caller(key_from_header(request.headers.get("Authorization")), request.remote, "http")
+
+
 async def user_call(request: web.Request) -> web.Response:
     mi = request.match_info
     dataplane = request.app[DATAPLANE]
     body = loads_body(await request.read(), dataplane.limits)
-    dispatch = None
-    if mi["verb"] in FLAT_VERBS:  # the body is the arguments: dispatch travels in headers
-        dispatch = {
-            k: v
-            for k, v in (
-                ("forcedGeneration", request.headers.get("X-Dispatch-Forced-Generation")),
-                ("dispatchKey", request.headers.get("X-Dispatch-Key")),
-            )
-            if v
-        } or None
-    out = await dataplane.call(
-        mi["verb"],
-        mi["service"],
-        mi["endpoint"],
-        body,
-        protocol="http",
-        dispatch=dispatch,
-        api_key=key_from_header(request.headers.get("Authorization")),
-        peer=request.remote,
-    )
-    if mi["verb"] == "run":
-        out = {**out, "response": orjson.Fragment(out["response"])}
-    return json_response(out)
+    verb = codec.VERBS.get(mi["verb"])
+    if verb is None:
+        raise codec.refuse_verb(mi["verb"])
+    typed = verb.decode(mi["service"], mi["endpoint"], body, request.headers)
+    return json_response(codec.encode(await verb.call(dataplane, typed, _caller(request))))
 
 
 async def predict_simple(request: web.Request) -> web.Response:
     """`GET .../predict-simple?feature=value&...`: a quick test from a browser."""
     mi = request.match_info
-    body = {"features": dict(request.query)}
-    out = await request.app[DATAPLANE].call(
-        "predict",
-        mi["service"],
-        mi["endpoint"],
-        body,
-        protocol="http",
-        api_key=key_from_header(request.headers.get("Authorization")),
-        peer=request.remote,
-    )
-    return json_response(out)
+    typed = ops.PredictRequest(mi["service"], mi["endpoint"], dict(request.query))
+    return json_response(codec.encode(await request.app[DATAPLANE].predict(typed, _caller(request))))
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -19,10 +19,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 
-from node import errors
+from node import errors, ops
 from node._proto.inference import grpc_service_pb2 as pb
 from node._proto.inference import grpc_service_pb2_grpc, model_config_pb2
-from node.grpc.servicer import caller, mapped
+from node.grpc.servicer import caller, mapped, message_error
 from node.oip import tensors
 from node.oip.plane import OipPlane
 
@@ -67,22 +67,24 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @mapped
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Context) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self.plane.model_ready(request.name, request.version, **caller(context)))
+        return pb.ModelReadyResponse(
+            ready=self.plane.model_ready(request.name, request.version, caller(context, "oip-grpc"))
+        )
 
     @mapped
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Context) -> pb.ModelMetadataResponse:
-        doc = self.plane.model_metadata(request.name, request.version, **caller(context))
+        doc = self.plane.model_metadata(request.name, request.version, caller(context, "oip-grpc"))
         doc.pop("parameters", None)  # no field for them in the proto
         return json_format.ParseDict(doc, pb.ModelMetadataResponse())  # type: ignore[no-any-return]
 
     @mapped
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Context) -> pb.ModelConfigResponse:
-        doc = self.plane.model_config(request.name, request.version, **caller(context))
+        doc = self.plane.model_config(request.name, request.version, caller(context, "oip-grpc"))
         return pb.ModelConfigResponse(config=json_format.ParseDict(doc, model_config_pb2.ModelConfig()))
 
     @mapped
     async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Context) -> pb.ModelStatisticsResponse:
-        stats = self.plane.statistics(request.name, request.version, **caller(context))
+        stats = self.plane.statistics(request.name, request.version, caller(context, "oip-grpc"))
         return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())  # type: ignore[no-any-return]
 
     @mapped
@@ -90,16 +92,15 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
         models = [pb.RepositoryIndexResponse.ModelIndex(**e) for e in self.plane.index(request.ready)]
         return pb.RepositoryIndexResponse(models=models)
 
-    async def _infer(self, request: pb.ModelInferRequest, who: dict[str, Any], protocol: str) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, who: ops.Caller) -> pb.ModelInferResponse:
         result = await self.plane.infer(
             request.model_name,
             request.model_version,
             _inputs(request),
+            who,
             request_id=request.id,
             parameters={k: _param(v) for k, v in request.parameters.items()},
             outputs=[o.name for o in request.outputs] or None,
-            protocol=protocol,
-            **who,
         )
         return pb.ModelInferResponse(
             model_name=result.model_name,
@@ -114,24 +115,20 @@ class InferenceServicer(grpc_service_pb2_grpc.GRPCInferenceServiceServicer):
 
     @mapped
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Context) -> pb.ModelInferResponse:
-        return await self._infer(request, caller(context), "oip-grpc")
+        return await self._infer(request, caller(context, "oip-grpc"))
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: Context
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
-        # One at a time, in order, like PredictStream; the node batches across streams.
-        who = caller(context)
+        # One at a time, in order; the node batches across streams.
+        who = caller(context, "oip-grpc-stream")
         async for request in request_iterator:
             try:
-                response = await self._infer(request, who, "oip-grpc-stream")
-            except errors.ApiNodeError as exc:
-                message = exc.message
-            except Exception as exc:  # a bug of ours: this request fails, the stream goes on
-                log.exception("unhandled error in ModelStreamInfer")
-                message = f"internal error: {type(exc).__name__}"
+                response = await self._infer(request, who)
+            except Exception as exc:  # this request fails, the stream goes on
+                _, message = message_error(exc, "ModelStreamInfer")
+                yield pb.ModelStreamInferResponse(
+                    error_message=message, infer_response=pb.ModelInferResponse(id=request.id)
+                )
             else:
                 yield pb.ModelStreamInferResponse(infer_response=response)
-                continue
-            yield pb.ModelStreamInferResponse(
-                error_message=message, infer_response=pb.ModelInferResponse(id=request.id)
-            )

@@ -20,10 +20,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from node import errors
+from node import errors, ops
 from node.auth import key_from_header
-from node.dataplane import loads_body
 from node.http.app import MAX_BODY, expect_within_limit, json_response
+from node.http.body import loads_body
 from node.oip import tensors
 from node.oip.plane import OipPlane
 
@@ -55,13 +55,14 @@ def _oip_errors(fn: Handler) -> Handler:
 
 
 def _oip_error(exc: errors.ApiNodeError) -> web.Response:
-    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if isinstance(exc, errors.Overloaded) else None
+    retry_after = errors.retry_after(exc)
+    headers = {"Retry-After": retry_after} if retry_after is not None else None
     message = exc.message.encode("utf-8", "backslashreplace").decode()
     return json_response({"error": message}, status=errors.kind_of(exc).http_status, headers=headers)
 
 
-def _who(request: web.Request) -> dict[str, Any]:
-    return {"api_key": key_from_header(request.headers.get("Authorization")), "peer": request.remote}
+def _who(request: web.Request) -> ops.Caller:
+    return ops.Caller(key_from_header(request.headers.get("Authorization")), request.remote, "oip-http")
 
 
 def _model(request: web.Request) -> tuple[str, str]:
@@ -86,25 +87,25 @@ async def ready(request: web.Request) -> web.Response:
 
 @_oip_errors
 async def model_metadata(request: web.Request) -> web.Response:
-    return json_response(request.app[OIP].model_metadata(*_model(request), **_who(request)))
+    return json_response(request.app[OIP].model_metadata(*_model(request), _who(request)))
 
 
 @_oip_errors
 async def model_ready(request: web.Request) -> web.Response:
     name, version = _model(request)
-    ok = request.app[OIP].model_ready(name, version, **_who(request))
+    ok = request.app[OIP].model_ready(name, version, _who(request))
     return json_response({"name": name, "ready": ok}, status=200 if ok else 503)
 
 
 @_oip_errors
 async def model_config(request: web.Request) -> web.Response:
-    return json_response(request.app[OIP].model_config(*_model(request), **_who(request)))
+    return json_response(request.app[OIP].model_config(*_model(request), _who(request)))
 
 
 @_oip_errors
 async def model_stats(request: web.Request) -> web.Response:
     name, version = request.match_info.get("model", ""), request.match_info.get("version", "")
-    return json_response({"model_stats": request.app[OIP].statistics(name, version, **_who(request))})
+    return json_response({"model_stats": request.app[OIP].statistics(name, version, _who(request))})
 
 
 @_oip_errors
@@ -184,11 +185,10 @@ async def infer(request: web.Request) -> web.Response:
         name,
         version,
         inputs,
+        _who(request),
         request_id=request_id if isinstance(request_id, str) else "",
         parameters=_params(doc),
         outputs=names,
-        protocol="oip-http",
-        **_who(request),
     )
     answer: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
     if result.id:

@@ -1,5 +1,6 @@
 """What a prediction endpoint looks like as an OIP model: its name, metadata and config,
-how input tensors become the rows of a predict-multi call, and how results become outputs.
+how input tensors become the columns (or, for an endpoint that enriches, the items) of a
+predict-multi call, and how results become outputs.
 
 Every prediction endpoint of a service is the model `<service>.<endpoint>` (ids hold no
 dot, so the name splits one way). Its inputs are either one tensor `input` of shape
@@ -35,8 +36,10 @@ import numpy as np
 
 from apz.specs import EndpointSpec
 from node.errors import BadRequest, NotFound
+from node.features import VECTOR_MIN
 from node.lookup import Enricher
 from node.oip.tensors import Tensor
+from node.ops import Columns, Prediction, PredictItem
 
 MATRIX_INPUT = "input"
 PLATFORM = "onnxruntime_onnx"
@@ -189,8 +192,9 @@ def _values(t: Tensor) -> list[Any]:
         raise BadRequest(f"tensor {t.name!r}: BYTES values must be UTF-8 text") from None
 
 
-def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[dict[str, Any]]:
-    """The predict-multi items (`{"features": {...}}`) of the input tensors."""
+def columns(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> Columns:
+    """The input tensors as columns of the model's inputs (numpy arrays; BYTES decoded to
+    lists of str), with no dict per row: the codec checks them whole."""
     names = spec.feature_names
     if not tensors:
         raise BadRequest("the request has no input tensor")
@@ -201,38 +205,48 @@ def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[dic
             raise BadRequest(
                 f"input {t.name!r} must have the shape [N, {width}] (the features {', '.join(names)}), got {t.shape}"
             )
-        flat = _values(t)
-        return [{"features": dict(zip(names, flat[i : i + width], strict=True))} for i in range(0, len(flat), width)]
-    columns: dict[str, list[Any]] = {}
-    n = None
+        n = t.shape[0]
+        if t.datatype == "BYTES" or n < VECTOR_MIN:  # a few rows: lists cost less than numpy views
+            flat = _values(t)
+            return Columns({name: flat[j::width] for j, name in enumerate(names)}, n)
+        matrix = t.data.reshape(n, width)
+        return Columns({name: matrix[:, j] for j, name in enumerate(names)}, n)
+    given: dict[str, Any] = {}
+    rows = None
     for t in tensors:
         if t.name not in sig.names:
             raise BadRequest(
                 f"the model has no input {t.name!r}: send one tensor per input "
                 f"({', '.join(i.name for i in sig.inputs)}) or one tensor {MATRIX_INPUT!r} [N, {len(names)}]"
             )
-        if t.name in columns:
+        if t.name in given:
             raise BadRequest(f"input {t.name!r} is given twice")
         if not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)):
             raise BadRequest(f"input {t.name!r} must have the shape [N] or [N, 1], got {t.shape}")
-        if n is not None and t.shape[0] != n:
-            raise BadRequest(f"the inputs have different numbers of rows ({n} and {t.shape[0]} for {t.name!r})")
-        n = t.shape[0]
-        columns[t.name] = _values(t)
-    missing = [i.name for i in sig.inputs if not i.optional and i.name not in columns]
+        if rows is not None and t.shape[0] != rows:
+            raise BadRequest(f"the inputs have different numbers of rows ({rows} and {t.shape[0]} for {t.name!r})")
+        rows = t.shape[0]
+        given[t.name] = _values(t) if t.datatype == "BYTES" else t.data
+    missing = [i.name for i in sig.inputs if not i.optional and i.name not in given]
     if missing:
         raise BadRequest(
             f"input {missing[0]!r} is missing: the model needs "
             f"{', '.join(i.name for i in sig.inputs if not i.optional)}"
         )
-    given = list(columns)
-    return [{"features": {k: columns[k][i] for k in given}} for i in range(n or 0)]
+    return Columns(given, rows or 0)
 
 
-def refuse_ignored(results: list[dict[str, Any]]) -> None:
+def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[PredictItem]:
+    """The input tensors as one feature mapping per row (for an endpoint that enriches)."""
+    cols = columns(spec, sig, tensors)
+    lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in cols.columns.items()}
+    return [PredictItem({k: c[i] for k, c in lists.items()}) for i in range(cols.n)]
+
+
+def refuse_ignored(results: list[Prediction]) -> None:
     """OIP has no per-row status: a row that the endpoint's enrichment ignored (policy
     `ignore`: no key, no match, several matches) fails the call."""
-    ignored = [(i, r.get("ignoreReason")) for i, r in enumerate(results) if r.get("ignored")]
+    ignored = [(i, r.ignore_reason) for i, r in enumerate(results) if r.ignored]
     if not ignored:
         return
     shown = ", ".join(f"row {i}: {reason}" for i, reason in ignored[:_SHOWN_IGNORED])
@@ -243,18 +257,19 @@ def refuse_ignored(results: list[dict[str, Any]]) -> None:
     )
 
 
-def outputs(spec: EndpointSpec, class_keys: list[str], results: list[dict[str, Any]]) -> list[Tensor]:
+def outputs(spec: EndpointSpec, class_keys: list[str], results: list[Prediction]) -> list[Tensor]:
     n = len(results)
     if spec.task == "regression":
-        return [Tensor("prediction", "FP64", [n], np.array([r["prediction"] for r in results], dtype="<f8"))]
+        return [Tensor("prediction", "FP64", [n], np.array([r.prediction for r in results], dtype="<f8"))]
     classes = spec.classes or ()
     datatype = _label_datatype(classes)
-    labels = [r["prediction"] for r in results]
+    labels = [r.prediction for r in results]
     if datatype == "BYTES":
         label = np.array([str(v).encode() for v in labels] or [], dtype=object)
     else:
         label = np.array(labels, dtype={"BOOL": "?", "INT64": "<i8", "FP64": "<f8"}[datatype])
-    probas = np.array([[r["probas"][k] for k in class_keys] for r in results], dtype="<f8").reshape(n, len(classes))
+    rows = [[(r.probas or {})[k] for k in class_keys] for r in results]
+    probas = np.array(rows, dtype="<f8").reshape(n, len(classes))
     return [
         Tensor("label", datatype, [n], label),
         Tensor("probabilities", "FP64", [n, len(classes)], probas.ravel()),

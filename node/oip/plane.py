@@ -2,10 +2,12 @@
 
 A model is a prediction endpoint of an active service (:mod:`node.oip.model`); its versions
 are the service's loaded generations, and the unversioned model follows the service's
-mapping. `infer` turns the input tensors into a predict-multi body and runs it through
-:meth:`DataPlane.call`, so the pool, batching, enrichment, API keys, limits, metrics and
-query log are those of the Dataiku API; a version is a `forcedGeneration`. Every call needs
-the service's API key when it has some (metadata included: it describes the model).
+mapping. `infer` resolves the model once (a version pins its generation, else the mapping
+picks one, by hash of the `dispatch_key` parameter for a hash mapping), checks the caller's
+key once, and hands the input tensors as columns to :meth:`DataPlane.predict_rows` (as items
+when the endpoint enriches), so the pool, batching, enrichment, limits, metrics and query
+log are those of the Dataiku API. Every call needs the service's API key when it has some
+(metadata included: it describes the model).
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from apz.specs import EndpointSpec
-from node import errors
-from node.dataplane import DataPlane
+from node import errors, ops
+from node.dataplane import DataPlane, Resolved
 from node.lookup import Enricher
 from node.oip import model as m
 from node.oip.tensors import Tensor
-from node.registry import Endpoint, Generation, Service
+from node.registry import Endpoint, Service
 
 SERVER_NAME = "apinode"
 SERVER_VERSION = "0.1.0"
@@ -100,12 +102,20 @@ class OipPlane:
         return svc, endpoint
 
     def find(
-        self, name: str, version: str = "", *, api_key: str | None = None, peer: str | None = None
-    ) -> tuple[Service, Generation, Endpoint]:
-        """The model's generation (the version asked for, else the active one) and endpoint;
-        checks the caller's API key."""
+        self,
+        name: str,
+        version: str = "",
+        caller: ops.Caller | None = None,
+        *,
+        pick: bool = False,
+        dispatch_key: str | None = None,
+    ) -> tuple[Service, Resolved]:
+        """The model's generation (the version asked for; else, to infer, the mapping's
+        pick, and to describe the model, the active one) and endpoint; checks the caller's
+        API key."""
         svc, endpoint = self._service(name)
-        self.dp.keys.check(svc.id, api_key, peer)
+        caller = caller or ops.Caller()
+        key_id = self.dp.keys.check(svc.id, caller.api_key, caller.peer)
         if version:
             gen = svc.loaded.get(version)
             if gen is None:
@@ -114,24 +124,32 @@ class OipPlane:
             active = next((v for v in self.registry.serving(svc) if v in svc.loaded), None)
             if active is None:
                 raise errors.NotFound(f"model {name!r} has no active version")
-            gen = svc.loaded[active]
+            if pick:  # an inference: the mapping picks, as for any call
+                try:
+                    active = svc.pick({"dispatchKey": dispatch_key} if dispatch_key is not None else None)
+                except errors.DispatchKeyMissing:
+                    raise errors.DispatchKeyMissing(svc.id, 'the request parameter "dispatch_key"') from None
+            gen = svc.loaded.get(active)
+            if gen is None:
+                raise errors.NotReady(f"generation {active!r} of service {svc.id!r} is not loaded")
         ep = gen.endpoints.get(endpoint)
         if ep is None or ep.spec.type != "prediction" or ep.pool is None:
             raise errors.NotFound(f"unknown model {name!r}: service {svc.id!r} has no prediction endpoint {endpoint!r}")
-        return svc, gen, ep
+        return svc, Resolved(gen, ep, key_id)
 
-    def model_metadata(self, name: str, version: str = "", **who: Any) -> dict[str, Any]:
-        svc, _, ep = self.find(name, version, **who)
+    def model_metadata(self, name: str, version: str = "", caller: ops.Caller | None = None) -> dict[str, Any]:
+        svc, found = self.find(name, version, caller)
+        ep = found.ep
         versions = [v for v, g in svc.loaded.items() if ep.spec.id in g.endpoints]
         return m.metadata(name, versions, ep.spec, self.signature(ep))
 
-    def model_ready(self, name: str, version: str = "", **who: Any) -> bool:
-        _, _, ep = self.find(name, version, **who)
+    def model_ready(self, name: str, version: str = "", caller: ops.Caller | None = None) -> bool:
+        ep = self.find(name, version, caller)[1].ep
         assert ep.pool is not None
         return ep.pool.ready
 
-    def model_config(self, name: str, version: str = "", **who: Any) -> dict[str, Any]:
-        _, _, ep = self.find(name, version, **who)
+    def model_config(self, name: str, version: str = "", caller: ops.Caller | None = None) -> dict[str, Any]:
+        ep = self.find(name, version, caller)[1].ep
         assert ep.pool is not None
         return m.config(name, ep.spec, self.signature(ep), self.dp.limits.max_items, ep.pool.settings.ceil)
 
@@ -150,9 +168,10 @@ class OipPlane:
                     out.append(entry)
         return out
 
-    def statistics(self, name: str = "", version: str = "", **who: Any) -> list[dict[str, Any]]:
+    def statistics(self, name: str = "", version: str = "", caller: ops.Caller | None = None) -> list[dict[str, Any]]:
         if name:
-            svc, _, ep = self.find(name, version, **who)
+            svc, found = self.find(name, version, caller)
+            ep = found.ep
             versions = [version] if version else [v for v, g in svc.loaded.items() if ep.spec.id in g.endpoints]
             keys = [(name, v) for v in versions]
         else:
@@ -165,16 +184,16 @@ class OipPlane:
         name: str,
         version: str,
         inputs: list[Tensor],
+        caller: ops.Caller,
         *,
         request_id: str = "",
         parameters: dict[str, Any] | None = None,
         outputs: list[str] | None = None,
-        protocol: str,
-        api_key: str | None = None,
-        peer: str | None = None,
     ) -> InferResult:
         t0 = time.perf_counter_ns()
-        svc, gen, ep = self.find(name, version, api_key=api_key, peer=peer)
+        key = (parameters or {}).get("dispatch_key")
+        svc, found = self.find(name, version, caller, pick=True, dispatch_key=None if key is None else str(key))
+        gen, ep = found.gen, found.ep
         stats = self._stats.setdefault((name, gen.version), _Stats()) if version else None
         try:
             if outputs:
@@ -182,43 +201,32 @@ class OipPlane:
                 unknown = [o for o in outputs if o not in known]
                 if unknown:
                     raise errors.BadRequest(f"model {name!r} has no output {unknown[0]!r} (it has: {', '.join(known)})")
-            body: dict[str, Any] = {"items": m.items(ep.spec, self.signature(ep), inputs)}
-            body["explanations"] = {"enabled": False}  # OIP outputs have no place for them
-            dispatch: dict[str, Any] = {}
-            if version:
-                dispatch["forcedGeneration"] = version
-            key = (parameters or {}).get("dispatch_key")
-            if key is not None:
-                dispatch["dispatchKey"] = str(key)
-            if dispatch:
-                body["dispatch"] = dispatch
-            out = await self.dp.call(
-                "predict-multi", svc.id, ep.spec.id, body, protocol=protocol, api_key=api_key, peer=peer
-            )
-            m.refuse_ignored(out["results"])
-            answered = out["apiContext"]["serviceGeneration"]
-            # with a mapping of several generations, another one than `gen` may have answered
-            other = svc.loaded.get(answered)
-            ans = other.endpoints.get(ep.spec.id, ep) if other is not None else ep
-            assert ans.codec is not None
-            tensors = m.outputs(ans.spec, ans.codec.class_keys, out["results"])
+            sig = self.signature(ep)
+            if ep.enricher is None:
+                req = ops.PredictRowsRequest(svc.id, ep.spec.id, rows=m.columns(ep.spec, sig, inputs))
+            else:  # enrichment completes one feature mapping per row
+                req = ops.PredictRowsRequest(svc.id, ep.spec.id, items=m.items(ep.spec, sig, inputs))
+            out = await self.dp.predict_rows(req, caller, found)
+            m.refuse_ignored(out.predictions)
+            assert ep.codec is not None
+            tensors = m.outputs(ep.spec, ep.codec.class_keys, out.predictions)
         except Exception:
             if stats is not None:
                 stats.add("fail", time.perf_counter_ns() - t0)
             raise
         if outputs:
             tensors = [t for t in tensors if t.name in outputs]
-        stats = self._stats.setdefault((name, answered), _Stats())
-        self._record(stats, len(out["results"]), out["timing"], time.perf_counter_ns() - t0)
-        return InferResult(name, answered, request_id, tensors)
+        stats = self._stats.setdefault((name, gen.version), _Stats())
+        self._record(stats, len(out.predictions), out.timing, time.perf_counter_ns() - t0)
+        return InferResult(name, gen.version, request_id, tensors)
 
     @staticmethod
-    def _record(stats: _Stats, rows: int, timing: dict[str, float], total_ns: int) -> None:
+    def _record(stats: _Stats, rows: int, timing: ops.Timing, total_ns: int) -> None:
         stats.last_inference = int(time.time() * 1000)
         stats.inference_count += rows
         stats.execution_count += 1
         stats.add("success", total_ns)
-        stats.add("queue", int(timing["wait"] * 1000))
-        stats.add("compute_input", int(timing["preProcessing"] * 1000))
-        stats.add("compute_infer", int(timing["prediction"] * 1000))
-        stats.add("compute_output", int(timing["postProcessing"] * 1000))
+        stats.add("queue", int((timing.wait or 0.0) * 1000))
+        stats.add("compute_input", int((timing.pre_processing or 0.0) * 1000))
+        stats.add("compute_infer", int((timing.prediction or 0.0) * 1000))
+        stats.add("compute_output", int((timing.post_processing or 0.0) * 1000))

@@ -90,6 +90,8 @@ def test_queue_overflow_is_rejected_at_once(tmp_path: Path) -> None:
         with pytest.raises(grpc.RpcError) as err:
             grpc_run(node, "e", {"s": 0})
         assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # the same Retry-After on both transports (gRPC's in the trailing metadata)
+        assert dict(err.value.trailing_metadata() or ())["retry-after"] == r.headers["Retry-After"]  # type: ignore[attr-defined]
         for t in threads:
             t.join()
         assert node.pool("svc", "e")["rejected"] == 2
