@@ -18,7 +18,6 @@ import grpc
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
 from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -33,6 +32,7 @@ from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.http.guard import ConnectionGuard, body_guard
 from node.http.quiet import quiet_malformed_requests
+from node.metrics import Metrics
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
@@ -71,30 +71,30 @@ class Node:
             if settings.query_log_dir is not None
             else None
         )
-        self.supervisor.querylog = self.querylog  # type: ignore[attr-defined]  # for the dropped-lines metric
         self.registry = Registry(
             self.storage,
             self.supervisor,
             onnx_threads=settings.onnx_threads,
             connections_file=settings.connections_file,
+            querylog=self.querylog,
+            allow_empty=settings.allow_empty,
         )
-        self.registry.querylog = self.querylog
         limits = Limits(
             max_items=settings.max_items,
             max_json_depth=settings.max_json_depth,
             max_string_chars=settings.max_string_chars,
         )
-        self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
+        self.metrics = Metrics(self.supervisor, querylog=self.querylog)
+        self.dataplane = DataPlane(self.registry, limits, metrics=self.metrics, querylog=self.querylog)
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage, keep_warm=settings.keep_warm)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
-        self.registry.allow_empty = settings.allow_empty
         self.repository: RepositorySync | None = None
         if settings.repository is not None:
             self.repository = RepositorySync(self.admin, settings.repository, settings.poll_seconds)
             self.registry.gates.append(self.repository.not_ready)
             self.registry.status_sections["repository"] = self.repository.status
-            self.dataplane.metrics.registry.register(RepositoryCollector(self.repository))
+            self.metrics.registry.register(RepositoryCollector(self.repository))
         self.http_port = 0
         self.grpc_port = 0
         self.max_connections = settings.max_connections  # per server, once sized to the descriptor limit
@@ -182,7 +182,7 @@ class Node:
                 ),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(self.oip)),
                 (health_pb2_grpc.add_HealthServicer_to_server, self._health),
-                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, ReflectionServicer(names)),
+                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, _reflection(names)),
             ],
         )
         creds = _grpc_tls(s)
@@ -276,6 +276,11 @@ class Node:
         await self.supervisor.close()
         if self.querylog is not None:
             await asyncio.to_thread(self.querylog.close)
+
+
+def _reflection(names: tuple[str, ...]) -> object:
+    # `reflection.aio` is public (in the module's __all__) but missing from grpc-stubs.
+    return reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
 
 
 def _http_tls(s: NodeSettings) -> ssl.SSLContext | None:
