@@ -323,10 +323,31 @@ class AdminPlane:
             results.append(await self.push(package, activate=True))
         return results
 
+    def create_service(self, service: str) -> dict[str, Any]:
+        """A service with no generation yet (it serves nothing until one is pushed)."""
+        svc = self.registry.service(service, create=True)
+        self.storage.save_state(service, svc.state)
+        return self.service_state(service)
+
     async def activate(self, service: str, generation: str) -> dict[str, Any]:
         return await self.set_mapping(
             service, {"mode": "random", "entries": [{"generation": generation, "proba": 1.0}]}
         )
+
+    async def activate_newest(self, service: str) -> dict[str, Any]:
+        """Activates the generation stored last."""
+        svc = self.registry.service(service)
+        if not svc.state.generations:
+            raise errors.NotFound(f"service {service!r} has no generation")
+        newest = sorted(svc.state.generations.values(), key=lambda g: g.stored_at)[-1]  # as service_state lists them
+        return await self.activate(service, newest.version)
+
+    def preload(self, service: str, generation: str) -> None:
+        """Dataiku's preload: a stored generation loads when it is activated (tested first),
+        and a generation switched away from stays warm (`keep_warm`), so there is nothing
+        to do beyond checking that it exists."""
+        if generation not in self.registry.service(service).state.generations:
+            raise errors.NotFound(f"service {service!r} has no generation {generation!r}")
 
     async def set_mapping(self, service: str, mapping: dict[str, Any]) -> dict[str, Any]:
         svc = self.registry.service(service)

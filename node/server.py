@@ -16,7 +16,7 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
@@ -26,8 +26,10 @@ from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
 from node.fds import connection_cap, raise_nofile
 from node.grpc.admin import AdminServicer
+from node.grpc.health import HealthServicer
 from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import register_servicers
+from node.health import not_alive
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.http.guard import ConnectionGuard, body_guard
@@ -103,7 +105,7 @@ class Node:
         self.http_guard: ConnectionGuard | None = None
         self._draining = False
         self._grpc: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = HealthServicer(self._serving)
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -193,21 +195,13 @@ class Node:
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {s.host}:{s.grpc_port}")
         await self._grpc.start()
-        await self._update_health()
-        self._health_task = asyncio.create_task(self._health_loop())
+        self._health_task = asyncio.create_task(self._health.run())
         if self.repository is not None:  # syncs in the background: /ready says 503 until done
             self.repository.start()
 
-    async def _update_health(self) -> None:
-        ok, _ = self.dataplane.readiness()
-        serving = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self._health.set("", serving)
-        await self._health.set("apinode.v1.ApiNode", serving)
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            await self._update_health()
+    def _serving(self) -> bool:
+        """What gRPC health reports: alive (HTTP /isAlive/) and ready (HTTP /ready)."""
+        return not_alive(self.settings.data_dir) is None and self.dataplane.readiness()[0]
 
     async def drain(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
         """Readiness off at once (HTTP `/ready`, OIP, gRPC health) while everything keeps
@@ -217,7 +211,7 @@ class Node:
         clients reconnect through the balancer. `cut_short` set ends the wait early."""
         self.dataplane.draining = True
         self._draining = True
-        await self._update_health()
+        await self._health.refresh()
         if seconds <= 0:
             return
         log.info("draining: not ready, serving on for %g s", seconds)

@@ -18,6 +18,7 @@ from aiohttp import web
 from node import errors
 from node.auth import key_from_header
 from node.dataplane import FLAT_VERBS, DataPlane, loads_body
+from node.health import not_alive
 
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
@@ -128,8 +129,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def is_alive(request: web.Request) -> web.Response:
-    if (request.app[DATA_DIR] / "apinode-not-alive.txt").exists():
-        return json_response({"alive": False, "reason": "apinode-not-alive.txt present"}, status=503)
+    reason = not_alive(request.app[DATA_DIR])
+    if reason is not None:
+        return json_response({"alive": False, "reason": reason}, status=503)
     return json_response({"alive": True})
 
 

@@ -146,15 +146,32 @@ def test_lenient_input_and_protocol_details(served: tuple[NodeProc, Any]) -> Non
 
 
 def test_is_alive_follows_the_not_alive_file(served: tuple[NodeProc, Any]) -> None:
+    """HTTP /isAlive and gRPC health (both its names) agree, at once, on the not-alive file."""
     node, _ = served
+
+    def grpc_health() -> list[str]:
+        with grpc.insecure_channel(node.grpc) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            return [
+                health_pb2.HealthCheckResponse.ServingStatus.Name(
+                    stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=30).status
+                )
+                for name in ("", "apinode.v1.ApiNode")
+            ]
+
     assert requests.get(node.http + "/isAlive/").status_code == 200
+    assert grpc_health() == ["SERVING", "SERVING"]
     marker = node.data_dir / "apinode-not-alive.txt"
     marker.write_text("draining")
     try:
-        assert requests.get(node.http + "/isAlive/").status_code == 503
+        r = requests.get(node.http + "/isAlive/")
+        assert r.status_code == 503 and r.json() == {"alive": False, "reason": "apinode-not-alive.txt present"}
+        assert grpc_health() == ["NOT_SERVING", "NOT_SERVING"]
+        assert requests.get(node.http + "/ready").status_code == 200  # readiness is another question
     finally:
         marker.unlink()
     assert requests.get(node.http + "/isAlive").status_code == 200
+    assert grpc_health() == ["SERVING", "SERVING"]
 
 
 def test_a_restarted_node_serves_the_same_services(tmp_path: Path) -> None:
