@@ -46,6 +46,7 @@ check: $(STAMP)
 	$(BIN)/ruff check node compiler deployer loadtest tests examples
 	$(BIN)/ruff format --check node compiler deployer loadtest tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 fmt: $(STAMP)
 	$(BIN)/ruff format node compiler deployer loadtest tests examples

@@ -33,6 +33,7 @@ from node.health import not_alive
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
 from node.http.guard import ConnectionGuard, body_guard
+from node.http.openapi import add_openapi_routes
 from node.http.quiet import quiet_malformed_requests
 from node.metrics import Metrics
 from node.oip.grpc import InferenceServicer
@@ -117,6 +118,7 @@ class Node:
             log.info("serving %s %s from the command line", result["service"], result["generation"])
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         quiet_malformed_requests()
+        add_openapi_routes(app)
         add_admin_routes(app, self.admin, self.auth)
         add_oip_routes(app, self.oip)
         app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))

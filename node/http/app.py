@@ -153,7 +153,4 @@ def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32
         app.router.add_get(path, is_alive)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    from node.http.openapi import add_openapi_routes  # it imports this module's keys
-
-    add_openapi_routes(app)
     return app
