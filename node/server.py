@@ -11,7 +11,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
@@ -299,27 +299,38 @@ def _grpc_tls(s: NodeSettings) -> grpc.ServerCredentials | None:
     )
 
 
-async def serve(settings: NodeSettings, *, on_started: list[object] | None = None) -> None:
-    """Runs a node until SIGTERM or SIGINT."""
+async def serve(
+    settings: NodeSettings,
+    *,
+    on_started: Sequence[Callable[[Node], object]] = (),
+    stop: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Runs a node until `stop` is set: by SIGTERM or SIGINT when `handle_signals` (the
+    command line), or by its owner (tests run nodes on event loops in other threads, where
+    no signal handler may be installed). `hurry` set (a second signal) skips what is left
+    of the drain, not the grace."""
     node = Node(settings)
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal: skip what is left of the drain (not the grace)
+    stop = stop or asyncio.Event()
+    hurry = hurry or asyncio.Event()
 
     def on_signal() -> None:
         if stop.is_set():
             hurry.set()
         stop.set()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
     try:
         await node.start()
     except BaseException:
         await node.stop()
         raise
-    for callback in on_started or []:
-        callback(node)  # type: ignore[operator]
+    for callback in on_started:
+        callback(node)
     await stop.wait()
     await node.drain(settings.drain_seconds, hurry)
     log.info("stopping")
