@@ -16,8 +16,10 @@ from pathlib import Path
 
 import grpc
 from aiohttp import web
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
 from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -169,12 +171,12 @@ class Node:
             ("grpc.http2.max_ping_strikes", 2),
         ]
         self._grpc = grpc.aio.server(options=opts)
-        names = (
-            apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
-            admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+        services = (
+            apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"],
+            admin_pb2.DESCRIPTOR.services_by_name["Admin"],
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+            reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
         )
         register_servicers(  # every servicer, so that each refuses undecodable messages
             self._grpc,
@@ -186,7 +188,7 @@ class Node:
                 ),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(self.oip)),
                 (health_pb2_grpc.add_HealthServicer_to_server, self._health),
-                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, _reflection(names)),
+                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, _reflection(services)),
             ],
         )
         creds = _grpc_tls(s)
@@ -274,9 +276,26 @@ class Node:
             await asyncio.to_thread(self.querylog.close)
 
 
-def _reflection(names: tuple[str, ...]) -> object:
+def _reflection(services: Sequence[ServiceDescriptor]) -> object:
+    """Server reflection of `services`, from a pool of their files alone: the OIP's are not in
+    protobuf's default pool (node/_proto/inference/_pool.py says why)."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(f: FileDescriptor) -> None:
+        if f.name not in added:
+            added.add(f.name)
+            for dependency in f.dependencies:
+                add(dependency)
+            proto = descriptor_pb2.FileDescriptorProto()
+            f.CopyToProto(proto)
+            pool.Add(proto)
+
+    for service in services:
+        add(service.file)
+    names = [service.full_name for service in services]
     # `reflection.aio` is public (in the module's __all__) but missing from grpc-stubs.
-    return reflection.aio.ReflectionServicer(names)  # type: ignore[attr-defined]
+    return reflection.aio.ReflectionServicer(names, pool=pool)  # type: ignore[attr-defined]
 
 
 def _http_tls(s: NodeSettings) -> ssl.SSLContext | None:

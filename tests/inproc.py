@@ -66,18 +66,22 @@ class InProcNode(NodeClient):
 
     # ---- NodeClient ----------------------------------------------------------------------
     def log(self) -> str:
-        """What the node logged (the `node` loggers, INFO and up) since it started."""
+        """What was logged since the node started: its `node` loggers from INFO up, and
+        warnings and errors of the libraries (gRPC, aiohttp) of the test process."""
         return self._log.getvalue()
 
     def given_admin_key(self) -> str | None:
         return self.settings.admin_keys[0] if self.settings.admin_keys else None
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     # ---- running -------------------------------------------------------------------------
     def start(self, timeout: float = 90.0) -> None:
         logger = logging.getLogger("node")
         self._level = logger.level
         logger.setLevel(logging.INFO)
-        logger.addHandler(self._handler)
+        logging.getLogger().addHandler(self._handler)  # and what gRPC or aiohttp log, as a node's log has
         self._thread = threading.Thread(target=self._run, name=f"apinode {self.data_dir.name}", daemon=True)
         self._thread.start()
         try:
@@ -150,9 +154,8 @@ class InProcNode(NodeClient):
         self._thread = None
 
     def _detach_log(self) -> None:
-        logger = logging.getLogger("node")
-        logger.removeHandler(self._handler)
-        logger.setLevel(self._level)
+        logging.getLogger().removeHandler(self._handler)
+        logging.getLogger("node").setLevel(self._level)
 
 
 def _running(pid: int) -> bool:

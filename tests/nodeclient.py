@@ -43,7 +43,7 @@ class _WithMetadata(
 
 
 class NodeClient:
-    """Needs `data_dir`, `http_port`, `grpc_port`, `log()` and `given_admin_key()`."""
+    """Needs `data_dir`, `http_port`, `grpc_port`, `log()`, `given_admin_key()` and `running()`."""
 
     data_dir: Path
     http_port: int
@@ -54,6 +54,10 @@ class NodeClient:
 
     def given_admin_key(self) -> str | None:
         """The first admin key the node was started with, if any."""
+        raise NotImplementedError
+
+    def running(self) -> bool:
+        """Whether the node still runs (it has not died, nor been stopped)."""
         raise NotImplementedError
 
     @property

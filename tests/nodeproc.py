@@ -38,6 +38,9 @@ class NodeProc(NodeClient):
         args = list(self.args)
         return args[args.index("--admin-key") + 1] if "--admin-key" in args else None
 
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -9,7 +9,7 @@ import dataikuapi
 import pytest
 import requests
 
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 from tests.packages import function_package
 
 CODE = "def who(**kwargs):\n    return '{v}'\n"
