@@ -3,6 +3,12 @@
 `Node.start()` builds and starts everything on the running (uv)loop; on SIGTERM,
 `Node.drain()` turns readiness off while serving on (`--drain-seconds`), then `Node.stop()`
 stops everything in reverse order, letting in-flight requests finish within the grace period.
+
+Every part is built here and given what it uses in its constructor (the query log to the
+registry, data plane and metrics; one key manager to both admin transports); none is patched
+onto another afterwards. `serve` runs a node until told to stop: by SIGTERM/SIGINT for the
+command line, or by an event when the loop is not the main thread's (tests/inproc.py), where
+no signal handler may be installed.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from node.http.app import build_app
 from node.http.guard import ConnectionGuard, body_guard
 from node.http.openapi import add_openapi_routes
 from node.http.quiet import quiet_malformed_requests
+from node.keys import KeyManager
 from node.metrics import Metrics
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
@@ -94,6 +101,7 @@ class Node:
         self.oip = OipPlane(self.dataplane)
         self.admin = AdminPlane(self.registry, self.dataplane, self.storage, keep_warm=settings.keep_warm)
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
+        self.keys = KeyManager(self.auth, self.registry.keys, self.storage.root, self.registry.services)
         self.repository: RepositorySync | None = None
         if settings.repository is not None:
             self.repository = RepositorySync(self.admin, settings.repository, settings.poll_seconds)
@@ -121,7 +129,7 @@ class Node:
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         quiet_malformed_requests()
         add_openapi_routes(app)
-        add_admin_routes(app, self.admin, self.auth)
+        add_admin_routes(app, self.admin, self.auth, self.keys)
         add_oip_routes(app, self.oip)
         app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))
         app.on_response_prepare.append(self._close_when_draining)
@@ -184,7 +192,9 @@ class Node:
                 (apinode_pb2_grpc.add_ApiNodeServicer_to_server, ApiNodeServicer(self.dataplane)),
                 (
                     admin_pb2_grpc.add_AdminServicer_to_server,
-                    AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
+                    AdminServicer(
+                        self.admin, self.dataplane, self.auth, self.keys, max_package_bytes=s.max_package_bytes
+                    ),
                 ),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(self.oip)),
                 (health_pb2_grpc.add_HealthServicer_to_server, self._health),

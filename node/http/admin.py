@@ -159,10 +159,10 @@ async def revoke_service_key(request: web.Request) -> web.Response:
     return json_response({"revoked": mi["id"]})
 
 
-def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth) -> None:
+def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth, keys: KeyManager) -> None:
     app[ADMIN] = admin
     app[AUTH] = auth
-    app[KEYS] = KeyManager(auth, admin.registry.keys, admin.storage.root, admin.registry.services)
+    app[KEYS] = keys
     r = app.router
     r.add_get("/admin/api/keys", list_admin_keys)
     r.add_post("/admin/api/keys", add_admin_key)
