@@ -15,8 +15,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.inproc import InProcNode, run_node
 from tests.node.fraudpkg import build_fraud
-from tests.nodeproc import NodeProc, run_node
 
 FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --no-first-run"
@@ -24,13 +24,13 @@ FLAGS = (
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcNode]:
     tmp = tmp_path_factory.mktemp("docs")
     with run_node(tmp / "data", build_fraud(tmp)) as n:
         yield n
 
 
-def test_the_page_and_its_assets_come_from_the_node(node: NodeProc) -> None:
+def test_the_page_and_its_assets_come_from_the_node(node: InProcNode) -> None:
     page = requests.get(node.http + "/public/api/v1/fraud/docs", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
@@ -40,7 +40,7 @@ def test_the_page_and_its_assets_come_from_the_node(node: NodeProc) -> None:
     assert "http://" not in page.text and "https://" not in page.text  # nothing fetched from elsewhere
 
 
-def test_the_try_it_form_answers_a_test_query_in_chromium(node: NodeProc) -> None:
+def test_the_try_it_form_answers_a_test_query_in_chromium(node: InProcNode) -> None:
     opts = webdriver.ChromeOptions()
     opts.binary_location = "/usr/bin/chromium"
     for flag in FLAGS.split():
