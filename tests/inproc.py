@@ -4,6 +4,9 @@ background thread, on loopback port 0.
     with run_node(tmp_path / "data", package, args=["--admin-key", "k"]) as node:
         requests.post(node.url("svc", "ep", "predict"), json=...)
 
+    async with async_run_node(tmp_path / "data", package) as node:  # for asynchronous clients
+        ...
+
 The same surface as `tests.nodeproc` (NodeClient: `http`, `grpc`, `status()`, the admin key,
 `log()`), and the same arguments, read by `apinode serve`'s own parser; `**overrides` set
 NodeSettings fields directly. The node's servers and workers are real (worker processes
@@ -23,7 +26,7 @@ import contextlib
 import io
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
@@ -181,3 +184,16 @@ def run_node(data_dir: Path, *packages: Path, args: Sequence[str] = (), **overri
         yield node
     finally:
         node.stop()
+
+
+@contextlib.asynccontextmanager
+async def async_run_node(
+    data_dir: Path, *packages: Path, args: Sequence[str] = (), **overrides: Any
+) -> AsyncIterator[InProcNode]:
+    """`async with async_run_node(...) as node:` for tests with asynchronous clients (the node
+    runs on its own loop all the same: the test's loop is never blocked by it)."""
+    node = await asyncio.to_thread(start_node, data_dir, *packages, args=args, **overrides)
+    try:
+        yield node
+    finally:
+        await asyncio.to_thread(node.stop)

@@ -6,11 +6,12 @@ import signal
 import threading
 from pathlib import Path
 
+import aiohttp
 import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.inproc import _running, run_node
+from tests.inproc import _running, async_run_node, run_node
 from tests.packages import function_package
 
 
@@ -34,3 +35,11 @@ def test_an_in_process_node_serves_and_leaves_nothing_behind(tmp_path: Path) -> 
     left = {t for t in threading.enumerate() if t not in threads and "_poll_wrapper" not in t.name}
     assert not left, left
     assert "loaded svc v1" in node.log() and "stopping" in node.log()
+
+
+async def test_the_async_form_serves_an_asynchronous_client(tmp_path: Path) -> None:
+    pkg = function_package(tmp_path, {"e": {"function": "echo"}})
+    async with async_run_node(tmp_path / "data", pkg) as node, aiohttp.ClientSession() as session:
+        async with session.post(node.url("svc", "e", "run"), json={"x": 1}) as r:
+            assert r.status == 200 and (await r.json())["response"] == {"x": 1}
+    assert not node.running()
