@@ -37,7 +37,7 @@ import uvloop
 from node.cli import build_parser, settings_from_args
 from node.server import Node, serve
 from node.settings import NodeSettings
-from tests.nodeclient import NodeClient
+from tests.nodeclient import RUNNING, NodeClient
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -95,6 +95,7 @@ class InProcNode(NodeClient):
             raise
         assert self.node is not None
         self.http_port, self.grpc_port = self.node.http_port, self.node.grpc_port
+        RUNNING[self.grpc] = self
 
     def _run(self) -> None:
         try:

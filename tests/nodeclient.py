@@ -117,3 +117,13 @@ class NodeClient:
                 return
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; node log:\n{self.log()[-3000:]}")
+
+
+RUNNING: dict[str, NodeClient] = {}  # gRPC address -> the node this process started there
+
+
+def node_at(target: str) -> NodeClient | None:
+    """The node this process started at a gRPC address, if it still runs (its port is its
+    own while it runs: the OS gives a bound port to no one else)."""
+    node = RUNNING.get(target)
+    return node if node is not None and node.running() else None

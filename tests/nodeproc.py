@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.nodeclient import NodeClient
+from tests.nodeclient import RUNNING, NodeClient
 
 APINODE = str(Path(sys.executable).parent / "apinode")
 
@@ -92,18 +92,8 @@ def start_node(
         time.sleep(0.05)
     p = json.loads(ports.read_text())
     node = NodeProc(proc, data_dir, log_path, p["http"], p["grpc"], tuple(args))
-    _RUNNING[node.grpc] = node
+    RUNNING[node.grpc] = node
     return node
-
-
-_RUNNING: dict[str, NodeProc] = {}  # gRPC address -> the node started there (by this process)
-
-
-def node_at(target: str) -> NodeProc | None:
-    """The node this process started at a gRPC address, if any (its port is still its own
-    while it runs: the OS gives a bound port to no one else)."""
-    node = _RUNNING.get(target)
-    return node if node is not None and node.proc.poll() is None else None
 
 
 @contextlib.contextmanager

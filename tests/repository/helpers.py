@@ -14,6 +14,7 @@ import requests
 
 from deployer.client import AdminClient
 from tests.deployer.conftest import make_package
+from tests.nodeclient import NodeClient
 from tests.nodeproc import NodeProc, start_node
 
 KEY = "repository-tests-admin-key"
@@ -23,18 +24,18 @@ def node_args(repository: str) -> list[str]:
     return ["--repository", repository, "--poll-seconds", "0.3", "--admin-key", KEY]
 
 
-def status(node: NodeProc) -> dict[str, Any]:
+def status(node: NodeClient) -> dict[str, Any]:
     """The node's status document (GET /admin/status), over the admin gRPC API with KEY."""
     with AdminClient(node.grpc, KEY, timeout=30) as client:
         return client.status().document
 
 
-def pool(node: NodeProc, service: str = "svc", endpoint: str = "ver") -> dict[str, Any]:
+def pool(node: NodeClient, service: str = "svc", endpoint: str = "ver") -> dict[str, Any]:
     svc = status(node)["services"][service]
     return svc["generations"][svc["active"]][endpoint]  # type: ignore[no-any-return]
 
 
-def wait_ready(node: NodeProc, timeout: float = 90.0) -> list[int]:
+def wait_ready(node: NodeClient, timeout: float = 90.0) -> list[int]:
     """Polls /ready until 200; returns the statuses seen on the way."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
@@ -47,7 +48,7 @@ def wait_ready(node: NodeProc, timeout: float = 90.0) -> list[int]:
     raise AssertionError(f"node not ready in {timeout} s: {status(node).get('notReady')}\n{node.log()[-3000:]}")
 
 
-def served(node: NodeProc) -> str:
+def served(node: NodeClient) -> str:
     """The version the node's `svc/ver` answers (and its apiContext agrees)."""
     r = requests.post(node.url("svc", "ver", "run"), json={}, timeout=30)
     assert r.status_code == 200, r.text
@@ -82,7 +83,7 @@ class Load:
     """Threads sending `run` calls round-robin over nodes: sent, ok, failed (an answer other
     than 200), lost (no answer: connection refused or reset, timeout)."""
 
-    def __init__(self, nodes: list[NodeProc], threads: int = 4) -> None:
+    def __init__(self, nodes: list[NodeClient], threads: int = 4) -> None:
         self.urls = [n.url("svc", "ver", "run") for n in nodes]
         self.counts: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()
