@@ -42,6 +42,25 @@ from tests.nodeclient import RUNNING, NodeClient
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+_SPAWNING = threading.Lock()
+
+
+class _Loop(uvloop.Loop):
+    """uvloop, but spawning one process at a time across the loops of the test process:
+    uvloop refuses to fork while another of its loops forks ("Racing with another loop to
+    spawn a process"), which in-process nodes running side by side (a fleet, a module's
+    node beside a test's own) would otherwise meet when their pools start workers. A node
+    process has one loop, so the node itself never needs this."""
+
+    async def subprocess_exec(self, *args: Any, **kwargs: Any) -> Any:
+        while not _SPAWNING.acquire(blocking=False):  # never blocks this loop; cancellable
+            await asyncio.sleep(0.002)
+        try:
+            return await super().subprocess_exec(*args, **kwargs)
+        finally:
+            _SPAWNING.release()
+
+
 def settings_for(data_dir: Path, *packages: Path, args: Sequence[str] = (), **overrides: Any) -> NodeSettings:
     """The settings `apinode serve --data-dir DATA_DIR ARGS PACKAGES` would run with, on
     loopback port 0, with `overrides` on top."""
@@ -99,7 +118,7 @@ class InProcNode(NodeClient):
 
     def _run(self) -> None:
         try:
-            uvloop.run(self._main())
+            uvloop.run(self._main(), loop_factory=_Loop)
         except BaseException as exc:
             if not self._started.done():
                 self._started.set_exception(exc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiohttp
@@ -11,7 +12,7 @@ import grpc
 import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.inproc import _running, async_run_node, run_node
+from tests.inproc import _running, async_run_node, run_node, start_node
 from tests.packages import function_package
 
 
@@ -43,3 +44,21 @@ async def test_the_async_form_serves_an_asynchronous_client(tmp_path: Path) -> N
         async with session.post(node.url("svc", "e", "run"), json={"x": 1}) as r:
             assert r.status == 200 and (await r.json())["response"] == {"x": 1}
     assert not node.running()
+
+
+def test_nodes_side_by_side_start_their_workers_together(tmp_path: Path) -> None:
+    """uvloop refuses to fork while another of its loops forks: two in-process nodes whose
+    pools start workers at the same moment must both get all of them (tests/inproc._Loop)."""
+    pool = {"floor": 6, "cruise": 6, "ceil": 6}
+    pkgs = [function_package(tmp_path / f"p{i}", {"e": {"function": "pid", "pool": pool}}) for i in range(3)]
+    with ThreadPoolExecutor(3) as ex:
+        starts = [ex.submit(start_node, tmp_path / f"node{i}", pkg) for i, pkg in enumerate(pkgs)]
+        nodes = [s.result() for s in starts]
+    try:
+        for node in nodes:
+            assert node.pool("svc", "e")["workers"]["total"] == 6
+            assert node.pool("svc", "e")["spawn_failures"] == 0
+            assert "Racing" not in node.log()
+    finally:
+        for node in nodes:
+            node.stop()

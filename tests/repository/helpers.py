@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,9 +14,9 @@ from typing import Any
 import requests
 
 from deployer.client import AdminClient
+from tests import nodeproc
 from tests.deployer.conftest import make_package
 from tests.nodeclient import NodeClient
-from tests.nodeproc import NodeProc, start_node
 
 KEY = "repository-tests-admin-key"
 
@@ -62,15 +63,17 @@ class Fleet:
     repository: str  # a directory or an http:// URL
     www: Path  # where the repository's files are on disk (nginx's root for HTTP)
     pkgdir: Path
-    nodes: list[NodeProc] = field(default_factory=list)
+    nodes: list[NodeClient] = field(default_factory=list)
+    # how a node starts: a subprocess by default, or tests.inproc.start_node
+    start_node: Callable[..., NodeClient] = nodeproc.start_node
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
 
     def package(self, **kw: Any) -> tuple[str, Path]:
         version = f"v{next(self._versions)}"
         return version, make_package(self.pkgdir, version, **kw)
 
-    def start(self, name: str) -> NodeProc:
-        node = start_node(self.pkgdir.parent / name, args=node_args(self.repository))
+    def start(self, name: str) -> NodeClient:
+        node = self.start_node(self.pkgdir.parent / name, args=node_args(self.repository))
         self.nodes.append(node)
         return node
 
