@@ -46,6 +46,7 @@ check: $(STAMP)
 	$(BIN)/ruff check apz node compiler deployer loadtest tests examples
 	$(BIN)/ruff format --check apz node compiler deployer loadtest tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache --no-logo
 
 fmt: $(STAMP)
 	$(BIN)/ruff format apz node compiler deployer loadtest tests examples

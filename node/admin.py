@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -28,7 +28,6 @@ from apz.archive import read_manifest
 from apz.vocab import PackageError
 from node import errors, ops
 from node.dataplane import DataPlane
-from node.http import codec
 from node.registry import Generation, Registry, Service
 from node.storage import Storage, StoredGeneration, write_atomic
 from node.supervisor import settings as pool_settings
@@ -36,9 +35,28 @@ from node.supervisor import settings as pool_settings
 log = logging.getLogger("node.admin")
 
 
+class TestQueryCodec(Protocol):
+    """How test queries are read and their answers shown: in a transport's format (the
+    Dataiku JSON API's, node.http.codec), given by the composition root so that the admin
+    plane does not import a transport."""
+
+    def decode(self, kind: str, service: str, endpoint: str, body: dict[str, Any]) -> ops.Request: ...
+
+    def encode(self, result: ops.Result) -> Any: ...
+
+
 class AdminPlane:
-    def __init__(self, registry: Registry, dataplane: DataPlane, storage: Storage, *, keep_warm: float = 600.0) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        dataplane: DataPlane,
+        storage: Storage,
+        test_codec: TestQueryCodec,
+        *,
+        keep_warm: float = 600.0,
+    ) -> None:
         self.registry = registry
+        self.test_codec = test_codec
         self.dp = dataplane
         self.storage = storage
         self.keep_warm = keep_warm  # seconds a generation switched away from stays loaded (0: none)
@@ -67,17 +85,13 @@ class AdminPlane:
                 t0 = time.perf_counter()
                 try:
                     # a test query is a body of the Dataiku API, and so is its answer
-                    request = codec.VERBS[codec.TEST_VERB[ep.spec.type]].decode(
-                        gen.service, ep_id, body if isinstance(body, dict) else {}, None
+                    request = self.test_codec.decode(
+                        ep.spec.type, gen.service, ep_id, body if isinstance(body, dict) else {}
                     )
                     if isinstance(request, ops.QueryRequest):  # rolled back: a test query writes nothing
                         request.dry_run = True
                     result = await self.dp.on(gen, ep, request)
-                    out: Any = (
-                        {"response": orjson.loads(result.response)}
-                        if isinstance(result, ops.RunResult)
-                        else codec.encode(result)
-                    )
+                    out = self.test_codec.encode(result)
                     results.append(
                         {
                             "endpoint": ep_id,
@@ -328,10 +342,31 @@ class AdminPlane:
             results.append(await self.push(package, activate=True))
         return results
 
+    def create_service(self, service: str) -> dict[str, Any]:
+        """A service with no generation yet (it serves nothing until one is pushed)."""
+        svc = self.registry.service(service, create=True)
+        self.storage.save_state(service, svc.state)
+        return self.service_state(service)
+
     async def activate(self, service: str, generation: str) -> dict[str, Any]:
         return await self.set_mapping(
             service, {"mode": "random", "entries": [{"generation": generation, "proba": 1.0}]}
         )
+
+    async def activate_newest(self, service: str) -> dict[str, Any]:
+        """Activates the generation stored last."""
+        svc = self.registry.service(service)
+        if not svc.state.generations:
+            raise errors.NotFound(f"service {service!r} has no generation")
+        newest = sorted(svc.state.generations.values(), key=lambda g: g.stored_at)[-1]  # as service_state lists them
+        return await self.activate(service, newest.version)
+
+    def preload(self, service: str, generation: str) -> None:
+        """Dataiku's preload: a stored generation loads when it is activated (tested first),
+        and a generation switched away from stays warm (`keep_warm`), so there is nothing
+        to do beyond checking that it exists."""
+        if generation not in self.registry.service(service).state.generations:
+            raise errors.NotFound(f"service {service!r} has no generation {generation!r}")
 
     async def set_mapping(self, service: str, mapping: dict[str, Any]) -> dict[str, Any]:
         svc = self.registry.service(service)

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from apz.specs import ApiKeySpec
 from node import errors
 
@@ -98,11 +100,23 @@ def _call(what: str) -> str:
 _MANAGED_META = ("id", "label", "description", "createdBy", "createdOn")
 
 
+def read_admin_json(data_dir: Path) -> list[dict[str, Any]]:
+    path = data_dir / MANAGED_FILE
+    if not path.exists():
+        return []
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError as exc:
+        raise errors.BadRequest(f"{path}: not valid JSON: {exc}") from None
+    keys = doc.get("keys") if isinstance(doc, dict) else None
+    if not isinstance(keys, list) or not all(isinstance(k, dict) and k.get("sha256") for k in keys):
+        raise errors.BadRequest(f'{path}: expected {{"keys": [{{"id", "sha256", ...}}]}}')
+    return keys
+
+
 def _managed(data_dir: Path) -> list[dict[str, Any]]:
     """The admin keys added over the admin API (DATA_DIR/admin-keys.json); an unreadable
     file is logged and adds none (the other keys stay in force)."""
-    from node.keys import read_admin_json
-
     try:
         return read_admin_json(data_dir)
     except (errors.BadRequest, OSError) as exc:
@@ -263,8 +277,6 @@ class ApiKeys:
         path = self._path(service)
         if not path.exists():
             return None
-        import orjson
-
         try:
             doc = orjson.loads(path.read_bytes())
         except orjson.JSONDecodeError as exc:

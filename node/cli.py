@@ -152,14 +152,9 @@ def _cpu_budget(value: str) -> int | None:
     return n
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import uvloop
-
-    from apz.vocab import PackageError
-    from node.errors import ApiNodeError
-    from node.server import Node, serve
-
-    settings = NodeSettings(
+def settings_from_args(args: argparse.Namespace) -> NodeSettings:
+    """`apinode serve`'s arguments as a node's settings (tests build in-process nodes so)."""
+    return NodeSettings(
         data_dir=args.data_dir,
         host=args.host,
         http_port=args.http_port,
@@ -197,6 +192,16 @@ def _serve(args: argparse.Namespace) -> int:
         poll_seconds=args.poll_seconds,
         allow_empty=args.allow_empty,
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvloop
+
+    from apz.vocab import PackageError
+    from node.errors import ApiNodeError
+    from node.server import Node, serve
+
+    settings = settings_from_args(args)
     bad_limit = _check_limits(args)
     if bad_limit:
         print(f"apinode serve: {bad_limit}", file=sys.stderr)

@@ -31,7 +31,7 @@ from typing import Any
 import orjson
 
 from node import errors
-from node.auth import KEYS_FILE, AdminAuth, ApiKeys
+from node.auth import KEYS_FILE, AdminAuth, ApiKeys, read_admin_json
 from node.auth import MANAGED_FILE as ADMIN_KEYS_JSON
 
 audit = logging.getLogger("node.auth")
@@ -58,20 +58,6 @@ def write_json(path: Path, doc: Any) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def read_admin_json(data_dir: Path) -> list[dict[str, Any]]:
-    path = data_dir / ADMIN_KEYS_JSON
-    if not path.exists():
-        return []
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except orjson.JSONDecodeError as exc:
-        raise errors.BadRequest(f"{path}: not valid JSON: {exc}") from None
-    keys = doc.get("keys") if isinstance(doc, dict) else None
-    if not isinstance(keys, list) or not all(isinstance(k, dict) and k.get("sha256") for k in keys):
-        raise errors.BadRequest(f'{path}: expected {{"keys": [{{"id", "sha256", ...}}]}}')
-    return keys
 
 
 def _text(body: dict[str, Any], name: str) -> str:

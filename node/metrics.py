@@ -33,6 +33,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from node.querylog import QueryLog
+
 LATENCY_BUCKETS = (0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30)
 
 
@@ -68,11 +70,16 @@ class _PoolCollector(Collector):
             ):
                 rejected.add_metric([*lv, reason], value)
         yield from (depth, saturation, workers, crashes, restarts, rejected)
-        ql = getattr(self.sup, "querylog", None)
-        if ql is not None:
-            dropped = CounterMetricFamily("apinode_querylog_dropped", "Query log lines dropped (slow or full disk)")
-            dropped.add_metric([], ql.dropped)
-            yield dropped
+
+
+class _QueryLogCollector(Collector):
+    def __init__(self, querylog: QueryLog) -> None:
+        self.querylog = querylog
+
+    def collect(self) -> Iterator[Any]:
+        dropped = CounterMetricFamily("apinode_querylog_dropped", "Query log lines dropped (slow or full disk)")
+        dropped.add_metric([], self.querylog.dropped)
+        yield dropped
 
 
 class _Family(Collector):
@@ -152,7 +159,10 @@ class InFlight(Collector):
 
 
 class Metrics:
-    def __init__(self, supervisor: Any) -> None:
+    """Every metric of a node. `querylog`: the node's query log, if it keeps one (its
+    dropped-lines counter is exported)."""
+
+    def __init__(self, supervisor: Any, querylog: QueryLog | None = None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = _Family(
@@ -178,6 +188,8 @@ class Metrics:
         self.inflight = InFlight()
         r.register(self.inflight)
         r.register(_PoolCollector(supervisor))
+        if querylog is not None:
+            r.register(_QueryLogCollector(querylog))
 
     def observe(
         self,

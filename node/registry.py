@@ -115,10 +115,17 @@ class Service:
 
 class Registry:
     def __init__(
-        self, storage: Storage, supervisor: Supervisor, *, onnx_threads: int = 1, connections_file: Path | None = None
+        self,
+        storage: Storage,
+        supervisor: Supervisor,
+        *,
+        onnx_threads: int = 1,
+        connections_file: Path | None = None,
+        querylog: QueryLog | None = None,
+        allow_empty: bool = True,
     ) -> None:
         self.keys = ApiKeys(storage.root)
-        self.querylog: QueryLog | None = None
+        self.querylog = querylog  # takes each loaded service's log policy
         self.storage = storage
         self.data_dir = storage.root
         self.sup = supervisor
@@ -128,7 +135,7 @@ class Registry:
         self._loads = 0
         # Readiness beyond the pools: a node with nothing to serve is not ready unless
         # allowed (`serve --allow-empty`); gates (the repository's first sync) add reasons.
-        self.allow_empty = True
+        self.allow_empty = allow_empty
         self.gates: list[Callable[[], str | None]] = []
         self.status_sections: dict[str, Callable[[], Any]] = {}  # more sections of /admin/status
 

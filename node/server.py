@@ -3,6 +3,12 @@
 `Node.start()` builds and starts everything on the running (uv)loop; on SIGTERM,
 `Node.drain()` turns readiness off while serving on (`--drain-seconds`), then `Node.stop()`
 stops everything in reverse order, letting in-flight requests finish within the grace period.
+
+Every part is built here and given what it uses in its constructor (the query log to the
+registry, data plane and metrics; one key manager to both admin transports); none is patched
+onto another afterwards. `serve` runs a node until told to stop: by SIGTERM/SIGINT for the
+command line, or by an event when the loop is not the main thread's (tests/inproc.py), where
+no signal handler may be installed.
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
-from grpc_reflection.v1alpha._async import ReflectionServicer
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from node._proto.apinode.v1 import admin_pb2, admin_pb2_grpc, apinode_pb2, apinode_pb2_grpc
 from node._proto.inference import grpc_service_pb2, grpc_service_pb2_grpc
@@ -27,12 +34,18 @@ from node.auth import AdminAuth
 from node.dataplane import DataPlane, Limits
 from node.fds import connection_cap, raise_nofile
 from node.grpc.admin import AdminServicer
+from node.grpc.health import HealthServicer
 from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import register_servicers
+from node.health import not_alive
 from node.http.admin import add_admin_routes
 from node.http.app import build_app
+from node.http.codec import DataikuTestQueries
 from node.http.guard import ConnectionGuard, body_guard
+from node.http.openapi import add_openapi_routes
 from node.http.quiet import quiet_malformed_requests
+from node.keys import KeyManager
+from node.metrics import Metrics
 from node.oip.grpc import InferenceServicer
 from node.oip.http import add_oip_routes
 from node.oip.plane import OipPlane
@@ -71,30 +84,33 @@ class Node:
             if settings.query_log_dir is not None
             else None
         )
-        self.supervisor.querylog = self.querylog  # type: ignore[attr-defined]  # for the dropped-lines metric
         self.registry = Registry(
             self.storage,
             self.supervisor,
             onnx_threads=settings.onnx_threads,
             connections_file=settings.connections_file,
+            querylog=self.querylog,
+            allow_empty=settings.allow_empty,
         )
-        self.registry.querylog = self.querylog
         limits = Limits(
             max_items=settings.max_items,
             max_json_depth=settings.max_json_depth,
             max_string_chars=settings.max_string_chars,
         )
-        self.dataplane = DataPlane(self.registry, limits, querylog=self.querylog)
+        self.metrics = Metrics(self.supervisor, querylog=self.querylog)
+        self.dataplane = DataPlane(self.registry, limits, metrics=self.metrics, querylog=self.querylog)
         self.oip = OipPlane(self.dataplane)
-        self.admin = AdminPlane(self.registry, self.dataplane, self.storage, keep_warm=settings.keep_warm)
+        self.admin = AdminPlane(
+            self.registry, self.dataplane, self.storage, DataikuTestQueries(), keep_warm=settings.keep_warm
+        )
         self.auth = AdminAuth(settings.admin_keys, settings.data_dir, open_loopback=settings.admin_open_loopback)
-        self.registry.allow_empty = settings.allow_empty
+        self.keys = KeyManager(self.auth, self.registry.keys, self.storage.root, self.registry.services)
         self.repository: RepositorySync | None = None
         if settings.repository is not None:
             self.repository = RepositorySync(self.admin, settings.repository, settings.poll_seconds)
             self.registry.gates.append(self.repository.not_ready)
             self.registry.status_sections["repository"] = self.repository.status
-            self.dataplane.metrics.registry.register(RepositoryCollector(self.repository))
+            self.metrics.registry.register(RepositoryCollector(self.repository))
         self.http_port = 0
         self.grpc_port = 0
         self.max_connections = settings.max_connections  # per server, once sized to the descriptor limit
@@ -103,7 +119,7 @@ class Node:
         self.http_guard: ConnectionGuard | None = None
         self._draining = False
         self._grpc: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self._health = HealthServicer(self._serving)
         self._health_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -115,7 +131,8 @@ class Node:
             log.info("serving %s %s from the command line", result["service"], result["generation"])
         app = build_app(self.dataplane, s.data_dir, client_max_size=s.max_body_bytes)
         quiet_malformed_requests()
-        add_admin_routes(app, self.admin, self.auth)
+        add_openapi_routes(app)
+        add_admin_routes(app, self.admin, self.auth, self.keys)
         add_oip_routes(app, self.oip)
         app.middlewares.append(body_guard(s.max_body_bytes, s.body_timeout))
         app.on_response_prepare.append(self._close_when_draining)
@@ -165,12 +182,12 @@ class Node:
             ("grpc.http2.max_ping_strikes", 2),
         ]
         self._grpc = grpc.aio.server(options=opts)
-        names = (
-            apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"].full_name,
-            admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
-            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
+        services = (
+            apinode_pb2.DESCRIPTOR.services_by_name["ApiNode"],
+            admin_pb2.DESCRIPTOR.services_by_name["Admin"],
+            grpc_service_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"],
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+            reflection_pb2.DESCRIPTOR.services_by_name["ServerReflection"],
         )
         register_servicers(  # every servicer, so that each refuses undecodable messages
             self._grpc,
@@ -178,11 +195,13 @@ class Node:
                 (apinode_pb2_grpc.add_ApiNodeServicer_to_server, ApiNodeServicer(self.dataplane)),
                 (
                     admin_pb2_grpc.add_AdminServicer_to_server,
-                    AdminServicer(self.admin, self.dataplane, self.auth, max_package_bytes=s.max_package_bytes),
+                    AdminServicer(
+                        self.admin, self.dataplane, self.auth, self.keys, max_package_bytes=s.max_package_bytes
+                    ),
                 ),
                 (grpc_service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server, InferenceServicer(self.oip)),
                 (health_pb2_grpc.add_HealthServicer_to_server, self._health),
-                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, ReflectionServicer(names)),
+                (reflection_pb2_grpc.add_ServerReflectionServicer_to_server, _reflection(services)),
             ],
         )
         creds = _grpc_tls(s)
@@ -193,21 +212,13 @@ class Node:
         if self.grpc_port == 0:
             raise OSError(f"cannot listen for gRPC on {s.host}:{s.grpc_port}")
         await self._grpc.start()
-        await self._update_health()
-        self._health_task = asyncio.create_task(self._health_loop())
+        self._health_task = asyncio.create_task(self._health.run())
         if self.repository is not None:  # syncs in the background: /ready says 503 until done
             self.repository.start()
 
-    async def _update_health(self) -> None:
-        ok, _ = self.dataplane.readiness()
-        serving = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-        await self._health.set("", serving)
-        await self._health.set("apinode.v1.ApiNode", serving)
-
-    async def _health_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.5)
-            await self._update_health()
+    def _serving(self) -> bool:
+        """What gRPC health reports: alive (HTTP /isAlive/) and ready (HTTP /ready)."""
+        return not_alive(self.settings.data_dir) is None and self.dataplane.readiness()[0]
 
     async def drain(self, seconds: float, cut_short: asyncio.Event | None = None) -> None:
         """Readiness off at once (HTTP `/ready`, OIP, gRPC health) while everything keeps
@@ -217,7 +228,7 @@ class Node:
         clients reconnect through the balancer. `cut_short` set ends the wait early."""
         self.dataplane.draining = True
         self._draining = True
-        await self._update_health()
+        await self._health.refresh()
         if seconds <= 0:
             return
         log.info("draining: not ready, serving on for %g s", seconds)
@@ -278,6 +289,28 @@ class Node:
             await asyncio.to_thread(self.querylog.close)
 
 
+def _reflection(services: Sequence[ServiceDescriptor]) -> object:
+    """Server reflection of `services`, from a pool of their files alone: the OIP's are not in
+    protobuf's default pool (node/_proto/inference/_pool.py says why)."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(f: FileDescriptor) -> None:
+        if f.name not in added:
+            added.add(f.name)
+            for dependency in f.dependencies:
+                add(dependency)
+            proto = descriptor_pb2.FileDescriptorProto()
+            f.CopyToProto(proto)
+            pool.Add(proto)
+
+    for service in services:
+        add(service.file)
+    names = [service.full_name for service in services]
+    # `reflection.aio` is public (in the module's __all__) but missing from grpc-stubs.
+    return reflection.aio.ReflectionServicer(names, pool=pool)  # type: ignore[attr-defined]
+
+
 def _http_tls(s: NodeSettings) -> ssl.SSLContext | None:
     if s.tls_cert is None:
         return None
@@ -298,27 +331,38 @@ def _grpc_tls(s: NodeSettings) -> grpc.ServerCredentials | None:
     )
 
 
-async def serve(settings: NodeSettings, *, on_started: list[object] | None = None) -> None:
-    """Runs a node until SIGTERM or SIGINT."""
+async def serve(
+    settings: NodeSettings,
+    *,
+    on_started: Sequence[Callable[[Node], object]] = (),
+    stop: asyncio.Event | None = None,
+    hurry: asyncio.Event | None = None,
+    handle_signals: bool = True,
+) -> None:
+    """Runs a node until `stop` is set: by SIGTERM or SIGINT when `handle_signals` (the
+    command line), or by its owner (tests run nodes on event loops in other threads, where
+    no signal handler may be installed). `hurry` set (a second signal) skips what is left
+    of the drain, not the grace."""
     node = Node(settings)
-    stop = asyncio.Event()
-    hurry = asyncio.Event()  # a second signal: skip what is left of the drain (not the grace)
+    stop = stop or asyncio.Event()
+    hurry = hurry or asyncio.Event()
 
     def on_signal() -> None:
         if stop.is_set():
             hurry.set()
         stop.set()
 
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
+    if handle_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
     try:
         await node.start()
     except BaseException:
         await node.stop()
         raise
-    for callback in on_started or []:
-        callback(node)  # type: ignore[operator]
+    for callback in on_started:
+        callback(node)
     await stop.wait()
     await node.drain(settings.drain_seconds, hurry)
     log.info("stopping")

@@ -22,8 +22,8 @@ import requests
 import yaml
 
 from compiler import compile_service
+from tests.inproc import InProcNode, run_node
 from tests.node.test_parity import binary_lr, dataset, rf_regression
-from tests.nodeproc import NodeProc, run_node
 from tests.packages import logistic_package
 
 KEY = "oip-secret-key"
@@ -31,7 +31,7 @@ KEY = "oip-secret-key"
 
 @dataclass
 class Served:
-    node: NodeProc
+    node: InProcNode
     fraud: Any  # the fitted LogisticRegression of fraud.score
     shop: Any  # the fitted pipeline of shop.score
     rent: Any  # the fitted pipeline of rent.score

@@ -98,12 +98,14 @@ def _endpoint_status_pb(service: str, generation: str, endpoint: str, st: dict[s
 
 
 class AdminServicer(admin_pb2_grpc.AdminServicer):
-    def __init__(self, admin: AdminPlane, dataplane: DataPlane, auth: AdminAuth, *, max_package_bytes: int) -> None:
+    def __init__(
+        self, admin: AdminPlane, dataplane: DataPlane, auth: AdminAuth, keys: KeyManager, *, max_package_bytes: int
+    ) -> None:
         self.admin = admin
         self.dp = dataplane
         self.auth = auth
         self.max_package_bytes = max_package_bytes
-        self.keys = KeyManager(auth, admin.registry.keys, admin.storage.root, admin.registry.services)
+        self.keys = keys
 
     def _authorise(self, context: Ctx) -> str | None:
         header = next((v for k, v in context.invocation_metadata() or () if k == "authorization"), None)

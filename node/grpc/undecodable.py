@@ -1,11 +1,12 @@
-"""Requests gRPC cannot decode are the caller's error: INVALID_ARGUMENT, never UNKNOWN.
+"""Requests gRPC cannot decode are the caller's error (a BadRequest: INVALID_ARGUMENT by the
+error table of node.errors), never UNKNOWN.
 
 On its own, grpc answers a message that protobuf refuses (corrupt bytes, a string that is
 not UTF-8, nesting past protobuf's depth limit) with UNKNOWN "Unexpected DecodeError",
 as if the node had failed. apinode wraps the deserializer of every
 method registered through :func:`register_servicers` so that such a message becomes
-an :class:`Undecodable` marker, and the method's behaviour so that the marker ends the call
-with INVALID_ARGUMENT before any servicer sees it. Handlers are wrapped once, when they are
+an :class:`Undecodable` error, and the method's behaviour so that it ends the call with the
+status the error table gives a bad request, before any servicer sees it. Handlers are wrapped once, when they are
 registered. The node registers every servicer (its own, OIP, health, reflection) in one
 call of :func:`register_servicers`: a servicer added beside it would lose the guard, as
 the OIP service once did.
@@ -22,9 +23,9 @@ import grpc
 from node import errors
 
 
-class Undecodable:
-    def __init__(self, message: str) -> None:
-        self.message = message
+class Undecodable(errors.BadRequest):
+    """A request message protobuf refused: stands in for the message, and is raised (from
+    the requests of a streaming call) to end the call with the error table's status."""
 
 
 def _deserializer(decode: Callable[[bytes], Any], method: str) -> Callable[[bytes], Any]:
@@ -37,10 +38,14 @@ def _deserializer(decode: Callable[[bytes], Any], method: str) -> Callable[[byte
     return deserialize
 
 
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], exc: errors.ApiNodeError) -> None:
+    await context.abort(errors.kind_of(exc).grpc_code, exc.message)
+
+
 async def _checked(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
     async for request in requests:
         if isinstance(request, Undecodable):
-            raise errors.BadRequest(request.message)
+            raise request
         yield request
 
 
@@ -51,7 +56,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             if isinstance(request, Undecodable):
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                await _refuse(context, request)
             return await unary(request, context)
 
         kw["unary_unary"] = unary_unary
@@ -61,8 +66,8 @@ def _wrap(handler: Any, method: str) -> Any:
         async def stream_unary_(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             try:
                 return await stream_unary(_checked(requests), context)
-            except errors.BadRequest as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            except errors.BadRequest as exc:  # the requests' (or the servicer's, if it leaves it)
+                await _refuse(context, exc)
 
         kw["stream_unary"] = stream_unary_
     elif handler.stream_stream is not None:
@@ -74,8 +79,8 @@ def _wrap(handler: Any, method: str) -> Any:
             try:
                 async for response in stream_stream(_checked(requests), context):
                     yield response
-            except errors.BadRequest as exc:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, exc.message)
+            except errors.BadRequest as exc:  # the requests' (or the servicer's, if it leaves it)
+                await _refuse(context, exc)
 
         kw["stream_stream"] = stream_stream_
     elif handler.unary_stream is not None:  # grpc.health.v1.Health/Watch
@@ -84,7 +89,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
             async def unary_stream_gen(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
                 if isinstance(request, Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                    await _refuse(context, request)
                 async for response in unary_stream(request, context):
                     yield response
 
@@ -93,7 +98,7 @@ def _wrap(handler: Any, method: str) -> Any:
 
             async def unary_stream_(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
                 if isinstance(request, Undecodable):
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.message)
+                    await _refuse(context, request)
                 await unary_stream(request, context)
 
             kw["unary_stream"] = unary_stream_

@@ -53,10 +53,7 @@ async def create_service(request: web.Request) -> web.Response:
     sid = body.get("serviceId") or body.get("id")
     if not isinstance(sid, str) or not sid:
         raise errors.BadRequest("the body needs 'serviceId'")
-    admin = request.app[ADMIN]
-    svc = admin.registry.service(sid, create=True)
-    admin.storage.save_state(sid, svc.state)
-    return json_response(admin.service_state(sid))
+    return json_response(request.app[ADMIN].create_service(sid))
 
 
 async def delete_service(request: web.Request) -> web.Response:
@@ -87,9 +84,7 @@ async def import_archive(request: web.Request) -> web.Response:
 
 async def preload(request: web.Request) -> web.Response:
     _authorise(request)
-    state = request.app[ADMIN].service_state(request.match_info["service"])
-    if request.match_info["generation"] not in {g["generation"] for g in state["generations"]}:
-        raise errors.NotFound(f"no generation {request.match_info['generation']!r}")
+    request.app[ADMIN].preload(request.match_info["service"], request.match_info["generation"])
     return json_response({"ok": True})
 
 
@@ -101,11 +96,7 @@ async def switch_to(request: web.Request) -> web.Response:
 
 async def switch_to_newest(request: web.Request) -> web.Response:
     _authorise(request)
-    admin = request.app[ADMIN]
-    gens = admin.service_state(request.match_info["service"])["generations"]
-    if not gens:
-        raise errors.NotFound("the service has no generation")
-    return json_response(await admin.activate(request.match_info["service"], gens[-1]["generation"]))
+    return json_response(await request.app[ADMIN].activate_newest(request.match_info["service"]))
 
 
 async def set_mapping(request: web.Request) -> web.Response:
@@ -168,10 +159,10 @@ async def revoke_service_key(request: web.Request) -> web.Response:
     return json_response({"revoked": mi["id"]})
 
 
-def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth) -> None:
+def add_admin_routes(app: web.Application, admin: AdminPlane, auth: AdminAuth, keys: KeyManager) -> None:
     app[ADMIN] = admin
     app[AUTH] = auth
-    app[KEYS] = KeyManager(auth, admin.registry.keys, admin.storage.root, admin.registry.services)
+    app[KEYS] = keys
     r = app.router
     r.add_get("/admin/api/keys", list_admin_keys)
     r.add_post("/admin/api/keys", add_admin_key)

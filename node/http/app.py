@@ -18,6 +18,7 @@ from aiohttp import HttpVersion11, web
 from node import errors, ops
 from node.auth import key_from_header
 from node.dataplane import DataPlane
+from node.health import not_alive
 from node.http import codec
 from node.http.body import loads_body
 
@@ -138,8 +139,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def is_alive(request: web.Request) -> web.Response:
-    if (request.app[DATA_DIR] / "apinode-not-alive.txt").exists():
-        return json_response({"alive": False, "reason": "apinode-not-alive.txt present"}, status=503)
+    reason = not_alive(request.app[DATA_DIR])
+    if reason is not None:
+        return json_response({"alive": False, "reason": reason}, status=503)
     return json_response({"alive": True})
 
 
@@ -161,7 +163,4 @@ def build_app(dataplane: DataPlane, data_dir: Path, *, client_max_size: int = 32
         app.router.add_get(path, is_alive)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics)
-    from node.http.openapi import add_openapi_routes  # it imports this module's keys
-
-    add_openapi_routes(app)
     return app

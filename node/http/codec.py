@@ -182,3 +182,17 @@ def refuse_verb(verb: str) -> errors.ApiNodeError:
             f"its verbs are {', '.join(VERBS)}"
         )
     return errors.NotFound(f"unknown verb {verb!r} (known: {', '.join(VERBS)})")
+
+
+class DataikuTestQueries:
+    """What the admin plane plays: a package's test queries are bodies of the Dataiku API,
+    and their answers are shown as it answers (:class:`node.admin.TestQueryCodec`)."""
+
+    def decode(self, kind: str, service: str, endpoint: str, body: dict[str, Any]) -> ops.Request:
+        request: ops.Request = VERBS[TEST_VERB[kind]].decode(service, endpoint, body, None)
+        return request
+
+    def encode(self, result: ops.Result) -> Any:
+        if isinstance(result, ops.RunResult):
+            return {"response": orjson.loads(result.response)}
+        return encode(result)

@@ -49,7 +49,9 @@ class ConnectionGuard:
         self._warned_at = 0.0
 
     def __call__(self) -> GuardedHandler:
-        # The same arguments aiohttp's own Server.__call__ passes (keepalive_timeout, ...).
+        # The same arguments aiohttp's own Server.__call__ passes (keepalive_timeout, access_log,
+        # ...). Private, but aiohttp has no public way to build a RequestHandler subclass for
+        # its Server; GuardedHandler reads a few RequestHandler privates for the same reason.
         kwargs: dict[str, Any] = self.server._kwargs
         return GuardedHandler(self, self.server, loop=asyncio.get_running_loop(), **kwargs)
 

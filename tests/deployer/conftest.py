@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from apz.archive import write_package
-from tests.nodeproc import NodeProc, node_at, run_node
+from tests.nodeclient import node_at
+from tests.nodeproc import NodeProc, run_node
 
 VERSION_CODE = """
 import os

@@ -13,7 +13,7 @@ import requests
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc
 from tests.deployer.conftest import deploy, deploy_json, make_package, ok
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 
 
 def test_restart_keeps_generations_mapping_and_tuning(tmp_path: Path, packages: dict[str, Path]) -> None:

@@ -14,11 +14,11 @@ import requests
 import yaml
 
 from tests.deployer.conftest import deploy, make_package, ok, served_version
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 
 
 @pytest.fixture
-def nodes(tmp_path: Path) -> Iterator[list[NodeProc]]:
+def nodes(tmp_path: Path) -> Iterator[list[InProcNode]]:
     with contextlib.ExitStack() as stack:
         a = stack.enter_context(run_node(tmp_path / "a"))
         b = stack.enter_context(run_node(tmp_path / "b"))
@@ -26,7 +26,7 @@ def nodes(tmp_path: Path) -> Iterator[list[NodeProc]]:
         yield [a, b, c]
 
 
-def _infra(tmp_path: Path, nodes: list[NodeProc], *, unreachable_b: bool = False) -> Path:
+def _infra(tmp_path: Path, nodes: list[InProcNode], *, unreachable_b: bool = False) -> Path:
     a, b, c = nodes
     doc = {
         "nodes": [
@@ -40,12 +40,12 @@ def _infra(tmp_path: Path, nodes: list[NodeProc], *, unreachable_b: bool = False
     return path
 
 
-def _seed(nodes: list[NodeProc], package: Path) -> None:
+def _seed(nodes: list[InProcNode], package: Path) -> None:
     for n, key in zip(nodes, ("", "", "key-of-c"), strict=True):
         ok(deploy("push", package, "--node", n.grpc, "--activate", *(["--admin-key", key] if key else [])))
 
 
-def test_rollout_over_three_nodes(tmp_path: Path, nodes: list[NodeProc], packages: dict[str, Path]) -> None:
+def test_rollout_over_three_nodes(tmp_path: Path, nodes: list[InProcNode], packages: dict[str, Path]) -> None:
     _seed(nodes, packages["v1"])
     infra = _infra(tmp_path, nodes)
     r = ok(deploy("push", packages["v2"], "--infra", infra, "--json"))
@@ -66,7 +66,7 @@ def test_rollout_over_three_nodes(tmp_path: Path, nodes: list[NodeProc], package
 
 
 def test_unreachable_node_stops_and_rolls_back(
-    tmp_path: Path, nodes: list[NodeProc], packages: dict[str, Path]
+    tmp_path: Path, nodes: list[InProcNode], packages: dict[str, Path]
 ) -> None:
     a = nodes[0]
     _seed(nodes, packages["v1"])
@@ -89,7 +89,7 @@ def test_unreachable_node_stops_and_rolls_back(
     assert requests.post(a.url("fresh", "ver", "run"), json={}, timeout=10).status_code == 404
 
 
-def test_failing_node_stops_the_rollout(tmp_path: Path, nodes: list[NodeProc]) -> None:
+def test_failing_node_stops_the_rollout(tmp_path: Path, nodes: list[InProcNode]) -> None:
     a, b, c = nodes
     pkgs = tmp_path / "pkgs"
     _seed(nodes, make_package(pkgs, "v1"))

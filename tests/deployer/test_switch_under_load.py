@@ -14,7 +14,7 @@ import requests
 
 from apz.archive import write_package
 from tests.deployer.conftest import deploy, deploy_json, make_package, ok
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 from tests.steady_load import Load
 
 

@@ -9,7 +9,7 @@ import dataikuapi
 import pytest
 import requests
 
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 from tests.packages import function_package
 
 CODE = "def who(**kwargs):\n    return '{v}'\n"
@@ -33,6 +33,18 @@ def test_admin_client_lists_switches_and_maps(tmp_path: Path) -> None:
         assert who() == "v2"  # the last package given is active
         svc.switch_to_single_generation("v1")
         assert who() == "v1"
+        svc.preload_generation("v2")  # stored: nothing more to do (it loads, tested, when activated)
+        with pytest.raises(dataikuapi.utils.DataikuException, match="no generation 'v9'"):
+            svc.preload_generation("v9")
+        svc.switch_to_newest()
+        assert who() == "v2"
+        svc.switch_to_single_generation("v1")
+        assert who() == "v1"
+        admin.create_service("empty")
+        assert [s["id"] for s in admin.list_services()] == ["empty", "svc"]
+        with pytest.raises(dataikuapi.utils.DataikuException, match="has no generation"):
+            admin.service("empty").switch_to_newest()
+        admin.service("empty").delete()
         svc.set_generations_mapping(
             {"entries": [{"generation": "v1", "proba": 0.5}, {"generation": "v2", "proba": 0.5}]}
         )

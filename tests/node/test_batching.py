@@ -8,7 +8,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 from tests.packages import logistic_package
 
 

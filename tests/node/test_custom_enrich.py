@@ -13,7 +13,7 @@ import requests
 from compiler.build import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 
 CUSTOMERS = """\
 customer_id,age,country

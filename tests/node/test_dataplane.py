@@ -26,6 +26,7 @@ from compiler.build import compile_service
 from node import errors, ops
 from node.admin import AdminPlane
 from node.dataplane import DataPlane, Resolved
+from node.http.codec import DataikuTestQueries
 from node.querylog import QueryLog
 from node.registry import Registry
 from node.storage import Storage
@@ -104,7 +105,7 @@ async def plane(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Plane
     registry = Registry(storage, sup)
     registry.querylog = querylog
     dp = DataPlane(registry, querylog=querylog)
-    admin = AdminPlane(registry, dp, storage)
+    admin = AdminPlane(registry, dp, storage, DataikuTestQueries())
     await sup.start()
     await registry.start()
     try:

@@ -16,8 +16,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
+from tests.inproc import InProcNode, run_node
 from tests.node.fraudpkg import build_fraud
-from tests.nodeproc import NodeProc, run_node
 
 FLAGS = (
     "--headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --no-first-run"
@@ -25,13 +25,13 @@ FLAGS = (
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcNode]:
     tmp = tmp_path_factory.mktemp("docs")
     with run_node(tmp / "data", build_fraud(tmp)) as n:
         yield n
 
 
-def test_the_page_and_its_assets_come_from_the_node(node: NodeProc) -> None:
+def test_the_page_and_its_assets_come_from_the_node(node: InProcNode) -> None:
     page = requests.get(node.http + "/public/api/v1/fraud/docs", timeout=30)
     assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
@@ -65,7 +65,7 @@ def _try_score(driver: webdriver.Chrome) -> tuple[dict[str, Any], str, dict[str,
     return sent, status.strip(), json.loads(answer.text)
 
 
-def test_the_try_it_form_answers_a_test_query_in_chromium(node: NodeProc) -> None:
+def test_the_try_it_form_answers_a_test_query_in_chromium(node: InProcNode) -> None:
     driver = _chromium()
     try:
         driver.get(node.http + "/public/api/v1/fraud/docs")
@@ -80,7 +80,7 @@ def test_the_try_it_form_answers_a_test_query_in_chromium(node: NodeProc) -> Non
     assert got["apiContext"] == {"serviceId": "fraud", "endpointId": "score", "serviceGeneration": "v1"}
 
 
-def test_a_keyed_service_page_asks_for_the_key_and_sends_it(node: NodeProc) -> None:
+def test_a_keyed_service_page_asks_for_the_key_and_sends_it(node: InProcNode) -> None:
     keys = node.data_dir / "config" / "services" / "fraud" / "api_keys.json"
     keys.parent.mkdir(parents=True, exist_ok=True)
     keys.write_text(json.dumps({"api_keys": [{"id": "docs", "key": "docs-key-1"}]}))

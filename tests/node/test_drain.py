@@ -15,7 +15,7 @@ import requests
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-# Triton's OIP stubs, not node._proto.inference: one process cannot load both (one proto package)
+# Triton's OIP stubs: a client's view (node._proto.inference keeps its own descriptor pool, so both load)
 from tritonclient.grpc import service_pb2 as oip
 from tritonclient.grpc import service_pb2_grpc as oipg
 

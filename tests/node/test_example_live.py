@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 import requests
 
+from tests.inproc import InProcNode, run_node
 from tests.node.fraudpkg import build_fraud
-from tests.nodeproc import NodeProc, run_node
 
 Customers = dict[str, dict[str, Any]]  # customer_id -> the columns enrichment fetches
 CUSTOMER_COLUMNS = ["age", "account_age_days", "country"]
@@ -34,7 +34,7 @@ TXN: dict[str, Any] = {
 
 
 @pytest.fixture(scope="module")
-def fraud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, Customers, Any]]:
+def fraud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcNode, Customers, Any]]:
     tmp = tmp_path_factory.mktemp("fraud")
     pkg = build_fraud(tmp)
     folder = tmp / "fraud"
@@ -58,7 +58,7 @@ def _sklearn(model: Any, features: dict[str, Any]) -> tuple[str, float]:
     return str(model.predict(row)[0]), float(proba["FRAUD"])
 
 
-def test_score_completes_the_customer_from_the_dataset(fraud: tuple[NodeProc, Customers, Any]) -> None:
+def test_score_completes_the_customer_from_the_dataset(fraud: tuple[InProcNode, Customers, Any]) -> None:
     node, customers, model = fraud
     client = dataikuapi.APINodeClient(node.http + "/", "fraud")
     cid = "C00123"
@@ -93,7 +93,7 @@ def test_score_completes_the_customer_from_the_dataset(fraud: tuple[NodeProc, Cu
 
 
 def test_unknown_and_missing_customers_follow_the_declared_policies(
-    fraud: tuple[NodeProc, Customers, Any],
+    fraud: tuple[InProcNode, Customers, Any],
 ) -> None:
     node, customers, _ = fraud
     client = dataikuapi.APINodeClient(node.http + "/", "fraud")

@@ -41,7 +41,7 @@ from sklearn.preprocessing import OneHotEncoder
 from compiler import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 
 LIN = ["a", "b", "c", "d"]
 TREE_NUM = ["n1", "n2", "n3", "n4", "n5"]
@@ -139,7 +139,7 @@ def _background(pkg: Path, names: list[str]) -> pd.DataFrame:
     return pd.DataFrame(_member(pkg, "models/score.background.json"), columns=names)
 
 
-def _client(node: NodeProc, service: str) -> dataikuapi.APINodeClient:
+def _client(node: InProcNode, service: str) -> dataikuapi.APINodeClient:
     return dataikuapi.APINodeClient(node.http, service)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 
 from compiler.build import compile_service
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 from tests.packages import function_package
 
 BIG = 50 * 1024 * 1024
@@ -88,7 +88,7 @@ def _heavy_package(tmp: Path) -> tuple[Path, str]:
     return pkg, hashlib.sha256(data).hexdigest()
 
 
-def _push(node: NodeProc, pkg: Path) -> dict[str, Any]:
+def _push(node: InProcNode, pkg: Path) -> dict[str, Any]:
     r = requests.post(
         f"{node.http}/admin/api/services/heavy/generations/actions/importFromArchive",
         params={"filePath": str(pkg)},
@@ -99,7 +99,7 @@ def _push(node: NodeProc, pkg: Path) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
-def _answered_while_unpacking(node: NodeProc, pkg: Path) -> tuple[dict[str, Any], int, list[int]]:
+def _answered_while_unpacking(node: InProcNode, pkg: Path) -> tuple[dict[str, Any], int, list[int]]:
     """Pushes `pkg` in a thread and, while the node's extraction directory exists, calls
     another service: a call sent after the extraction began and answered before it ended
     proves the front process kept serving meanwhile."""

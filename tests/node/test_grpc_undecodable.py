@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 from tests.packages import function_package
 
 GARBAGE = (b"\xff\xff\xff\xff\x0f", b"\x0a\x05ab")  # wire type 7 (none such); a length past the end
@@ -74,5 +74,5 @@ def test_every_method_of_every_service_refuses_undecodable_messages(tmp_path: Pa
                         ch.unary_unary(method, _ident, _ident)(raw, timeout=30)
                 assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (method, err.value.details())
                 assert "the request cannot be decoded" in (err.value.details() or ""), method
-        assert node.proc.poll() is None
+        assert node.running()
         assert "Traceback" not in node.log()

@@ -36,7 +36,7 @@ from node._proto.apinode.v1 import admin_pb2 as apb
 from node._proto.apinode.v1 import admin_pb2_grpc as apbg
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 from tests.packages import function_package, logistic_package
 
 FN_CODE = """
@@ -137,7 +137,7 @@ def tags_package(out_dir: Path) -> tuple[Path, Any]:
 
 @dataclass(repr=False)
 class Served:
-    node: NodeProc
+    node: InProcNode
     http: requests.Session
     channel: grpc.Channel
     api: pbg.ApiNodeStub
@@ -202,7 +202,7 @@ def check_grpc(err: grpc.RpcError, what: Any = "") -> None:
 
 def still_serving(s: Served, service: str = "fraud") -> None:
     """The node is up and answers a valid request correctly."""
-    assert s.node.proc.poll() is None, f"the node died:\n{s.node.log()[-3000:]}"
+    assert s.node.running(), f"the node died:\n{s.node.log()[-3000:]}"
     if service == "fn":
         r = s.http.post(s.url("/public/api/v1/fn/echo/run"), json={"x": [1, "two"]}, timeout=30)
         assert r.status_code == 200 and r.json()["response"] == {"x": [1, "two"]}, r.text
@@ -215,7 +215,7 @@ def still_serving(s: Served, service: str = "fraud") -> None:
 
 
 def still_serving_grpc(s: Served) -> None:
-    assert s.node.proc.poll() is None, f"the node died:\n{s.node.log()[-3000:]}"
+    assert s.node.running(), f"the node died:\n{s.node.log()[-3000:]}"
     feats = {k: pb.Value(number=v) if isinstance(v, float) else pb.Value(integer=v) for k, v in FRAUD_ROW.items()}
     out = s.api.Predict(pb.PredictRequest(service="fraud", endpoint="score", features=feats), timeout=30)
     assert out.result.prediction.text == s.fraud_expected

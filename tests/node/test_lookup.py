@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 from compiler.build import compile_service
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 from tests.pg import PgServer
 
 CUSTOMERS = """\
@@ -89,7 +89,7 @@ def _model() -> LogisticRegression:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, LogisticRegression, Path]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcNode, LogisticRegression, Path]]:
     tmp = tmp_path_factory.mktemp("lookup")
     folder = tmp / "svc"
     (folder / "data").mkdir(parents=True)
@@ -115,7 +115,7 @@ def _proba(model: LogisticRegression, amount: float, age: int, tenure: float) ->
     return float(model.predict_proba(x)[0][list(model.classes_).index("HIGH")])
 
 
-def test_dataiku_client_lookups_keep_types(served: tuple[NodeProc, Any, Path]) -> None:
+def test_dataiku_client_lookups_keep_types(served: tuple[InProcNode, Any, Path]) -> None:
     node, _, _ = served
     client = dataikuapi.APINodeClient(node.http + "/", "shop")
     one = client.lookup_record("customer", {"customer_id": "C2"})  # the client answers results[0]
@@ -137,7 +137,7 @@ def test_dataiku_client_lookups_keep_types(served: tuple[NodeProc, Any, Path]) -
     assert client.lookup_record("customer", {"customer_id": "C5"})["data"]["country"] is None
 
 
-def test_parquet_dataset_with_a_composite_key(served: tuple[NodeProc, Any, Path]) -> None:
+def test_parquet_dataset_with_a_composite_key(served: tuple[InProcNode, Any, Path]) -> None:
     node, _, _ = served
     url = node.url("shop", "account", "lookup-multi")
     items = [
@@ -151,7 +151,7 @@ def test_parquet_dataset_with_a_composite_key(served: tuple[NodeProc, Any, Path]
     assert got[2]["ignored"] is True
 
 
-def test_lookup_policies_and_bad_keys_are_api_errors(served: tuple[NodeProc, Any, Path]) -> None:
+def test_lookup_policies_and_bad_keys_are_api_errors(served: tuple[InProcNode, Any, Path]) -> None:
     node, _, _ = served
     strict = node.url("shop", "customer_strict", "lookup")
     ok = requests.post(strict, json={"data": {"customer_id": "C1"}}).json()
@@ -173,7 +173,7 @@ def test_lookup_policies_and_bad_keys_are_api_errors(served: tuple[NodeProc, Any
     assert r.status_code == 400 and "lookup endpoint" in r.json()["message"]
 
 
-def test_grpc_lookup(served: tuple[NodeProc, Any, Path]) -> None:
+def test_grpc_lookup(served: tuple[InProcNode, Any, Path]) -> None:
     node, _, _ = served
     with grpc.insecure_channel(node.grpc) as ch:
         stub = pbg.ApiNodeStub(ch)
@@ -200,7 +200,7 @@ def test_grpc_lookup(served: tuple[NodeProc, Any, Path]) -> None:
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_enrichment_completes_features(served: tuple[NodeProc, Any, Path]) -> None:
+def test_enrichment_completes_features(served: tuple[InProcNode, Any, Path]) -> None:
     node, model, _ = served
     client = dataikuapi.APINodeClient(node.http + "/", "shop")
     out = client.predict_record("score", {"customer": "C1", "amount": 80.0})
@@ -224,7 +224,7 @@ def test_enrichment_completes_features(served: tuple[NodeProc, Any, Path]) -> No
     assert r.status_code == 400 and "'customer'" in r.json()["message"]
 
 
-def test_enrichment_policies_override_and_return_enriched(served: tuple[NodeProc, Any, Path]) -> None:
+def test_enrichment_policies_override_and_return_enriched(served: tuple[InProcNode, Any, Path]) -> None:
     node, model, _ = served
     url = node.url("shop", "score_lenient", "predict")
     out = requests.post(url, json={"features": {"customer": "C1", "amount": 80.0, "age": 50}, "returnEnriched": True})
@@ -250,7 +250,7 @@ def test_enrichment_policies_override_and_return_enriched(served: tuple[NodeProc
     assert multi[2]["enrichedFeatures"]["tenure_days"] == 40
 
 
-def test_grpc_enrichment_and_query_log(served: tuple[NodeProc, Any, Path]) -> None:
+def test_grpc_enrichment_and_query_log(served: tuple[InProcNode, Any, Path]) -> None:
     node, model, qlog = served
     with grpc.insecure_channel(node.grpc) as ch:
         stub = pbg.ApiNodeStub(ch)
@@ -282,7 +282,7 @@ def _read(directory: Path) -> list[dict[str, Any]]:
     return out
 
 
-def test_push_plays_lookup_and_enriched_test_queries(served: tuple[NodeProc, Any, Path]) -> None:
+def test_push_plays_lookup_and_enriched_test_queries(served: tuple[InProcNode, Any, Path]) -> None:
     node, _, _ = served
     status = node.status()["services"]["shop"]["generations"]["v1"]
     assert status["customer"] == {"type": "lookup", "dataset": "customers", "rows": 6, "keys": ["customer_id"]}

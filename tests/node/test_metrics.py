@@ -13,14 +13,14 @@ import requests
 from google.protobuf import struct_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-# Triton's OIP stubs, not node._proto.inference: one process cannot load both (one proto package)
+# Triton's OIP stubs: a client's view (node._proto.inference keeps its own descriptor pool, so both load)
 from tritonclient.grpc import service_pb2 as oip
 from tritonclient.grpc import service_pb2_grpc as oipg
 
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from node.metrics import Metrics
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 from tests.packages import function_package, logistic_package
 
 
@@ -64,7 +64,7 @@ def test_histogram_buckets_are_cumulative_and_inclusive() -> None:
     assert got[("apinode_queue_wait_seconds_bucket", wait)] == 5  # 100 µs each; the error had no wait
 
 
-def _scrape(node: NodeProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def _scrape(node: InProcNode) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     text = requests.get(node.http + "/metrics", timeout=10).text
     for family in text_string_to_metric_families(text):
@@ -73,7 +73,7 @@ def _scrape(node: NodeProc) -> dict[tuple[str, tuple[tuple[str, str], ...]], flo
     return out
 
 
-def _gauges(node: NodeProc) -> dict[str, float]:
+def _gauges(node: InProcNode) -> dict[str, float]:
     """The in-flight and pool gauges of endpoints svc/slow and svc/idle (generation v1)."""
     got = _scrape(node)
     out = {"inflight": got[("apinode_inflight_requests", ())]}

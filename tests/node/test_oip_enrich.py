@@ -35,7 +35,7 @@ from tritonclient.utils import InferenceServerException
 
 from apz.archive import read_manifest
 from compiler import compile_service
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "fraud"
@@ -67,7 +67,7 @@ _NUMPY = {"FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_}
 
 @dataclass
 class Fraud:
-    node: NodeProc
+    node: InProcNode
     model: Any  # the example's fitted pipeline
     sample: pd.DataFrame  # held-out rows: customer_id and every feature (distance known)
     held_out: Path  # the example's data/sample.csv

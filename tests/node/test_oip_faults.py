@@ -22,14 +22,14 @@ import tritonclient.grpc as tg
 from tritonclient.utils import InferenceServerException
 
 from apz.archive import write_package
-from tests.nodeproc import NodeProc, run_node
+from tests.inproc import InProcNode, run_node
 from tests.packages import logistic_package
 
 ROW = {"name": "input", "datatype": "FP64", "shape": [1, 3], "data": [1.0, 2.0, 0.5]}
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcNode]:
     tmp = tmp_path_factory.mktemp("oip-faults")
     honest, _ = logistic_package(tmp)
     with zipfile.ZipFile(honest) as z:
@@ -46,7 +46,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
         yield n
 
 
-def test_http_answers_a_bug_in_the_oip_error_shape(node: NodeProc) -> None:
+def test_http_answers_a_bug_in_the_oip_error_shape(node: InProcNode) -> None:
     r = requests.post(node.http + "/v2/models/liar.score/infer", json={"inputs": [ROW]}, timeout=30)
     assert r.status_code == 500 and r.headers["Content-Type"].startswith("application/json")
     assert r.json() == {"error": "internal error: ValueError"}
@@ -60,7 +60,7 @@ def test_http_answers_a_bug_in_the_oip_error_shape(node: NodeProc) -> None:
     assert ok.status_code == 200, ok.text
 
 
-def test_grpc_answers_a_bug_with_internal_and_the_stream_goes_on(node: NodeProc) -> None:
+def test_grpc_answers_a_bug_with_internal_and_the_stream_goes_on(node: InProcNode) -> None:
     c = tg.InferenceServerClient(node.grpc)
     x = tg.InferInput("input", [1, 3], "FP64")
     x.set_data_from_numpy(np.array([[1.0, 2.0, 0.5]]))

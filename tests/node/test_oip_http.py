@@ -176,7 +176,7 @@ def test_api_key(node: Served) -> None:
 
 
 def test_limits_apply(tmp_path: Path) -> None:
-    from tests.nodeproc import run_node
+    from tests.inproc import run_node
     from tests.packages import logistic_package
 
     pkg, _ = logistic_package(tmp_path)

@@ -15,28 +15,28 @@ import pytest
 import requests
 from openapi_spec_validator import validate
 
+from tests.inproc import InProcNode, run_node
 from tests.node.fraudpkg import build_fraud
-from tests.nodeproc import NodeProc, run_node
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
+def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcNode]:
     tmp = tmp_path_factory.mktemp("openapi")
     with run_node(tmp / "data", build_fraud(tmp)) as n:
         yield n
 
 
-def _swagger(node: NodeProc, key: str | None = None) -> dict:
+def _swagger(node: InProcNode, key: str | None = None) -> dict:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     r = requests.get(node.http + "/public/api/v1/fraud/swagger", headers=headers, timeout=30)
     assert r.status_code == 200, r.text
     return r.json()  # type: ignore[no-any-return]
 
 
-def _schemathesis(node: NodeProc, *extra: str, service: str = "fraud") -> None:
+def _schemathesis(node: InProcNode, *extra: str, service: str = "fraud") -> None:
     # Bounded: a few examples per operation keeps the run well under a minute on a busy machine.
     base = f"{node.http}/public/api/v1/{service}"
     cmd = [SCHEMATHESIS, "run", base + "/swagger", "--url", base]
@@ -48,7 +48,7 @@ def _schemathesis(node: NodeProc, *extra: str, service: str = "fraud") -> None:
     assert "No issues found" in run.stdout, run.stdout[-3000:]
 
 
-def test_the_document_validates_and_lists_every_endpoint_and_verb(node: NodeProc) -> None:
+def test_the_document_validates_and_lists_every_endpoint_and_verb(node: InProcNode) -> None:
     doc = _swagger(node)
     validate(doc)
     assert doc["openapi"].startswith("3.") and doc["info"]["version"] == "v1"
@@ -84,17 +84,17 @@ def test_the_document_validates_and_lists_every_endpoint_and_verb(node: NodeProc
     assert doc["servers"] == [{"url": "/public/api/v1/fraud"}]
 
 
-def test_an_unknown_service_is_a_404_in_the_api_format(node: NodeProc) -> None:
+def test_an_unknown_service_is_a_404_in_the_api_format(node: InProcNode) -> None:
     for page in ("swagger", "docs"):
         r = requests.get(node.http + f"/public/api/v1/nope/{page}", timeout=30)
         assert r.status_code == 404 and r.json()["errorType"] == "NOT_FOUND", r.text
 
 
-def test_schemathesis_finds_nothing_on_the_public_service(node: NodeProc) -> None:
+def test_schemathesis_finds_nothing_on_the_public_service(node: InProcNode) -> None:
     _schemathesis(node)
 
 
-def test_schemathesis_finds_nothing_on_a_keyed_service(node: NodeProc) -> None:
+def test_schemathesis_finds_nothing_on_a_keyed_service(node: InProcNode) -> None:
     keys = node.data_dir / "config" / "services" / "fraud" / "api_keys.json"
     keys.parent.mkdir(parents=True, exist_ok=True)
     keys.write_text(json.dumps({"api_keys": [{"id": "fuzz", "key": "fuzz-key-1"}]}))

@@ -24,7 +24,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from compiler import compile_service
-from tests.nodeproc import run_node
+from tests.inproc import run_node
 
 CATEGORIES = ["grocery", "travel", "electronics", "fuel", "online"]
 NUMERIC = ["amount", "hour", "distance"]

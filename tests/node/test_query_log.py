@@ -50,6 +50,8 @@ def test_every_query_is_logged_and_flushed_on_shutdown(tmp_path: Path) -> None:
     with grpc.insecure_channel(node.grpc) as ch:
         pbg.ApiNodeStub(ch).Run(pb.RunRequest(service="cards", endpoint="add", arguments=s))
     assert requests.post(node.url("quiet", "e", "run")).status_code == 200
+    # the query log's own counter, exported by the node's metrics (0: nothing dropped)
+    assert "\napinode_querylog_dropped_total 0.0\n" in requests.get(node.http + "/metrics", timeout=30).text
     assert node.stop() == 0  # SIGTERM: queued lines are written before exit
     lines = read_lines(logdir)
     assert len(lines) == 302, len(lines)

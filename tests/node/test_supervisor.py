@@ -1,4 +1,7 @@
-"""Supervisor behaviour on a real node: pools, queues, timeouts, faults, fairness."""
+"""Supervisor behaviour on a real node: pools, queues, timeouts, faults, fairness.
+
+Nodes run in the test process (tests.inproc), but where the test reads the front's process
+(its niceness), the workers' own output (their tracebacks) or the command line's refusal."""
 
 from __future__ import annotations
 
@@ -17,15 +20,17 @@ from google.protobuf import struct_pb2
 
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import NodeProc, run_node
+from tests import nodeproc
+from tests.inproc import run_node
+from tests.nodeclient import NodeClient
 from tests.packages import function_package
 
 
-def call(node: NodeProc, endpoint: str, body: dict[str, Any] | None = None, timeout: float = 30) -> requests.Response:
+def call(node: NodeClient, endpoint: str, body: dict[str, Any] | None = None, timeout: float = 30) -> requests.Response:
     return requests.post(node.url("svc", endpoint, "run"), json=body or {}, timeout=timeout)
 
 
-def grpc_run(node: NodeProc, endpoint: str, args: dict[str, Any], timeout: float | None = None) -> Any:
+def grpc_run(node: NodeClient, endpoint: str, args: dict[str, Any], timeout: float | None = None) -> Any:
     s = struct_pb2.Struct()
     s.update(args)
     with grpc.insecure_channel(node.grpc) as ch:
@@ -53,11 +58,11 @@ def _niceness(pid: int) -> int:
 
 def test_workers_run_niced_below_the_front(tmp_path: Path) -> None:
     pkg = function_package(tmp_path, {"e": {"function": "pid", "pool": {"floor": 2, "cruise": 2, "ceil": 2}}})
-    with run_node(tmp_path / "data", pkg) as node:  # the default: 10
+    with nodeproc.run_node(tmp_path / "data", pkg) as node:  # the default: 10
         pids = node.pool("svc", "e")["workers"]["pids"]
         front = _niceness(node.proc.pid)
         assert [_niceness(p) for p in pids] == [min(front + 10, 19)] * 2
-    with run_node(tmp_path / "data2", pkg, args=["--worker-nice", "0"]) as node:
+    with nodeproc.run_node(tmp_path / "data2", pkg, args=["--worker-nice", "0"]) as node:
         pid = call(node, "e").json()["response"]
         assert _niceness(pid) == _niceness(node.proc.pid)
 
@@ -187,7 +192,7 @@ def test_kill_9_of_a_busy_worker_fails_only_its_request(tmp_path: Path) -> None:
 
 def test_crash_in_user_code_is_reported_and_replaced(tmp_path: Path) -> None:
     pkg = function_package(tmp_path, {"crash": {"function": "crash"}, "boom": {"function": "boom"}})
-    with run_node(tmp_path / "data", pkg) as node:
+    with nodeproc.run_node(tmp_path / "data", pkg) as node:
         r = call(node, "crash", {"code": 7})
         assert r.status_code == 500 and r.json()["errorType"] == "WORKER_CRASHED"
         assert "exited with code 7" in r.json()["message"]
@@ -271,14 +276,14 @@ def test_pool_config_file_errors_name_the_file_and_field(tmp_path: Path) -> None
     cfg.parent.mkdir(parents=True)
     cfg.write_text('{"pool": {"floor": 3, "cruise": 2, "ceil": 8}}')
     with pytest.raises(RuntimeError) as err:
-        run_node(tmp_path / "data", pkg).__enter__()
+        nodeproc.run_node(tmp_path / "data", pkg).__enter__()
     assert str(cfg) in str(err.value) and "pool.floor" in str(err.value)
     cfg.write_text('{"pool": {"queue": "many"}}')
     with pytest.raises(RuntimeError) as err:
-        run_node(tmp_path / "data", pkg).__enter__()
+        nodeproc.run_node(tmp_path / "data", pkg).__enter__()
     assert "pool.queue must be an integer" in str(err.value)
     cfg.write_text('{"pool": {"floor": 2, "cruise": 2, "ceil": 3}}')  # a valid file overrides the package
-    with run_node(tmp_path / "data", pkg) as node:
+    with nodeproc.run_node(tmp_path / "data", pkg) as node:
         assert node.pool("svc", "e")["workers"]["total"] == 2
 
 

@@ -17,12 +17,13 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
-from tests.nodeproc import NodeProc, run_node
+from tests import nodeproc
+from tests.inproc import InProcNode, run_node
 from tests.packages import logistic_package
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeProc, Any]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InProcNode, Any]]:
     tmp = tmp_path_factory.mktemp("userapi")
     pkg, model = logistic_package(tmp)
     with run_node(tmp / "data", pkg) as node:
@@ -39,7 +40,7 @@ def feats(r: np.ndarray) -> dict[str, Any]:
     return {"amount": float(r[0]), "hour": int(r[1]), "distance": float(r[2])}
 
 
-def test_dataiku_client_predict_record_and_records(served: tuple[NodeProc, Any]) -> None:
+def test_dataiku_client_predict_record_and_records(served: tuple[InProcNode, Any]) -> None:
     node, model = served
     client = dataikuapi.APINodeClient(node.http + "/", "fraud")  # trailing slash: the client sends //public
     x = rows(50)
@@ -54,7 +55,7 @@ def test_dataiku_client_predict_record_and_records(served: tuple[NodeProc, Any])
     assert np.abs(got - model.predict_proba(x)).max() < 1e-9
 
 
-def test_grpc_predict_multi_and_stream(served: tuple[NodeProc, Any]) -> None:
+def test_grpc_predict_multi_and_stream(served: tuple[InProcNode, Any]) -> None:
     node, model = served
     x = rows(30, seed=2)
 
@@ -113,7 +114,7 @@ def test_grpc_predict_multi_and_stream(served: tuple[NodeProc, Any]) -> None:
     ],
 )
 def test_bad_input_gets_a_clear_400(
-    served: tuple[NodeProc, Any], body: dict[str, Any], status: int, needle: str
+    served: tuple[InProcNode, Any], body: dict[str, Any], status: int, needle: str
 ) -> None:
     node, _ = served
     r = requests.post(node.url("fraud", "score", "predict"), json=body)
@@ -122,7 +123,7 @@ def test_bad_input_gets_a_clear_400(
     assert r.headers["DSS-API-Version"] and r.headers["DSS-Version"]
 
 
-def test_lenient_input_and_protocol_details(served: tuple[NodeProc, Any]) -> None:
+def test_lenient_input_and_protocol_details(served: tuple[InProcNode, Any]) -> None:
     node, model = served
     url = node.url("fraud", "score", "predict")
     # numeric strings, integers for floats, extra features, no Content-Type header
@@ -145,16 +146,33 @@ def test_lenient_input_and_protocol_details(served: tuple[NodeProc, Any]) -> Non
     assert requests.get(node.http + "/nothing/here").json()["errorType"] == "NOT_FOUND"
 
 
-def test_is_alive_follows_the_not_alive_file(served: tuple[NodeProc, Any]) -> None:
+def test_is_alive_follows_the_not_alive_file(served: tuple[InProcNode, Any]) -> None:
+    """HTTP /isAlive and gRPC health (both its names) agree, at once, on the not-alive file."""
     node, _ = served
+
+    def grpc_health() -> list[str]:
+        with grpc.insecure_channel(node.grpc) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            return [
+                health_pb2.HealthCheckResponse.ServingStatus.Name(
+                    stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=30).status
+                )
+                for name in ("", "apinode.v1.ApiNode")
+            ]
+
     assert requests.get(node.http + "/isAlive/").status_code == 200
+    assert grpc_health() == ["SERVING", "SERVING"]
     marker = node.data_dir / "apinode-not-alive.txt"
     marker.write_text("draining")
     try:
-        assert requests.get(node.http + "/isAlive/").status_code == 503
+        r = requests.get(node.http + "/isAlive/")
+        assert r.status_code == 503 and r.json() == {"alive": False, "reason": "apinode-not-alive.txt present"}
+        assert grpc_health() == ["NOT_SERVING", "NOT_SERVING"]
+        assert requests.get(node.http + "/ready").status_code == 200  # readiness is another question
     finally:
         marker.unlink()
     assert requests.get(node.http + "/isAlive").status_code == 200
+    assert grpc_health() == ["SERVING", "SERVING"]
 
 
 def test_a_restarted_node_serves_the_same_services(tmp_path: Path) -> None:
@@ -178,11 +196,11 @@ def test_node_refuses_a_port_in_use(tmp_path: Path) -> None:
         s.listen()
         port = s.getsockname()[1]
         with pytest.raises(RuntimeError) as err:
-            run_node(tmp_path / "data", args=["--http-port", str(port)]).__enter__()
+            nodeproc.run_node(tmp_path / "data", args=["--http-port", str(port)]).__enter__()  # the CLI's answer
     assert "address already in use" in str(err.value).lower() or "errno 98" in str(err.value).lower()
 
 
-def test_metrics_count_outcomes_with_histograms(served: tuple[NodeProc, Any]) -> None:
+def test_metrics_count_outcomes_with_histograms(served: tuple[InProcNode, Any]) -> None:
     node, _ = served
     requests.post(node.url("fraud", "score", "predict"), json={"features": feats(rows(1)[0])})
     requests.post(node.url("fraud", "score", "predict"), json={"features": {}})
@@ -207,7 +225,7 @@ def test_metrics_count_outcomes_with_histograms(served: tuple[NodeProc, Any]) ->
 
 
 def test_explanations_without_background_and_missing_verbs_are_refused_plainly(
-    served: tuple[NodeProc, Any],
+    served: tuple[InProcNode, Any],
 ) -> None:
     """This package was written without an explanation background (as a compile without a
     sample): explanations are refused, saying why; tests/node/test_explanations.py has the rest."""
@@ -247,7 +265,7 @@ def test_explanations_without_background_and_missing_verbs_are_refused_plainly(
     assert requests.post(node.url("fraud", "score", "made-up"), json={}).json()["errorType"] == "NOT_FOUND"
 
 
-def test_a_misspelt_feature_is_named(served: tuple[NodeProc, Any]) -> None:
+def test_a_misspelt_feature_is_named(served: tuple[InProcNode, Any]) -> None:
     node, _ = served
     client = dataikuapi.APINodeClient(node.http, "fraud")
     hint = "feature 'amount' is missing and the model cannot impute it; the request has an unknown feature"

@@ -6,6 +6,7 @@ import itertools
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,8 +14,9 @@ from typing import Any
 import requests
 
 from deployer.client import AdminClient
+from tests import nodeproc
 from tests.deployer.conftest import make_package
-from tests.nodeproc import NodeProc, start_node
+from tests.nodeclient import NodeClient
 
 KEY = "repository-tests-admin-key"
 
@@ -23,18 +25,18 @@ def node_args(repository: str) -> list[str]:
     return ["--repository", repository, "--poll-seconds", "0.3", "--admin-key", KEY]
 
 
-def status(node: NodeProc) -> dict[str, Any]:
+def status(node: NodeClient) -> dict[str, Any]:
     """The node's status document (GET /admin/status), over the admin gRPC API with KEY."""
     with AdminClient(node.grpc, KEY, timeout=30) as client:
         return client.status().document
 
 
-def pool(node: NodeProc, service: str = "svc", endpoint: str = "ver") -> dict[str, Any]:
+def pool(node: NodeClient, service: str = "svc", endpoint: str = "ver") -> dict[str, Any]:
     svc = status(node)["services"][service]
     return svc["generations"][svc["active"]][endpoint]  # type: ignore[no-any-return]
 
 
-def wait_ready(node: NodeProc, timeout: float = 90.0) -> list[int]:
+def wait_ready(node: NodeClient, timeout: float = 90.0) -> list[int]:
     """Polls /ready until 200; returns the statuses seen on the way."""
     seen: list[int] = []
     deadline = time.monotonic() + timeout
@@ -47,7 +49,7 @@ def wait_ready(node: NodeProc, timeout: float = 90.0) -> list[int]:
     raise AssertionError(f"node not ready in {timeout} s: {status(node).get('notReady')}\n{node.log()[-3000:]}")
 
 
-def served(node: NodeProc) -> str:
+def served(node: NodeClient) -> str:
     """The version the node's `svc/ver` answers (and its apiContext agrees)."""
     r = requests.post(node.url("svc", "ver", "run"), json={}, timeout=30)
     assert r.status_code == 200, r.text
@@ -61,15 +63,17 @@ class Fleet:
     repository: str  # a directory or an http:// URL
     www: Path  # where the repository's files are on disk (nginx's root for HTTP)
     pkgdir: Path
-    nodes: list[NodeProc] = field(default_factory=list)
+    nodes: list[NodeClient] = field(default_factory=list)
+    # how a node starts: a subprocess by default, or tests.inproc.start_node
+    start_node: Callable[..., NodeClient] = nodeproc.start_node
     _versions: itertools.count[int] = field(default_factory=lambda: itertools.count(2))
 
     def package(self, **kw: Any) -> tuple[str, Path]:
         version = f"v{next(self._versions)}"
         return version, make_package(self.pkgdir, version, **kw)
 
-    def start(self, name: str) -> NodeProc:
-        node = start_node(self.pkgdir.parent / name, args=node_args(self.repository))
+    def start(self, name: str) -> NodeClient:
+        node = self.start_node(self.pkgdir.parent / name, args=node_args(self.repository))
         self.nodes.append(node)
         return node
 
@@ -82,7 +86,7 @@ class Load:
     """Threads sending `run` calls round-robin over nodes: sent, ok, failed (an answer other
     than 200), lost (no answer: connection refused or reset, timeout)."""
 
-    def __init__(self, nodes: list[NodeProc], threads: int = 4) -> None:
+    def __init__(self, nodes: list[NodeClient], threads: int = 4) -> None:
         self.urls = [n.url("svc", "ver", "run") for n in nodes]
         self.counts: Counter[str] = Counter()
         self.versions: Counter[str] = Counter()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests import inproc
 from tests.deployer.conftest import deploy, make_package, ok
 from tests.nginx import start_nginx
 from tests.repository.helpers import KEY, Fleet, Load, pool, served, status, wait_ready
@@ -36,7 +37,7 @@ def fleet(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         www = tmp / "repo"
         www.mkdir()
         repository = str(www)
-    f = Fleet(repository, www, tmp / "pkgs")
+    f = Fleet(repository, www, tmp / "pkgs", start_node=inproc.start_node)
     try:
         ok(deploy("publish", make_package(f.pkgdir, "v1"), "--repository", repository, "--activate"))
         for i in range(3):

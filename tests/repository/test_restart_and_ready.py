@@ -16,7 +16,8 @@ import requests
 
 from deployer.client import AdminClient
 from tests.deployer.conftest import deploy, make_package, ok
-from tests.nodeproc import APINODE, run_node
+from tests.inproc import run_node
+from tests.nodeproc import APINODE
 from tests.repository.helpers import KEY, served, status, wait_ready
 
 
