@@ -18,6 +18,7 @@ from aiohttp import web
 from node import errors
 from node.auth import key_from_header
 from node.dataplane import FLAT_VERBS, DataPlane, loads_body
+from node.http.refuse import refuse_early
 
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
@@ -81,6 +82,8 @@ async def _add_headers(request: web.Request, response: web.StreamResponse) -> No
 async def user_call(request: web.Request) -> web.Response:
     mi = request.match_info
     dataplane = request.app[DATAPLANE]
+    if (refused := refuse_early(request, dataplane)) is not None:  # a full pool: 503 before the body is read
+        return refused
     body = loads_body(await request.read(), dataplane.limits)
     dispatch = None
     if mi["verb"] in FLAT_VERBS:  # the body is the arguments: dispatch travels in headers
