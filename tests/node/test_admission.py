@@ -17,6 +17,7 @@ import aiohttp
 import requests
 
 from node.supervisor.lag import WINDOW_S, LagMonitor
+from tests.node.test_query_log import read_lines
 from tests.nodeproc import run_node
 from tests.packages import logistic_package
 
@@ -184,3 +185,29 @@ def test_a_full_pool_refuses_before_reading_the_body_with_the_dataiku_answer(tmp
         assert _metric(text, "apinode_requests_total", outcome="ok", **labels) == 1
         duration = {k: v for k, v in labels.items() if k != "generation"}
         assert _metric(text, "apinode_request_duration_seconds_count", **duration) == 5
+
+
+def test_with_a_query_log_a_refusal_keeps_its_features(tmp_path: Path) -> None:
+    """The fast refusal does not read the body, so a node that logs queries refuses the
+    ordinary way: the OVERLOADED entry keeps the caller's features."""
+    pkg, _ = logistic_package(tmp_path, pool={"floor": 1, "cruise": 1, "ceil": 1, "queue": 0})
+    logdir = tmp_path / "qlog"
+    with run_node(tmp_path / "data", pkg, args=["--ping-timeout", "300", "--query-log", str(logdir)]) as node:
+        url = node.url("fraud", "score", "predict")
+        (worker,) = node.pool("fraud", "score")["workers"]["pids"]
+        os.kill(worker, signal.SIGSTOP)
+        held: dict[str, requests.Response] = {}
+        t = threading.Thread(target=lambda: held.update(r=requests.post(url, json={"features": ROW}, timeout=120)))
+        t.start()
+        try:
+            node.wait_for(lambda: node.pool("fraud", "score")["workers"]["busy"] == 1, what="a busy worker")
+            full = requests.post(url, json={"features": {**ROW, "amount": 7.5}}, timeout=30)
+            not_json = requests.post(url, data=b'{"features": ', timeout=30)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        t.join(120)
+        assert full.status_code == 503 and full.json()["errorType"] == "OVERLOADED"
+        assert not_json.status_code == 400  # the body is parsed before the pool is asked
+        assert held["r"].status_code == 200
+    refused = [e for e in read_lines(logdir) if e["status"] == "OVERLOADED"]
+    assert [e["features"] for e in refused] == [{**ROW, "amount": 7.5}]
