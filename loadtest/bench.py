@@ -8,22 +8,31 @@ example, a logistic regression and a random forest, all servers of a model are s
 together, and the node and its floor are measured alternately, round after round (see
 :mod:`loadtest.bench_runs`), so that the noise of a shared machine hits both alike:
 
-1. HTTP ``predict`` and gRPC ``Predict`` at concurrency 16, on the node and on its floor (the
-   same model behind a bare aiohttp / grpc.aio handler in one process,
-   :mod:`loadtest.floors`): throughput, p50/p99 and the node/floor ratio. The reference
-   figures are wrk's (HTTP) and h2load's (gRPC: one connection, 16 streams), C generators
-   that need a fraction of their core; the harness's (fast HTTP transport; grpc.aio, whose
-   C core costs some 300 µs of CPU a call) stand beside them.
+1. HTTP ``predict`` and gRPC ``Predict``, on the node and on its floor (the same model behind
+   a bare aiohttp / grpc.aio handler in one process, :mod:`loadtest.floors`): throughput,
+   p50/p99, the server CPU per request and the node/floor ratio. The reference figures are
+   wrk's at 32 and 64 connections (HTTP; non-2xx answers are errors) and h2load's (gRPC: one
+   connection, 32 streams), C generators that need a fraction of their core; the harness's
+   (fast HTTP transport; grpc.aio, whose C core costs some 300 µs of CPU a call; concurrency
+   16) stand beside them.
 2. gRPC ``PredictStream`` over 16 streams: predictions per second (harness, and h2load
    sending 100 framed requests per stream), h2load's against the gRPC floor's bare
    bidirectional stream (ratio node/floor).
 3. ``predict-multi`` with 100 rows: rows per second (harness, HTTP, concurrency 4).
-4. The Open Inference Protocol: gRPC ``ModelInfer`` of one row, node against the gRPC floor's
-   ``Predict``, with h2load (:mod:`loadtest.bench_oip`).
-5. and 6. Overload and memory at rest: :mod:`loadtest.bench_overload`.
+4. The Open Inference Protocol (:mod:`loadtest.bench_oip`): gRPC ``ModelInfer`` of one row
+   against the gRPC floor's ``Predict`` (h2load, 32 streams), and HTTP ``/v2/models/{m}/infer``
+   against the aiohttp floor's ``predict`` (wrk, 32 connections).
+5. ``half``: p50/p99 of HTTP ``predict`` at half of the capacity, open loop
+   (:mod:`loadtest.bench_half`).
+6. ``refuse``, once (on logreg when measured): the rejection cost, a full node's 503 and
+   RESOURCE_EXHAUSTED against bare aiohttp / grpc.aio refusals, CPU µs per refusal
+   (:mod:`loadtest.bench_refuse`).
+7. and 8. Overload (open loop at 1.25x and 2x capacity, 20 s each) and memory at rest, on the
+   fraud example: :mod:`loadtest.bench_overload`; then the lookup part (:mod:`loadtest.bench_lookup`).
 
-``--parts`` runs a subset of 1.-4. (``http,grpc,stream,multi,oip``), e.g. ``--parts oip
---models logreg --no-overload`` for the OIP row alone.
+``--parts`` runs a subset of 1.-6. (``http,grpc,stream,multi,oip,explain,half,refuse``), e.g.
+``--parts oip --models logreg --no-overload`` for the OIP rows alone, ``--parts refuse --models
+logreg --no-overload --lookup-rows 0`` for the rejection cost alone.
 
 Every generator checks itself: a row whose generator was CPU-bound (or starved of its CPU
 by other jobs) is flagged, never silently kept. Results go to ``bench/results/<date>.json``,
@@ -40,17 +49,19 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from loadtest import bench_refuse
 from loadtest import bench_tools as tools
 from loadtest.bench_env import Counters, cores, machine, memory, node_pids, pool_of, server_cpu, started
+from loadtest.bench_half import bench_half
 from loadtest.bench_lookup import bench_lookup
-from loadtest.bench_oip import bench_oip_grpc
+from loadtest.bench_oip import bench_oip_grpc, bench_oip_http
 from loadtest.bench_overload import bench_overload
 from loadtest.bench_report import markdown, plot
 from loadtest.bench_runs import APINODE, Bench, Model, Row, compare, harness_row, ratio, say, show
@@ -58,7 +69,9 @@ from loadtest.config import Target
 from loadtest.grpc_messages import encode_bodies, method_path
 
 ROOT = Path(__file__).resolve().parent.parent
-CONCURRENCY = 16
+CONCURRENCY = 16  # the harness's closed loop, and PredictStream's streams
+WRK_CONNECTIONS = (32, 64)  # the reference HTTP rows (issue 17: 32 and 64 connections, 0 non-2xx)
+GRPC_STREAMS = 32  # h2load's unary gRPC rows: one connection, this many concurrent streams
 MULTI_ROWS = 100
 MULTI_CONCURRENCY = 4
 STREAM_MESSAGES = 100
@@ -66,7 +79,8 @@ STREAM_MESSAGES = 100
 # one prediction worker (a second would only take turns with the first); its queue counts
 # batches, so 16 connections are never refused.
 BENCH_POOL: dict[str, int] = {}
-PARTS = ("http", "grpc", "stream", "multi", "oip", "explain")
+PARTS = ("http", "grpc", "stream", "multi", "oip", "explain", "half", "refuse")
+GLOBAL_PARTS = ("refuse",)  # run once, not per model
 # The explanation cost row: what a Dataiku client's predict_record(with_explanations=True,
 # explanation_method="SHAPLEY", n_explanations=3, n_explanations_mc_steps=100) sends
 EXPLAIN = {"enabled": True, "method": "SHAPLEY", "nExplanations": 3, "nMonteCarloSteps": 100}
@@ -104,7 +118,11 @@ def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str,
             out["multi"] = _multi(m, b, http)
         if "oip" in parts:
             grpc_pids = {"floor": [fg["pid"]], "node": node_all}
-            out["oip_grpc"] = bench_oip_grpc(m, b, fg_addr, grpc_addr, http, counters, grpc_pids, CONCURRENCY)
+            out["oip_grpc"] = bench_oip_grpc(m, b, fg_addr, grpc_addr, http, counters, grpc_pids, GRPC_STREAMS)
+            http_pids = {"floor": [fh["pid"]], "node": node_all}
+            out["oip_http"] = bench_oip_http(m, b, fh_url, http, counters, http_pids, WRK_CONNECTIONS[0])
+        if "half" in parts:
+            out["half"] = bench_half(m, b, http, counters)
         if "explain" in parts and m.name == "fraud":  # the package with an explanation background
             out["explain"] = _explain(m, b, http)
         out["node_counters"] = counters.total()
@@ -114,36 +132,41 @@ def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str,
 def _http(
     m: Model, b: Bench, floor_url: str, node_url: str, counters: Counters, pids: dict[str, list[int]]
 ) -> dict[str, Any]:
-    say(f"  HTTP predict, concurrency {CONCURRENCY}")
+    say(f"  HTTP predict: wrk at {' and '.join(map(str, WRK_CONNECTIONS))} connections, harness at {CONCURRENCY}")
     t = {
         who: Target(mode="http", url=url, service=m.service, endpoint=m.endpoint)
         for who, url in (("floor", floor_url), ("node", node_url))
     }
     body = orjson.dumps(m.bodies[0])
 
-    def wrk(who: str) -> Row:
+    def wrk(who: str, connections: int) -> Callable[[], Row]:
         url = t[who].http_url()
-        return tools.wrk(url, body, concurrency=CONCURRENCY, duration=b.duration, work=b.work, cpus=b.gen_cpus).row()
+        return lambda: tools.wrk(
+            url, body, concurrency=connections, duration=b.duration, work=b.work, cpus=b.gen_cpus
+        ).row()
 
     def harness(who: str) -> Row:
         return harness_row(b.harness(t[who], m.bodies))
 
-    return {
-        "reference": "wrk",
+    out: dict[str, Any] = {
+        "reference": f"wrk -c{WRK_CONNECTIONS[0]}",
+        "tools": [f"wrk -c{c}" for c in WRK_CONNECTIONS] + ["harness"],
         "harness": compare("http", lambda: harness("floor"), counters.around(lambda: harness("node")), b.rounds),
-        "wrk": compare(
-            "http",
-            server_cpu(pids["floor"], lambda: wrk("floor")),
-            counters.around(server_cpu(pids["node"], lambda: wrk("node"))),
-            b.rounds,
-        ),
     }
+    for c in WRK_CONNECTIONS:
+        out[f"wrk -c{c}"] = compare(
+            f"http -c{c}",
+            server_cpu(pids["floor"], wrk("floor", c)),
+            counters.around(server_cpu(pids["node"], wrk("node", c))),
+            b.rounds,
+        )
+    return out
 
 
 def _grpc(
     m: Model, b: Bench, floor_addr: str, node_addr: str, counters: Counters, pids: dict[str, list[int]]
 ) -> dict[str, Any]:
-    say(f"  gRPC Predict, concurrency {CONCURRENCY}")
+    say(f"  gRPC Predict: h2load at {GRPC_STREAMS} streams, harness at {CONCURRENCY}")
     addr = {"floor": floor_addr, "node": node_addr}
     t = {who: Target(mode="grpc", grpc=a, service=m.service, endpoint=m.endpoint) for who, a in addr.items()}
     path = method_path("Predict")
@@ -158,7 +181,7 @@ def _grpc(
             path,
             frame,
             clients=1,
-            streams=CONCURRENCY,
+            streams=GRPC_STREAMS,
             duration=b.duration,
             warmup=0.0,  # the harness's rounds just warmed both servers; every call counts
             work=b.work,
@@ -170,6 +193,7 @@ def _grpc(
 
     return {
         "reference": "h2load",
+        "streams": GRPC_STREAMS,
         "body_check": checked,
         "harness": compare("grpc", lambda: harness("floor"), counters.around(lambda: harness("node")), b.rounds),
         "h2load": compare(
@@ -303,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
             "rounds": args.rounds,
             "warmup_s": 0.5,
             "concurrency": CONCURRENCY,
+            "wrk_connections": list(WRK_CONNECTIONS),
+            "grpc_streams": GRPC_STREAMS,
             "multi_rows": MULTI_ROWS,
             "stream_messages_h2load": STREAM_MESSAGES,
             "bench_pool": BENCH_POOL,
@@ -311,13 +337,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="apinode-bench-") as tmp, _more_files():
         b = Bench(Path(tmp), args.duration, args.rounds, 0.5, CONCURRENCY, pin, gen_cpus)
         models = []
+        per_model = tuple(p for p in parts if p not in GLOBAL_PARTS)
         for m in _models(args.models.split(","), b.work):
             say(f"== {m.name}")
-            models.append((m, bench_model(m, b, parts)))
-        doc["models"] = [r for _, r in models]
+            models.append((m, bench_model(m, b, per_model) if per_model else {"model": m.name}))
+        doc["models"] = [r for _, r in models if len(r) > 1]
         example = next((m for m, _ in models if m.name == "fraud"), None)
         if example is not None and not args.no_overload:
             doc["overload"], doc["memory_at_rest"] = bench_overload(example, b)
+        if "refuse" in parts and models:  # once, on the logistic regression if it was measured
+            refuse_model = next((m for m, _ in models if m.name == "logreg"), models[0][0])
+            doc["refuse"] = bench_refuse.measure(refuse_model, b)
         if args.lookup_rows:
             doc["lookup"] = bench_lookup(b.work, args.lookup_rows, pin, gen_cpus)
     doc["machine"]["loadavg_after"] = machine()["loadavg"]

@@ -140,6 +140,14 @@ def pool_of(http: str, service: str, endpoint: str) -> dict[str, Any]:
     return {}
 
 
+def workers_of(http: str, service: str, endpoint: str) -> dict[str, Any]:
+    """The endpoint's workers as /admin/status shows them (total, busy, idle, pids...)."""
+    for s, e, st in _endpoints(_status(http)):
+        if (s, e) == (service, endpoint):
+            return dict(st.get("workers", {}))
+    return {}
+
+
 def node_pids(http: str, node_pid: int) -> dict[str, list[int]]:
     """The front process and every worker, by endpoint."""
     pids: dict[str, list[int]] = {"node": [node_pid]}

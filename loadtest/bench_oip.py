@@ -1,5 +1,7 @@
-"""The Open Inference Protocol row of `make bench`: gRPC `ModelInfer` on the node against
-the gRPC floor's `Predict` (the same model behind a bare grpc.aio handler), with h2load.
+"""The Open Inference Protocol rows of `make bench`: gRPC `ModelInfer` on the node against
+the gRPC floor's `Predict` (the same model behind a bare grpc.aio handler), with h2load; and
+HTTP `POST /v2/models/<service>.<endpoint>/infer` (one row as JSON tensors, as
+`tritonclient.http` sends it) against the aiohttp floor's Dataiku `predict`, with wrk.
 
 The request is what `tritonclient.grpc` sends for one row: the model's inputs, as its
 metadata (`GET /v2/models/<service>.<endpoint>`) describes them, in `raw_input_contents`.
@@ -18,6 +20,7 @@ from typing import Any
 
 import grpc
 import numpy as np
+import orjson
 import requests
 
 from loadtest import bench_tools as tools
@@ -58,6 +61,62 @@ def infer_message(http: str, model: str, features: dict[str, Any]) -> bytes:
             raw.append(_raw(t["datatype"], [value]))
     request = pb.ModelInferRequest(model_name=model, inputs=inputs, raw_input_contents=raw)
     return bytes(request.SerializeToString())
+
+
+def infer_json(http: str, model: str, features: dict[str, Any]) -> bytes:
+    """The JSON body of an OIP HTTP infer of one row, shaped by the model's metadata."""
+    meta = requests.get(f"{http}/v2/models/{model}", timeout=30).json()
+    names = meta["parameters"]["features"]
+    inputs: list[dict[str, Any]] = []
+    if len(meta["inputs"]) == 1 and meta["inputs"][0]["name"] not in names:
+        t = meta["inputs"][0]
+        data = [features.get(n) for n in names]
+        inputs.append({"name": t["name"], "shape": [1, len(names)], "datatype": t["datatype"], "data": data})
+    else:
+        for t in meta["inputs"]:
+            value = features.get(t["name"])
+            if value is not None:
+                inputs.append({"name": t["name"], "shape": [1, 1], "datatype": t["datatype"], "data": [value]})
+    return orjson.dumps({"inputs": inputs})
+
+
+def bench_oip_http(
+    m: Model,
+    b: Bench,
+    floor_url: str,
+    http: str,
+    counters: Counters,
+    pids: dict[str, list[int]],
+    connections: int,
+) -> dict[str, Any]:
+    say(f"  OIP HTTP infer, wrk -c{connections} (floor: aiohttp Dataiku predict)")
+    model = f"{m.service}.{m.endpoint}"
+    node_body = infer_json(http, model, m.bodies[0].get("features", {}))
+    check = requests.post(f"{http}/v2/models/{model}/infer", data=node_body, timeout=30)
+    checked = (
+        "ok" if check.status_code == 200 and check.json().get("outputs") else f"{check.status_code}: {check.text[:200]}"
+    )
+    say(f"   wrk body checked: {checked}")
+    floor_t = Target(mode="http", url=floor_url, service=m.service, endpoint=m.endpoint)
+    calls = {
+        "floor": (floor_t.http_url(), orjson.dumps(m.bodies[0])),
+        "node": (f"{http}/v2/models/{model}/infer", node_body),
+    }
+
+    def wrk(who: str) -> Row:
+        url, body = calls[who]
+        return tools.wrk(url, body, concurrency=connections, duration=b.duration, work=b.work, cpus=b.gen_cpus).row()
+
+    return {
+        "reference": f"wrk -c{connections}",
+        "body_check": {"node": checked},
+        f"wrk -c{connections}": compare(
+            "oip-http",
+            server_cpu(pids["floor"], lambda: wrk("floor")),
+            counters.around(server_cpu(pids["node"], lambda: wrk("node"))),
+            b.rounds,
+        ),
+    }
 
 
 def verify_infer(address: str, message: bytes, timeout: float = 10.0) -> str | None:

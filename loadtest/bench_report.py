@@ -37,6 +37,20 @@ def _range(ratios: list[float | None]) -> str:
     return f"{min(got):.2f}-{max(got):.2f}" if got else "-"
 
 
+_APIS = (
+    ("http", "HTTP predict"),
+    ("grpc", "gRPC Predict"),
+    ("oip_http", "OIP HTTP infer"),
+    ("oip_grpc", "OIP gRPC ModelInfer"),
+)
+
+
+def _tools(api: dict[str, Any]) -> list[str]:
+    """The generators of a row, the reference first (older documents list none)."""
+    listed = api.get("tools") or [api["reference"], "harness"]
+    return [t for t in listed if t in api]
+
+
 def _ratio_table(doc: dict[str, Any]) -> list[str]:
     lines = [
         "| model | API | tool | floor req/s | node req/s | **node/floor** | per round | floor p50 / p99 ms "
@@ -44,13 +58,11 @@ def _ratio_table(doc: dict[str, Any]) -> list[str]:
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for m in doc["models"]:
-        for api, label in (("http", "HTTP predict"), ("grpc", "gRPC Predict"), ("oip_grpc", "OIP gRPC ModelInfer")):
+        for api, label in _APIS:
             if api not in m:
                 continue
             ref = m[api]["reference"]
-            for tool in (ref, "harness"):
-                if tool not in m[api]:
-                    continue
+            for tool in _tools(m[api]):
                 c = m[api][tool]
                 floor, node, ratio = c["floor"], c["node"], c["ratio"]
                 shown = "-" if ratio is None else (f"**{ratio:.2f}**" if tool == ref else f"{ratio:.2f}")
@@ -108,21 +120,23 @@ def _overload(runs: list[dict[str, Any]]) -> list[str]:
         f"timeout {pool.get('timeout')} ms). Latency counts from each request's scheduled send time. Callers use up "
         f"to {o['connections_cap']} connections and give up after {o['client_timeout_s']:g} s (unanswered).",
         "",
-        "| offered | sent | served | rejected (answered, by status) | unanswered | served p50 / p99 / max ms "
-        "| rejected p50 / p99 / max ms | answered/s | slowest answer vs queue timeout |",
-        "|---|--:|--:|---|---|--:|--:|--:|---|",
+        "| offered | sent | served | **served/s / capacity** | rejected (answered, by status) | unanswered "
+        "| served p50 / p99 / max ms | rejected p50 / p99 / max ms | answered/s | slowest answer vs queue timeout + bound |",
+        "|---|--:|--:|--:|---|---|--:|--:|--:|---|",
     ]
     for r in runs:
         served, rejected = r["served_ms"], r["rejected_ms"]
         rej = ", ".join(f"{k}: {v:,}" for k, v in r["rejected"].items()) or "none"
         lost = ", ".join(f"{k}: {v:,}" for k, v in r["unanswered"].items()) or "none"
         within = "within" if r["nothing_waited_past_timeout"] else "**PAST IT**"
+        bound = r.get("late_bound_ms", 0.0)
         out.append(
-            f"| {r['factor']:g}x = {_n(r['rate_rps'])}/s | {r['sent']:,} | {r['served']:,} | {rej} | {lost} "
+            f"| {r['factor']:g}x = {_n(r['rate_rps'])}/s | {r['sent']:,} | {r['served']:,} "
+            f"| {_n(r.get('served_per_capacity'), 2)} | {rej} | {lost} "
             f"| {_n(served['p50'], 1)} / {_n(served['p99'], 1)} / {_n(served['max'], 1)} "
             f"| {_n(rejected['p50'], 1)} / {_n(rejected['p99'], 1)} / {_n(rejected['max'], 1)} "
             f"| {_n(r['answered_rps'])} "
-            f"| {_n(r['slowest_answer_ms'], 1)} ms vs {_n(r['queue_timeout_ms'])} ms: {within} |"
+            f"| {_n(r['slowest_answer_ms'], 1)} ms vs {_n(r['queue_timeout_ms'])} + {_n(bound)} ms: {within} |"
         )
     out.append("")
     for r in runs:
@@ -147,6 +161,61 @@ def _overload_runs(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [] if not o else [o] if isinstance(o, dict) else list(o)
 
 
+def _half_table(doc: dict[str, Any]) -> list[str]:
+    rows = [m for m in doc["models"] if "half" in m]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Latency at half of capacity: HTTP predict, open loop (harness, fast HTTP)",
+        "",
+        "Capacity measured just before (closed loop, concurrency 16); then half of it offered at a steady rate, "
+        "latency from each request's scheduled send time. Issue 17: p99 ≤ 2 ms for the logistic regression.",
+        "",
+        "| model | capacity req/s | offered req/s | served | errors | **p50 / p99 ms** | sends > 10 ms late (max ms) |",
+        "|---|--:|--:|--:|---|--:|--:|",
+    ]
+    for m in rows:
+        h = m["half"]
+        errs = ", ".join(f"{k}: {v}" for k, v in h["errors"].items()) or "none"
+        sat = _SAT if h.get("generator_saturated") else ""
+        lines.append(
+            f"| {m['model']} | {_n(h['capacity_rps'])} | {_n(h['rate_rps'])}{sat} | {h['ok']:,} | {errs} "
+            f"| {_ms(h)} | {h['late_sends']:,} ({_n(h['late_max_ms'], 1)}) |"
+        )
+    return lines
+
+
+def _refuse_table(doc: dict[str, Any]) -> list[str]:
+    r = doc.get("refuse")
+    if not r:
+        return []
+    lines = [
+        "",
+        "## Rejection cost: a full node against a bare server that only refuses",
+        "",
+        f"The {r['model']} endpoint with pool {r['pool']}, its one worker stopped while it holds a request: every "
+        "other call is refused at once (503 OVERLOADED over HTTP, RESOURCE_EXHAUSTED over gRPC). Floors on the same "
+        "core: a bare aiohttp handler answering the same 503, a bare grpc.aio `Predict` aborting "
+        "(`loadtest/floors.py`). Server CPU per answer from /proc, median of the rounds; issue 17 asks for at most "
+        "1.5x over HTTP.",
+        "",
+        "| API | tool | side | answers/s (median) | **server CPU µs per refusal** | node cost / floor cost | rounds with a CPU-bound generator |",
+        "|---|---|---|--:|--:|--:|--:|",
+    ]
+    for api, label in (("http", "HTTP predict"), ("grpc", "gRPC Predict")):
+        if api not in r:
+            continue
+        a = r[api]
+        for side, cost in a["cpu_us_per_answer"].items():
+            ratio = a["cpu_ratio"].get(side)
+            lines.append(
+                f"| {label} | {a['tool']} | {side} | {_n(a['answers_per_s'][side])} | {_n(cost, 1)} "
+                f"| {'-' if ratio is None else f'**{ratio:.2f}**'} | {a['generator_saturated_rounds'][side]} |"
+            )
+    return lines
+
+
 def _memory(mem: dict[str, Any]) -> list[str]:
     return [
         "| process | RSS MB | PSS MB |",
@@ -162,14 +231,16 @@ def _rows(doc: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     """Every measured row with a label: model, what, server, tool."""
     out = []
     for m in doc["models"]:
-        for api in ("http", "grpc", "oip_grpc"):
-            for tool in (m[api]["reference"], "harness") if api in m else ():
+        for api, _ in _APIS:
+            for tool in _tools(m[api]) if api in m else ():
                 for who in ("floor", "node") if tool in m[api] else ():
                     out.append((f"{m['model']} {api} {who} ({tool})", m[api][tool][who]))
         for tool in ("harness", "h2load") if "stream" in m else ():
             out.append((f"{m['model']} stream node ({tool})", m["stream"][tool]))
         if "multi" in m:
             out.append((f"{m['model']} multi rows node (harness)", m["multi"]))
+        if "half" in m:
+            out.append((f"{m['model']} half capacity node (harness)", m["half"]))
     return out
 
 
@@ -203,6 +274,10 @@ def _warnings(doc: dict[str, Any]) -> list[str]:
             problems = {k: v for k, v in (check.items() if isinstance(check, dict) else [("node", check)]) if v != "ok"}
             if problems:
                 out.append(f"- {m['model']} {where}: the h2load body failed its check: {problems}")
+    for api, r in (doc.get("refuse") or {}).items():
+        for side, n in (r.get("generator_saturated_rounds") or {}).items() if isinstance(r, dict) else ():
+            if n:
+                out.append(f"- rejection cost {api} {side}: in {n} rounds the generator was CPU-bound.")
     for o in _overload_runs(doc):
         out += [f"- overload {o.get('factor', 2):g}x: {w}" for w in o["warnings"]]
     return out or ["- none: no generator was CPU-bound, every h2load body was answered with status OK."]
@@ -224,13 +299,15 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "none, it runs after the harness warmed the server); each side's best round is shown, with the "
         "node/floor ratio of every round beside it.",
         "",
-        "Tools: **wrk** `-t1 -c16` (HTTP/1.1, one body) and **h2load** `-t1 -c1 -m16` (gRPC over one "
-        "HTTP/2 connection, 16 streams; the framed body is checked once through grpc for status OK and the "
+        f"Tools: **wrk** `-t1 -c{'/'.join(map(str, st.get('wrk_connections', [16])))}` (HTTP/1.1, one body; "
+        "non-2xx answers are counted as errors, not as served) and "
+        f"**h2load** `-t1 -c1 -m{st.get('grpc_streams', 16)}` (gRPC over one "
+        f"HTTP/2 connection, {st.get('grpc_streams', 16)} streams; the framed body is checked once through grpc for status OK and the "
         "node's counters are read around the run) give the reference figures. **harness** is apinode's own "
         "generator (`apinode loadtest`: fast raw-asyncio HTTP client; grpc.aio), cycling through the "
         "package's test rows; p50/p99 from its HDR histograms. ⚠ marks a CPU-bound generator.",
         "",
-        "## 1. Single-record predict: node vs floor, concurrency 16",
+        "## 1. Single-record predict: node vs floor (wrk and h2load at the connections above, harness at 16)",
         "",
         "Floor: the same ONNX model behind a bare aiohttp handler / bare grpc.aio servicer in one process "
         "(`loadtest/floors.py`), one `session.run` per request. The goal is node/floor ≥ 0.8. The last column "
@@ -242,7 +319,8 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "busy machine the node (two busy processes) gets a larger share of core 0 than a one-process floor, "
         "which flatters the node's throughput ratio. *OIP gRPC ModelInfer*: the node answering the Open "
         "Inference Protocol (one row in `raw_input_contents`, as tritonclient sends it) against the same gRPC "
-        "floor's `Predict`.",
+        "floor's `Predict`. *OIP HTTP infer*: `POST /v2/models/<service>.<endpoint>/infer` with one row as JSON "
+        "tensors, against the aiohttp floor's Dataiku `predict`.",
         "",
         *_ratio_table(doc),
         "",
@@ -254,6 +332,8 @@ def markdown(doc: dict[str, Any], png: str | None) -> str:
         "messages of a stream ahead and batches them, answering in order; the floor answers each in turn); "
         "the harness's 16 streams keep one request in flight each.",
         *_explain_table(doc),
+        *_half_table(doc),
+        *_refuse_table(doc),
     ]
     if _overload_runs(doc):
         lines += [

@@ -1,6 +1,6 @@
 """The floors `make bench` compares apinode to: the same ONNX model served in-process.
 
-    python -m loadtest.floors http|grpc PACKAGE ENDPOINT PORTS_FILE
+    python -m loadtest.floors http|grpc|http503|grpc503 PACKAGE ENDPOINT PORTS_FILE
 
 A bare aiohttp handler (or a bare grpc.aio `ApiNode.Predict`, and a bare grpc.aio
 bidirectional `ApiNode.PredictStream` answering each message in turn) that validates the features
@@ -8,6 +8,12 @@ with the node's own :class:`~node.features.FeatureCodec`, runs the node's own
 :class:`~node.worker.runtime.PredictionRuntime` in the same process, and answers the same
 JSON/protobuf. What apinode adds on top (worker processes, queues, supervision, metrics)
 is exactly the difference the benchmark reports as a ratio.
+
+The refusal floors (``http503``, ``grpc503``) answer every call as a full node does, and no
+more: a bare aiohttp handler returning a 503 with the node's OVERLOADED JSON and a
+Retry-After header, a bare grpc.aio `Predict` aborting with RESOURCE_EXHAUSTED. They are
+what a refusal costs at the least in the same server framework on the same core
+(:mod:`loadtest.bench_refuse`).
 """
 
 from __future__ import annotations
@@ -97,8 +103,50 @@ async def _grpc(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
     await server.wait_for_termination()
 
 
+REFUSAL = {
+    "errorType": "OVERLOADED",
+    "message": "endpoint is overloaded: its queue is full",
+    "detailedMessage": "endpoint is overloaded: its queue is full",
+}
+
+
+async def _http503(ports: Path) -> None:
+    body = orjson.dumps(REFUSAL)
+
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(body=body, status=503, content_type="application/json", headers={"Retry-After": "1"})
+
+    app = web.Application()
+    app.router.add_post("/public/api/v1/{service}/{endpoint}/{verb}", refuse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    _write_ports(ports, {"http": port})
+    await asyncio.Event().wait()
+
+
+class _Refuse(pbg.ApiNodeServicer):
+    async def Predict(self, request: pb.PredictRequest, context: Any) -> pb.PredictResponse:
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, REFUSAL["message"])
+        raise AssertionError("unreachable")  # abort raises
+
+
+async def _grpc503(ports: Path) -> None:
+    server = grpc.aio.server()
+    pbg.add_ApiNodeServicer_to_server(_Refuse(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    _write_ports(ports, {"grpc": port})
+    await server.wait_for_termination()
+
+
 def main() -> int:
     kind, package, endpoint, ports = sys.argv[1], Path(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
+    if kind in ("http503", "grpc503"):
+        uvloop.run((_http503 if kind == "http503" else _grpc503)(ports))
+        return 0
     codec, runtime, ctx = _load(package, endpoint)
     uvloop.run((_http if kind == "http" else _grpc)(codec, runtime, ctx, ports))
     return 0

@@ -21,6 +21,7 @@ from node.dataplane import DataPlane
 from node.health import not_alive
 from node.http import codec
 from node.http.body import loads_body
+from node.http.refuse import refuse_early
 
 log = logging.getLogger("node.http")
 DATAPLANE = web.AppKey("dataplane", DataPlane)
@@ -119,6 +120,8 @@ def _caller(request: web.Request) -> ops.Caller:
 async def user_call(request: web.Request) -> web.Response:
     mi = request.match_info
     dataplane = request.app[DATAPLANE]
+    if (refused := refuse_early(request, dataplane)) is not None:  # a full pool: 503 before the body is read
+        return refused
     body = loads_body(await request.read(), dataplane.limits)
     verb = codec.VERBS.get(mi["verb"])
     if verb is None:

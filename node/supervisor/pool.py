@@ -97,8 +97,24 @@ class Pool(Crew):
             # overload. The queue timeout bounds the wait, the servers' connection and stream
             # limits bound how many wait.
             return
-        if self.queue_full():
+        refusal = self._overloaded()
+        if refusal is not None:
             self.stats.rejected += 1
+            raise refusal
+
+    def overload(self) -> errors.Overloaded | None:
+        """The Overloaded that `refuse_if_full` would raise now, built but neither raised nor
+        counted, or None (including when it would raise something else: shutting down, not
+        ready). The HTTP fast refusal (node.http.refuse) asks before reading the body."""
+        if self.closed or (self.idle and self.waiting == 0):
+            return None
+        if (self.scaling.crash_looping and not self.ready) or (self.live == 0 and self.coming > 0):
+            return None
+        return self._overloaded()
+
+    def _overloaded(self) -> errors.Overloaded | None:
+        """Overload: a full queue, or a front that is behind while the pool queues."""
+        if self.queue_full():
             starting = f", {self.starting} starting" if self.starting else ""
             if self.batchable:
                 queued = (
@@ -107,18 +123,18 @@ class Pool(Crew):
                 )
             else:
                 queued = f"{self.waiting} requests queued (queue limit {self.settings.queue})"
-            raise errors.Overloaded(
+            return errors.Overloaded(
                 f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and {queued}",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
         lag = self.node.lag
         if self.waiting and lag.behind:  # see node.supervisor.lag
-            self.stats.rejected += 1
-            raise errors.Overloaded(
+            return errors.Overloaded(
                 f"endpoint {self.key} is overloaded: the node's front is {lag.lag_s * 1000:.0f} ms behind "
                 f"and {self.waiting} requests are queued",
                 retry_after=1.0,
             )
+        return None
 
     def queue_full(self) -> bool:
         """One-request-at-a-time pools: `queue` requests may wait (Dataiku's meaning), plus
