@@ -179,6 +179,39 @@ class DataPlane:
             raise errors.DispatchKeyMissing(exc.service, _how_to_dispatch(verb, caller.protocol)) from None
         return Resolved(gen, ep, key_id)
 
+    def refuse_early(
+        self, service: str, endpoint: str, api_key: str | None, protocol: str, forced: bool = False
+    ) -> errors.Overloaded | None:
+        """The OVERLOADED refusal the ordinary path would give this call, decided from its
+        service and endpoint alone (no body), or None when that cannot be known so (then the
+        ordinary path serves or refuses it). A refusal returned is counted as the ordinary
+        path counts it (the pool's rejected, the requests metric); nothing is raised.
+
+        Known without the body only when the service serves one generation, the only one
+        loaded (no dispatch can pick another pool), the caller forces none (`forced`), the
+        node keeps no query log (its entry holds the request), and the caller's key is one
+        the ordinary path accepts (a caller without one gets its 401 from there, and learns
+        nothing of the service's load)."""
+        t0 = time.perf_counter()
+        if forced or self.querylog is not None:
+            return None
+        svc = self.registry.services.get(service)
+        if svc is None or not svc.state.enabled or len(svc.loaded) != 1:
+            return None
+        gen = next(iter(svc.loaded.values()))
+        entries: list[dict[str, Any]] = (svc.state.mapping or {}).get("entries") or []
+        if len(entries) != 1 or entries[0]["generation"] != gen.version:
+            return None
+        ep = gen.endpoints.get(endpoint)
+        if ep is None or ep.pool is None:
+            return None
+        refusal = ep.pool.overload()
+        if refusal is None or not self.keys.accepts(service, api_key):
+            return None
+        ep.pool.stats.rejected += 1  # as `Pool.refuse_if_full` counts the refusals it raises
+        self.metrics.observe(service, endpoint, gen.version, protocol, "OVERLOADED", time.perf_counter() - t0)
+        return refusal
+
     def _served_endpoints(self) -> list[tuple[str, str]]:
         return [
             (s.id, ep) for s in list(self.registry.services.values()) for g in s.loaded.values() for ep in g.endpoints
