@@ -99,7 +99,7 @@ class Node:
         )
         self.metrics = Metrics(self.supervisor, querylog=self.querylog)
         self.dataplane = DataPlane(self.registry, limits, metrics=self.metrics, querylog=self.querylog)
-        self.oip = OipPlane(self.dataplane)
+        self.oip = OipPlane(self.dataplane, settings.data_dir)
         self.admin = AdminPlane(
             self.registry, self.dataplane, self.storage, DataikuTestQueries(), keep_warm=settings.keep_warm
         )

@@ -76,7 +76,8 @@ async def server_metadata(request: web.Request) -> web.Response:
 
 @_oip_errors
 async def live(request: web.Request) -> web.Response:
-    return json_response({"live": True})
+    ok = request.app[OIP].live()
+    return json_response({"live": ok}, status=200 if ok else 503)
 
 
 @_oip_errors

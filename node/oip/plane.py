@@ -15,11 +15,13 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from apz.specs import EndpointSpec
 from node import errors, ops
 from node.dataplane import DataPlane, Resolved
+from node.health import not_alive
 from node.lookup import Enricher
 from node.oip import model as m
 from node.oip.tensors import Tensor
@@ -67,8 +69,9 @@ class _Stats:
 
 
 class OipPlane:
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, data_dir: Path) -> None:
         self.dp = dataplane
+        self.data_dir = data_dir
         self.registry = dataplane.registry
         self._stats: dict[tuple[str, str], _Stats] = {}
         # spec id -> (spec, its enricher, weakly: a dataset is not kept after its generation goes)
@@ -92,6 +95,10 @@ class OipPlane:
 
     def ready(self) -> bool:
         return self.dp.readiness()[0]
+
+    def live(self) -> bool:
+        """As HTTP /isAlive/ and gRPC health decide it (node.health)."""
+        return not_alive(self.data_dir) is None
 
     # ---- models ------------------------------------------------------------------------
     def _service(self, name: str) -> tuple[Service, str]:

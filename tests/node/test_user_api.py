@@ -15,6 +15,10 @@ import requests
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+# Triton's OIP stubs (the node's own build theirs in a descriptor pool of their own)
+from tritonclient.grpc import service_pb2 as oip
+from tritonclient.grpc import service_pb2_grpc as oipg
+
 from node._proto.apinode.v1 import apinode_pb2 as pb
 from node._proto.apinode.v1 import apinode_pb2_grpc as pbg
 from tests import nodeproc
@@ -147,8 +151,14 @@ def test_lenient_input_and_protocol_details(served: tuple[InProcNode, Any]) -> N
 
 
 def test_is_alive_follows_the_not_alive_file(served: tuple[InProcNode, Any]) -> None:
-    """HTTP /isAlive and gRPC health (both its names) agree, at once, on the not-alive file."""
+    """HTTP /isAlive, gRPC health (both its names) and the Open Inference Protocol's liveness
+    (HTTP and gRPC) agree, at once, on the not-alive file."""
     node, _ = served
+
+    def oip_live() -> tuple[int, bool]:
+        with grpc.insecure_channel(node.grpc) as ch:
+            live = oipg.GRPCInferenceServiceStub(ch).ServerLive(oip.ServerLiveRequest(), timeout=30).live
+        return requests.get(node.http + "/v2/health/live").status_code, live
 
     def grpc_health() -> list[str]:
         with grpc.insecure_channel(node.grpc) as ch:
@@ -162,17 +172,20 @@ def test_is_alive_follows_the_not_alive_file(served: tuple[InProcNode, Any]) -> 
 
     assert requests.get(node.http + "/isAlive/").status_code == 200
     assert grpc_health() == ["SERVING", "SERVING"]
+    assert oip_live() == (200, True)
     marker = node.data_dir / "apinode-not-alive.txt"
     marker.write_text("draining")
     try:
         r = requests.get(node.http + "/isAlive/")
         assert r.status_code == 503 and r.json() == {"alive": False, "reason": "apinode-not-alive.txt present"}
         assert grpc_health() == ["NOT_SERVING", "NOT_SERVING"]
+        assert oip_live() == (503, False)
         assert requests.get(node.http + "/ready").status_code == 200  # readiness is another question
     finally:
         marker.unlink()
     assert requests.get(node.http + "/isAlive").status_code == 200
     assert grpc_health() == ["SERVING", "SERVING"]
+    assert oip_live() == (200, True)
 
 
 def test_a_restarted_node_serves_the_same_services(tmp_path: Path) -> None:
