@@ -29,7 +29,7 @@ import numpy as np
 import orjson
 
 from loadtest import bench_tools as tools
-from loadtest.bench_env import cores, memory, node_pids, started
+from loadtest.bench_env import BENCH_ADMIN_KEY, cores, memory, node_pids, started
 from loadtest.bench_runs import APINODE, say
 
 SERVICE = """\
@@ -85,7 +85,7 @@ def bench_lookup(
     data, ports = work / "lookup-data", work / "lookup.ports.json"
     calls = 3000
     cmd = [*(pin or []), APINODE, "serve", "--data-dir", str(data), "--http-port", "0", "--grpc-port", "0"]
-    cmd += ["--ports-file", str(ports), str(pkg)]
+    cmd += ["--ports-file", str(ports), "--admin-key", BENCH_ADMIN_KEY, str(pkg)]
     t = time.monotonic()
     with started(cmd, ports, work / "lookup-node.log") as info:
         load_s = time.monotonic() - t
