@@ -64,6 +64,11 @@ async def _http(codec: FeatureCodec, runtime: PredictionRuntime, ctx: dict[str, 
 
     app = web.Application()
     app.router.add_post("/public/api/v1/{service}/{endpoint}/predict", predict)
+    await _serve_forever(app, ports)
+
+
+async def _serve_forever(app: web.Application, ports: Path) -> None:
+    """Serves `app` on a free loopback port, written to `ports`, until the process is killed."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -118,13 +123,7 @@ async def _http503(ports: Path) -> None:
 
     app = web.Application()
     app.router.add_post("/public/api/v1/{service}/{endpoint}/{verb}", refuse)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    _write_ports(ports, {"http": port})
-    await asyncio.Event().wait()
+    await _serve_forever(app, ports)
 
 
 class _Refuse(pbg.ApiNodeServicer):
