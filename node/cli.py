@@ -42,6 +42,13 @@ def _serve_parser(sub: Any) -> None:
         default=200,
         help="while the event loop is this far behind, endpoints that queue refuse new requests at once (0: off)",
     )
+    p.add_argument(
+        "--queue-target-ms",
+        type=int,
+        default=10,
+        help="a prediction endpoint whose queued requests wait longer than this for 100 ms on end is overloaded: "
+        "it then queues at most one batch per worker and refuses the rest at once (0: off)",
+    )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
     p.add_argument(
         "--worker-nice",
@@ -162,6 +169,7 @@ def settings_from_args(args: argparse.Namespace) -> NodeSettings:
         max_workers=args.max_workers,
         cpu_budget=_cpu_budget(args.cpu_budget),
         shed_lag_ms=max(0, args.shed_lag_ms),
+        queue_target_ms=max(0, args.queue_target_ms),
         onnx_threads=args.onnx_threads,
         worker_nice=args.worker_nice,
         ping_timeout=args.ping_timeout,

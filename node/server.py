@@ -39,11 +39,12 @@ from node.grpc.servicer import ApiNodeServicer
 from node.grpc.undecodable import register_servicers
 from node.health import not_alive
 from node.http.admin import add_admin_routes
-from node.http.app import build_app
+from node.http.app import DSS_HEADERS, build_app
 from node.http.codec import DataikuTestQueries
 from node.http.guard import ConnectionGuard, body_guard
 from node.http.openapi import add_openapi_routes
 from node.http.quiet import quiet_malformed_requests
+from node.http.refuse import raw_refuser
 from node.keys import KeyManager
 from node.metrics import Metrics
 from node.oip.grpc import InferenceServicer
@@ -74,6 +75,7 @@ class Node:
             max_workers=settings.max_workers,
             cpu_budget=cpus.detect() if settings.cpu_budget == -1 else cpus.given(settings.cpu_budget),
             shed_lag_ms=settings.shed_lag_ms,
+            queue_target_ms=settings.queue_target_ms,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             worker_nice=settings.worker_nice,
@@ -146,9 +148,15 @@ class Node:
         await self._runner.setup()
         assert self._runner.server is not None
         # Our own listener (not a TCPSite) so that each connection goes through the guard.
+        refuse = raw_refuser(self.dataplane, DSS_HEADERS)
         self.http_guard = ConnectionGuard(
-            self._runner.server, max_connections=self.max_connections, header_timeout=s.header_timeout
+            self._runner.server,
+            max_connections=self.max_connections,
+            header_timeout=s.header_timeout,
+            # While draining, every answer says `Connection: close` (_close_when_draining): aiohttp's.
+            refuse=lambda head: None if self._draining else refuse(head),
         )
+        self.registry.status_sections["http"] = self.http_guard.status
         tls = _http_tls(s)
         self._listener = await asyncio.get_running_loop().create_server(
             self.http_guard,

@@ -14,6 +14,7 @@ class NodeSettings:
     grpc_port: int = 12001
     max_workers: int | None = None  # node-wide cap on worker processes (None: no cap)
     shed_lag_ms: int = 200  # event-loop lag past which pools that queue refuse new requests (0: off)
+    queue_target_ms: int = 10  # a prediction queue whose wait stays above this for 100 ms is standing (0: off)
     cpu_budget: int | None = -1  # CPUs prediction workers may keep busy (-1: detected, None: no budget)
     onnx_threads: int = 1  # intra-op threads per ONNX session: N workers use N cores
     worker_nice: int = 10  # added to workers' niceness: on a busy CPU the front (I/O, queues, 503s) runs first

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from aiohttp.web_server import Server
 
 from node import errors
 from node.http.app import Handler, error_response
+from node.http.refuse import RawHead, raw_head
 
 log = logging.getLogger("node.http")
 
@@ -38,14 +40,23 @@ log = logging.getLogger("node.http")
 class ConnectionGuard:
     """Protocol factory for `loop.create_server`: aiohttp's handlers, counted and capped."""
 
-    def __init__(self, server: Server, *, max_connections: int, header_timeout: float) -> None:
+    def __init__(
+        self,
+        server: Server,
+        *,
+        max_connections: int,
+        header_timeout: float,
+        refuse: Callable[[RawHead], bytes | None] | None = None,
+    ) -> None:
         self.server = server
+        self.refuse = refuse  # node.http.refuse.raw_refuser: a prepared 503 for a whole request, or None
         self.max_connections = max_connections
         self.header_timeout = header_timeout
         self.connections: set[GuardedHandler] = set()
         # Connections waiting for a request, longest-waiting first (dicts keep insertion order).
         self.waiting: dict[GuardedHandler, None] = {}
         self.closed_over_cap = 0
+        self.refused_unparsed = 0  # requests refused from their bytes (node.http.refuse), before aiohttp
         self._warned_at = 0.0
 
     def __call__(self) -> GuardedHandler:
@@ -54,6 +65,15 @@ class ConnectionGuard:
         # its Server; GuardedHandler reads a few RequestHandler privates for the same reason.
         kwargs: dict[str, Any] = self.server._kwargs
         return GuardedHandler(self, self.server, loop=asyncio.get_running_loop(), **kwargs)
+
+    def status(self) -> dict[str, int]:
+        """The `http` section of /admin/status."""
+        return {
+            "connections": len(self.connections),
+            "maxConnections": self.max_connections,
+            "closedOverCap": self.closed_over_cap,
+            "refusedUnparsed": self.refused_unparsed,
+        }
 
     def opened(self, handler: GuardedHandler) -> None:
         self.connections.add(handler)
@@ -100,6 +120,9 @@ _HEAD_TIMEOUT = (
 )
 
 
+_AT_BOUNDARY, _IN_BODY, _LOST = 0, 1, 2
+
+
 class GuardedHandler(RequestHandler):
     """aiohttp's connection handler with a deadline on each request head."""
 
@@ -108,6 +131,13 @@ class GuardedHandler(RequestHandler):
         self._guard = guard
         self._head_timer: asyncio.TimerHandle | None = None
         self._last_body: StreamReader | None = None  # the body of the latest request head
+        # Where the bytes fed to aiohttp's parser end, as this handler frames them: at a
+        # request boundary (_AT_BOUNDARY), inside a body with `_body_left` bytes to come
+        # (_IN_BODY), or unknown (_LOST: a split head, pipelining, a chunked body; for good,
+        # as only aiohttp's parser knows then). Only at a boundary can a whole request in a
+        # read be refused before aiohttp sees it (node.http.refuse).
+        self._framing = _AT_BOUNDARY
+        self._body_left = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -121,6 +151,13 @@ class GuardedHandler(RequestHandler):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if self._framing == _AT_BOUNDARY:
+            head = raw_head(data)
+            if head is not None and head.size == len(data) and self._refused(head):
+                return
+            self._frame(data, head)
+        elif self._framing == _IN_BODY:
+            self._frame(data, None)
         # Bytes are a request head unless the latest request's body is still arriving.
         in_head = self._last_body is None or self._last_body.is_eof()
         heads = self._request_count
@@ -133,6 +170,46 @@ class GuardedHandler(RequestHandler):
             self._last_body = self._messages[-1][1] if self._messages else None
         elif in_head and data and self._head_timer is None and not self._force_close:
             self._head_timer = self._loop.call_later(self._guard.header_timeout, self._head_timed_out, heads)
+
+    def _frame(self, data: bytes, head: RawHead | None) -> None:
+        """Follows the request boundaries in the bytes handed to aiohttp's parser."""
+        if self._framing == _IN_BODY:
+            if len(data) < self._body_left:
+                self._body_left -= len(data)
+            else:
+                self._framing = _AT_BOUNDARY if len(data) == self._body_left else _LOST
+                self._body_left = 0
+        elif head is None or len(data) > head.size:
+            self._framing = _LOST if data else _AT_BOUNDARY
+        elif len(data) < head.size:
+            self._framing, self._body_left = _IN_BODY, head.size - len(data)
+
+    def _refused(self, head: RawHead) -> bool:
+        """Answers a whole request at a boundary with the data plane's prepared refusal, when
+        there is one and the connection is idle (no answer of an earlier request to come)."""
+        refuse = self._guard.refuse
+        waiter = self._waiter
+        if (
+            refuse is None
+            or waiter is None  # not waiting for a request: one is in progress (its answer comes first)
+            or waiter.done()
+            or self._messages
+            or self._force_close
+            or self._close
+            or self._upgraded
+            or self.transport is None
+        ):
+            return False
+        answer = refuse(head)
+        if answer is None:
+            return False
+        self.transport.write(answer)
+        self._guard.refused_unparsed += 1
+        # As aiohttp does after an answer: the keep-alive timer counts from now.
+        self._next_keepalive_close_time = self._loop.time() + self._keepalive_timeout
+        self._guard.busy(self)
+        self._guard.idle(self)  # the latest to have sent a request: the last one evicted
+        return True
 
     def _head_timed_out(self, heads: int) -> None:
         self._head_timer = None

@@ -15,6 +15,8 @@ where the ordinary path would have answered 400/404 — the caller retries and l
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
@@ -54,3 +56,110 @@ def refuse_early(request: web.Request, dataplane: DataPlane) -> web.Response | N
         forced="X-Dispatch-Forced-Generation" in request.headers,
     )
     return None if refusal is None else _answer(refusal)
+
+
+# --- The refusal before aiohttp: from the bytes of a request, on its connection ---------------
+#
+# Past capacity the cost that matters is the front's per-request machinery: a refusal by the
+# handler above still pays aiohttp's parser (a URL object, a header multidict), a Request, the
+# middlewares and the response's preparation, about what a bare aiohttp 503 costs (~70 µs on
+# one core), close to what serving costs. A node offered twice its capacity then spends its
+# CPU saying no and serves little. So the HTTP connection handler (node.http.guard) first
+# looks at the raw bytes of a request that arrived whole, in one read, on a connection at a
+# request boundary, and when the data plane refuses it, writes a prepared answer: no parser,
+# no Request, no task. Anything unusual (a split or pipelined request, chunked bodies, an
+# expectation, a forced generation, `Connection: close`, HTTP/1.0, escapes in the path) is
+# left to aiohttp, which then serves or refuses it the ordinary way.
+
+_PREFIXES = (b"/public/api/v1/", b"//public/api/v1/")
+_REASON = b"Service Unavailable"
+_NOT_PLAIN = frozenset({b"expect", b"upgrade", b"x-dispatch-forced-generation"})
+
+
+class RawHead:
+    """The head of the request at the start of a read, as far as the fast refusal and the
+    connection's framing need it. `size` is the request's length (head and body)."""
+
+    __slots__ = ("authorization", "method", "plain", "size", "target", "version")
+
+    def __init__(
+        self, size: int, method: bytes, target: bytes, version: bytes, authorization: bytes | None, plain: bool
+    ) -> None:
+        self.size = size
+        self.method = method
+        self.target = target
+        self.version = version
+        self.authorization = authorization
+        self.plain = plain
+
+
+def raw_head(data: bytes) -> RawHead | None:
+    """The head at the start of `data`, or None when it is not complete there or not one
+    this module frames with certainty (then the connection leaves framing to aiohttp): no
+    `Transfer-Encoding`, at most one `Content-Length` of digits, no folded lines."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = data[:end].split(b"\r\n")
+    first = lines[0].split(b" ")
+    if len(first) != 3 or not first[0].isalpha():
+        return None
+    length = -1
+    authorization = None
+    plain = True
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name[-1:] in b" \t" or line[:1] in b" \t":
+            return None  # not a header aiohttp would frame as we do (it answers 400)
+        name = name.lower()
+        if name == b"content-length":
+            value = value.strip()
+            if length >= 0 or not value.isdigit():
+                return None
+            length = int(value)
+        elif name == b"transfer-encoding":
+            return None
+        elif name == b"authorization":
+            authorization = value.strip()
+        elif name in _NOT_PLAIN or (name == b"connection" and value.strip().lower() != b"keep-alive"):
+            plain = False
+    return RawHead(end + 4 + max(length, 0), first[0], first[1], first[2], authorization, plain)
+
+
+def _raw_answer(refusal: errors.Overloaded, extra: bytes) -> bytes:
+    body = orjson.dumps(refusal.to_json())
+    retry_after = errors.retry_after(refusal)
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n" % (_STATUS, _REASON)
+    if retry_after is not None:
+        head += b"Retry-After: " + retry_after.encode() + b"\r\n"
+    return head + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
+
+
+def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawHead], bytes | None]:
+    """The function the connection handler asks about a whole request: the bytes of a
+    prepared 503 OVERLOADED (with `headers`, the DSS ones every answer carries), or None."""
+    extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+
+    def refuse(head: RawHead) -> bytes | None:
+        if not head.plain or head.method != b"POST" or head.version != b"HTTP/1.1":
+            return None
+        target = head.target
+        if target.startswith(_PREFIXES[0]):
+            rest = target[len(_PREFIXES[0]) :]
+        elif target.startswith(_PREFIXES[1]):
+            rest = target[len(_PREFIXES[1]) :]
+        else:
+            return None
+        parts = rest.split(b"/")
+        if len(parts) != 3 or b"%" in rest or b"?" in rest or not rest.isascii():
+            return None
+        service, endpoint, verb = (p.decode("ascii") for p in parts)
+        if verb not in VERBS:
+            return None
+        auth = head.authorization
+        refusal = dataplane.refuse_early(
+            service, endpoint, key_from_header(auth.decode("latin-1") if auth is not None else None), "http"
+        )
+        return None if refusal is None else _raw_answer(refusal, extra)
+
+    return refuse

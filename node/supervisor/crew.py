@@ -45,6 +45,9 @@ class PoolContext:
     ping_timeout: float = 10.0  # s a pong may be late before the worker counts as hung
     launch: Launcher = spawn_process
     max_frame: int = p.MAX_FRAME
+    # A batching queue whose wait stays above this (s) for a whole STANDING_INTERVAL_S is
+    # standing: see Pool.queue_full (0: off).
+    queue_target: float = 0.0
 
 
 @dataclass(slots=True)

@@ -38,6 +38,9 @@ from node.worker.spec import WorkerSpec
 
 __all__ = ["Outcome", "Pool", "PoolContext", "PoolStats"]
 log = logging.getLogger("node.supervisor")
+# A batching queue is standing when no request dispatched during this long waited less than
+# the node's queue target (CoDel's test: a burst drains within it, an overload does not).
+STANDING_INTERVAL_S = 0.1
 
 
 class _Pending:
@@ -79,6 +82,12 @@ class Pool(Crew):
         self.batchable = batchable
         self.queue: deque[_Pending] = deque()
         self.batch_s = 0.0  # moving average of one model run, as the front sees it (s)
+        # The standing-queue test (queue_full): the shortest wait of the requests dispatched
+        # in the current interval, when that interval ends, and the verdict of the last one.
+        self.standing = False
+        self._refused_standing = False  # the standing rule refused a request this interval
+        self._least_wait = float("inf")
+        self._interval_end = 0.0
         self._grow_handle: asyncio.TimerHandle | None = None
 
     # ---- requests ----------------------------------------------------------------------
@@ -141,12 +150,21 @@ class Pool(Crew):
         one per worker starting. Batching pools: a worker takes up to `max_batch` queued
         rows per run, so `queue` counts batches: up to `queue * max_batch` rows may wait
         (plus a batch per worker starting), and fewer when the measured run time says the
-        live workers could not drain them within `timeout` (the request would only time out)."""
+        live workers could not drain them within `timeout` (the request would only time out).
+
+        And when the queue stands (`standing`: for a whole STANDING_INTERVAL_S, every request
+        dispatched had waited longer than the node's `--queue-target-ms`), only one batch
+        per worker may wait: the workers stay busy, a request waits about one run, and the
+        excess is refused at once instead of waiting its timeout out. A closed loop of
+        callers, or a burst, does not stand: its queue drains below the target."""
         s = self.settings
         if not self.batchable:
             return self.waiting >= s.queue + self.starting
         if self.waiting_rows >= (s.queue + self.starting) * s.max_batch:
             return True
+        if self.standing and self.waiting_rows >= (self.live + self.starting) * s.max_batch:
+            self._refused_standing = True
+            return True  # more arrives than the workers drain: a longer queue would only add wait
         # Then the drain time: every request asks, so the workers (a scan) are counted only
         # when one worker could not drain the queue within the timeout.
         drain_s = (self.waiting_rows + s.max_batch - 1) // s.max_batch * self.batch_s
@@ -225,7 +243,26 @@ class Pool(Crew):
             rows += pend.n
             if not self.batchable:
                 break
+        if batch and self.batchable:
+            now = time.perf_counter()
+            self._waited(now, now - batch[-1].enqueued if self.waiting else 0.0)  # the newest waited least
         return batch
+
+    def _waited(self, now: float, wait: float) -> None:
+        """The standing-queue test, fed with the least wait of each dispatched batch (0 when
+        the queue emptied). While standing, the queue is held short, so its waits stay short:
+        it stands on as long as requests are being refused for it (more arrives than it
+        admits), and ends when a worker finds the queue empty (`_worker_free`)."""
+        target = self.node.queue_target
+        if target <= 0:
+            return
+        if wait < self._least_wait:
+            self._least_wait = wait
+        if now >= self._interval_end:
+            self.standing = self._refused_standing or self._least_wait > target
+            self._refused_standing = False
+            self._least_wait = float("inf")
+            self._interval_end = now + STANDING_INTERVAL_S
 
     def _dispatch(self, w: WorkerProcess, batch: list[_Pending]) -> None:
         if self.batchable and len(batch) > 1:
@@ -344,6 +381,7 @@ class Pool(Crew):
         w.state = "idle"
         w.idle_since = time.monotonic()
         self.idle.append(w)
+        self.standing = False  # a worker found the queue empty: it drains
         self._check_drained()
 
     # ---- growth timing -----------------------------------------------------------------
@@ -372,6 +410,7 @@ class Pool(Crew):
             "workers": {**self.counts().to_json(), "pids": self.pids()},
             "queueDepth": self.waiting,
             "queueRows": self.waiting_rows,
+            "queueStanding": self.standing,
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }

@@ -43,11 +43,14 @@ class Supervisor:
         worker_nice: int = 0,
         cpu_budget: CpuBudget | None = None,
         shed_lag_ms: int = 0,
+        queue_target_ms: int = 0,
         launch: Launcher = spawn_process,
     ) -> None:
         self.lag = LagMonitor(shed_lag_ms)  # pools that queue refuse while the front is behind
         self.slots = Slots(max_workers, cpu_budget)
-        self.context = PoolContext(self.slots, self.lag, worker_nice, ping_timeout, launch)
+        self.context = PoolContext(
+            self.slots, self.lag, worker_nice, ping_timeout, launch, queue_target=queue_target_ms / 1000
+        )
         self.ping_interval = ping_interval
         self.tick_interval = tick_interval
         self.pools: dict[PoolKey, Pool] = {}
@@ -118,6 +121,7 @@ class Supervisor:
             "maxWorkers": slots["maxWorkers"],
             "loopLagMs": round(self.lag.lag_s * 1000, 1),
             "shedLagMs": round(self.lag.shed_lag_s * 1000) or None,
+            "queueTargetMs": round(self.context.queue_target * 1000) or None,
             "cpuBudget": slots["cpuBudget"],
             "workers": slots["workers"],
             "pools": {str(k): p.status() for k, p in self.pools.items()},

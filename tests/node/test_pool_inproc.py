@@ -34,6 +34,7 @@ class Behaviour:
         self.batches: list[int] = []  # rows per prediction run
         self.die_on_load = False
         self.loads = 0
+        self.run_s = 0.0  # how long each prediction run takes
 
 
 class FunctionRuntime:
@@ -77,6 +78,8 @@ class PredictionRuntime:
         if ["gate"] in payload:
             self.b.gate.wait(DEADLINE_S)
         self.b.batches.append(len(payload))
+        if self.b.run_s:
+            time.sleep(self.b.run_s)
         return ([0.0 if r == ["gate"] else r[0] * 2 for r in payload],)
 
     def describe(self) -> dict[str, Any]:
@@ -100,10 +103,17 @@ async def make_pool(
     slots: Slots | None = None,
     max_frame: int = p.MAX_FRAME,
     endpoint: str = "ep",
+    queue_target: float = 0.0,
     **settings: Any,
 ) -> Pool:
     cls = PredictionRuntime if batchable else FunctionRuntime
-    node = PoolContext(slots or Slots(), LagMonitor(0), launch=ThreadLauncher(factory(b, cls)), max_frame=max_frame)
+    node = PoolContext(
+        slots or Slots(),
+        LagMonitor(0),
+        launch=ThreadLauncher(factory(b, cls)),
+        max_frame=max_frame,
+        queue_target=queue_target,
+    )
     s = PoolSettings(**{"floor": 1, "cruise": 1, "ceil": 1, **settings})
     pool = Pool(
         PoolKey("svc", endpoint, "v1"),
@@ -357,4 +367,73 @@ async def test_a_worker_sending_an_oversized_frame_is_killed() -> None:
     assert len(dead) == 1
     await until(lambda: pool.live == 1, "a replacement")
     assert pool.stats.crashed == 1
+    await pool.close(drain=False)
+
+
+async def _open_loop(pool: Pool, seconds: float, every_s: float) -> tuple[int, list[str], int]:
+    """One row every `every_s` for `seconds`, whatever the answers: (served, refusals'
+    messages, the most rows queued at any admission once the queue stood)."""
+    served, refused, most = 0, [], 0
+
+    async def one() -> None:
+        nonlocal served, most
+        try:
+            pool.refuse_if_full()
+            if pool.standing:
+                most = max(most, pool.waiting_rows)
+            await pool.submit([[1.0]], 1)
+            served += 1
+        except errors.Overloaded as exc:
+            refused.append(exc.message)
+
+    tasks = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        tasks.append(asyncio.ensure_future(one()))
+        await asyncio.sleep(every_s)
+    await asyncio.gather(*tasks)
+    return served, refused, most
+
+
+async def test_a_standing_queue_holds_one_batch_per_worker_and_refuses_the_rest() -> None:
+    """Open loop at several times what the worker drains: with a queue target the queue
+    stands, holds at most one batch, and the excess is refused at once; the same load
+    without one queues up to the count bound and refuses nothing."""
+    b = Behaviour()
+    b.run_s = 0.02  # 8 rows per 20 ms run: 400 rows/s at most
+    pool = await make_pool(b, batchable=True, max_batch=8, queue=100, timeout=20_000, queue_target=0.005)
+    served, refused, most = await _open_loop(pool, 1.0, 0.001)  # ~1,000 rows/s offered
+    assert refused and served, (served, len(refused))
+    assert all("workers busy" in m for m in refused)
+    assert most <= 8, most  # while standing: one batch (one worker) waits, no more
+    assert pool.stats.rejected == len(refused)
+    await until(lambda: pool.idle and not pool.standing, "the queue drained, no longer standing")
+    await pool.close(drain=False)
+
+    b2 = Behaviour()
+    b2.run_s = 0.02
+    off = await make_pool(b2, batchable=True, max_batch=8, queue=100, timeout=20_000, queue_target=0.0)
+    served, refused, _ = await _open_loop(off, 0.5, 0.001)
+    assert refused == [] and not off.standing
+    await off.close(drain=False)
+
+
+async def test_a_closed_loop_of_64_callers_never_stands_in_the_way() -> None:
+    """64 callers, each sending again as soon as it is answered, on one worker, with the
+    default pool settings and a 10 ms target: every call is served."""
+    b = Behaviour()
+    b.run_s = 0.01
+    pool = await make_pool(b, batchable=True, queue_target=0.01, **{"ceil": 1})
+    refused = 0
+
+    async def caller() -> None:
+        nonlocal refused
+        for _ in range(20):
+            try:
+                await pool.submit([[1.0]], 1)
+            except errors.Overloaded:
+                refused += 1
+
+    await asyncio.gather(*(caller() for _ in range(64)))
+    assert refused == 0 and pool.stats.served == 64 * 20
     await pool.close(drain=False)
