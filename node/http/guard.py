@@ -198,6 +198,9 @@ class GuardedHandler(RequestHandler):
             or self._close
             or self._upgraded
             or self.transport is None
+            # A client that sends without reading: aiohttp's path waits for the socket to
+            # drain and stops reading, where a prepared answer would only pile up in memory.
+            or self.writing_paused
         ):
             return False
         answer = refuse(head)

@@ -202,3 +202,25 @@ def test_only_a_plain_predict_with_an_accepted_key_is_refused_from_its_bytes(nod
             assert status == want, (data[:80], doc)
             c.close()
         assert http_status(node)["refusedUnparsed"] == before
+
+
+def test_a_client_that_sends_without_reading_is_held_back_not_buffered(node: InProcNode) -> None:
+    """Whole requests sent on and on without reading a single answer: once the socket's
+    buffers are full the node stops reading from it (aiohttp's back-pressure), instead of
+    keeping refusals in memory for a client that never reads them. (Sends that arrive
+    coalesced in one read are pipelining to the node, which leaves them to aiohttp; either
+    way nothing piles up.)"""
+    limit = 64 * 1024 * 1024
+    with full_pool(node):
+        c = Conn(node.http_port)
+        c.sock.settimeout(3.0)
+        one = request_bytes(BODY)
+        sent = 0
+        try:
+            while sent < limit:
+                sent += c.sock.send(one)
+        except TimeoutError:
+            pass
+        assert sent < limit, "the node read 64 MB of requests whose answers nobody read"
+        assert requests.get(node.http + "/ready", timeout=30).status_code == 200
+        c.close()
