@@ -26,6 +26,7 @@ from node.lookup import LookupEndpoint
 from node.metrics import Metrics
 from node.querylog import QueryLog
 from node.registry import Endpoint, Generation, Registry
+from node.supervisor.pool import Pool
 
 R = TypeVar("R", bound=ops.Result)
 Q = TypeVar("Q", bound=ops.Request)
@@ -193,7 +194,45 @@ class DataPlane:
         the ordinary path accepts (a caller without one gets its 401 from there, and learns
         nothing of the service's load)."""
         t0 = time.perf_counter()
-        if forced or self.querylog is not None:
+        sole = None if forced else self._sole_pool(service, endpoint)
+        if sole is None:
+            return None
+        pool, version = sole
+        refusal = pool.overload()
+        if refusal is None or not self.keys.accepts(service, api_key):
+            return None
+        pool.stats.rejected += 1  # as `Pool.refuse_if_full` counts the refusals it raises
+        self.metrics.observe(service, endpoint, version, protocol, "OVERLOADED", time.perf_counter() - t0)
+        return refusal
+
+    def admit_early(
+        self, service: str, endpoint: str, api_key: str | None, protocol: str
+    ) -> errors.Overloaded | Callable[[], None] | None:
+        """`refuse_early` for a request the front takes in before it is parsed (the HTTP
+        connection handler, node.http.guard), which also counts what it lets in: the refusal;
+        or, admitted, the function to call once the request is answered (until then it counts
+        against the pool's front limit, `Pool.front_overload`); or None when the pool cannot
+        be known from the URL, or the key is not accepted (the ordinary path decides)."""
+        t0 = time.perf_counter()
+        sole = self._sole_pool(service, endpoint)
+        if sole is None:
+            return None
+        pool, version = sole
+        refusal = pool.overload() or pool.front_overload()
+        if not self.keys.accepts(service, api_key):
+            return None
+        if refusal is None:
+            pool.front_admitted += 1
+            return pool.front_done
+        pool.stats.rejected += 1
+        self.metrics.observe(service, endpoint, version, protocol, "OVERLOADED", time.perf_counter() - t0)
+        return refusal
+
+    def _sole_pool(self, service: str, endpoint: str) -> tuple[Pool, str] | None:
+        """The pool (and generation) every call of `endpoint` goes to, when the URL alone
+        says: the service serves one generation, the only one loaded, and the node keeps no
+        query log (its entry holds the request)."""
+        if self.querylog is not None:
             return None
         svc = self.registry.services.get(service)
         if svc is None or not svc.state.enabled or len(svc.loaded) != 1:
@@ -205,12 +244,7 @@ class DataPlane:
         ep = gen.endpoints.get(endpoint)
         if ep is None or ep.pool is None:
             return None
-        refusal = ep.pool.overload()
-        if refusal is None or not self.keys.accepts(service, api_key):
-            return None
-        ep.pool.stats.rejected += 1  # as `Pool.refuse_if_full` counts the refusals it raises
-        self.metrics.observe(service, endpoint, gen.version, protocol, "OVERLOADED", time.perf_counter() - t0)
-        return refusal
+        return ep.pool, gen.version
 
     def _served_endpoints(self) -> list[tuple[str, str]]:
         return [

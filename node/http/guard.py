@@ -32,7 +32,7 @@ from aiohttp.web_server import Server
 
 from node import errors
 from node.http.app import Handler, error_response
-from node.http.refuse import RawHead, raw_head
+from node.http.refuse import RawHead, RawVerdict, raw_head
 
 log = logging.getLogger("node.http")
 
@@ -46,7 +46,7 @@ class ConnectionGuard:
         *,
         max_connections: int,
         header_timeout: float,
-        refuse: Callable[[RawHead], bytes | None] | None = None,
+        refuse: Callable[[RawHead], RawVerdict] | None = None,
     ) -> None:
         self.server = server
         self.refuse = refuse  # node.http.refuse.raw_refuser: a prepared 503 for a whole request, or None
@@ -138,12 +138,19 @@ class GuardedHandler(RequestHandler):
         # read be refused before aiohttp sees it (node.http.refuse).
         self._framing = _AT_BOUNDARY
         self._body_left = 0
+        self._admitted: Callable[[], None] | None = None  # to call once the request let in is answered
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self._guard.opened(self)
 
+    def _release(self) -> None:
+        if self._admitted is not None:
+            self._admitted()
+            self._admitted = None
+
     def connection_lost(self, exc: BaseException | None) -> None:
+        self._release()
         self._guard.forget(self)
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -204,7 +211,10 @@ class GuardedHandler(RequestHandler):
         ):
             return False
         answer = refuse(head)
-        if answer is None:
+        if not isinstance(answer, bytes):
+            if answer is not None:  # let in: counted until it is answered (_handle_request)
+                self._release()
+                self._admitted = answer
             return False
         self.transport.write(answer)
         self._guard.refused_unparsed += 1
@@ -230,6 +240,7 @@ class GuardedHandler(RequestHandler):
         try:
             return await super()._handle_request(request, start_time, request_handler)
         finally:
+            self._release()
             if not self._force_close:
                 self._guard.idle(self)
 

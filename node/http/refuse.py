@@ -135,12 +135,16 @@ def _raw_answer(refusal: errors.Overloaded, extra: bytes) -> bytes:
     return head + extra + b"Content-Length: %d\r\n\r\n" % len(body) + body
 
 
-def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawHead], bytes | None]:
+RawVerdict = bytes | Callable[[], None] | None
+
+
+def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawHead], RawVerdict]:
     """The function the connection handler asks about a whole request: the bytes of a
-    prepared 503 OVERLOADED (with `headers`, the DSS ones every answer carries), or None."""
+    prepared 503 OVERLOADED (with `headers`, the DSS ones every answer carries); or, let
+    in, the function to call once it is answered (DataPlane.admit_early); or None."""
     extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
 
-    def refuse(head: RawHead) -> bytes | None:
+    def refuse(head: RawHead) -> RawVerdict:
         if not head.plain or head.method != b"POST" or head.version != b"HTTP/1.1":
             return None
         target = head.target
@@ -157,9 +161,9 @@ def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawH
         if verb not in VERBS:
             return None
         auth = head.authorization
-        refusal = dataplane.refuse_early(
+        verdict = dataplane.admit_early(
             service, endpoint, key_from_header(auth.decode("latin-1") if auth is not None else None), "http"
         )
-        return None if refusal is None else _raw_answer(refusal, extra)
+        return _raw_answer(verdict, extra) if isinstance(verdict, errors.Overloaded) else verdict
 
     return refuse

@@ -86,6 +86,9 @@ class Pool(Crew):
         # in the current interval, when that interval ends, and the verdict of the last one.
         self.standing = False
         self._refused_standing = False  # the standing rule refused a request this interval
+        # HTTP requests the front let in from their bytes (DataPlane.admit_early), from their
+        # arrival until their answer: what is on its way to the queue, not only what is in it.
+        self.front_admitted = 0
         self._least_wait = float("inf")
         self._interval_end = 0.0
         self._grow_handle: asyncio.TimerHandle | None = None
@@ -144,6 +147,28 @@ class Pool(Crew):
                 retry_after=1.0,
             )
         return None
+
+    def front_overload(self) -> errors.Overloaded | None:
+        """While the queue stands, the requests the front has let in (arrived, being parsed
+        or enriched, queued or running: `front_admitted`) are held to two batches per live
+        worker, one running and one waiting. The front takes in a whole loop iteration of
+        arrivals before any reaches the queue, so the queue alone would say "room" to every
+        one of them, and all but a batch would then be refused the costly way."""
+        if not self.standing:
+            return None
+        s = self.settings
+        if self.front_admitted < 2 * s.max_batch * max(1, self.live):
+            return None
+        self._refused_standing = True
+        return errors.Overloaded(
+            f"endpoint {self.key} is overloaded: {self.busy} workers busy and {self.front_admitted} requests "
+            f"in the node (the queue stands: its requests waited over {self.node.queue_target * 1000:g} ms)",
+            retry_after=1.0,
+        )
+
+    def front_done(self) -> None:
+        """A request `front_admitted` counted has been answered."""
+        self.front_admitted -= 1
 
     def queue_full(self) -> bool:
         """One-request-at-a-time pools: `queue` requests may wait (Dataiku's meaning), plus
@@ -411,6 +436,7 @@ class Pool(Crew):
             "queueDepth": self.waiting,
             "queueRows": self.waiting_rows,
             "queueStanding": self.standing,
+            "frontAdmitted": self.front_admitted,
             "pool": self.settings.to_json(),
             **asdict(self.stats),
         }

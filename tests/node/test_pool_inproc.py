@@ -437,3 +437,18 @@ async def test_a_closed_loop_of_64_callers_never_stands_in_the_way() -> None:
     await asyncio.gather(*(caller() for _ in range(64)))
     assert refused == 0 and pool.stats.served == 64 * 20
     await pool.close(drain=False)
+
+
+async def test_while_the_queue_stands_the_front_lets_in_two_batches_per_worker() -> None:
+    b = Behaviour()
+    pool = await make_pool(b, batchable=True, max_batch=4, queue_target=0.005)
+    assert pool.front_overload() is None  # not standing: the front is not held
+    pool.standing = True  # as the standing test sets it (test above)
+    for _ in range(8):  # one worker: 2 x 4 requests
+        assert pool.front_overload() is None
+        pool.front_admitted += 1
+    refusal = pool.front_overload()
+    assert refusal is not None and "8 requests in the node" in refusal.message
+    pool.front_done()
+    assert pool.front_overload() is None and pool.front_admitted == 7
+    await pool.close(drain=False)

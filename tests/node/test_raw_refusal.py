@@ -143,6 +143,11 @@ def test_a_whole_request_is_refused_from_its_bytes_and_the_connection_serves_on(
         assert c.nothing_more()
     finally:
         c.close()
+    gone = Conn(node.http_port)  # let in, then the caller leaves before its answer
+    gone.send(request_bytes(BODY))
+    gone.close()
+    # Every request let in from its bytes was counted until answered, or its caller gone.
+    node.wait_for(lambda: node.pool("fraud", "score")["frontAdmitted"] == 0, what="no request counted in the front")
 
 
 def test_what_cannot_be_framed_from_one_read_is_refused_by_aiohttp_in_step(node: InProcNode) -> None:
