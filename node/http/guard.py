@@ -139,6 +139,7 @@ class GuardedHandler(RequestHandler):
         self._framing = _AT_BOUNDARY
         self._body_left = 0
         self._admitted: Callable[[], None] | None = None  # to call once the request let in is answered
+        self._handled = 0  # requests aiohttp parsed whose handling ended (_handle_request)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -195,12 +196,12 @@ class GuardedHandler(RequestHandler):
         """Answers a whole request at a boundary with the data plane's prepared refusal, when
         there is one and the connection is idle (no answer of an earlier request to come)."""
         refuse = self._guard.refuse
-        waiter = self._waiter
         if (
             refuse is None
-            or waiter is None  # not waiting for a request: one is in progress (its answer comes first)
-            or waiter.done()
-            or self._messages
+            # Every request aiohttp parsed on this connection has been answered (its answer
+            # written, or the connection is closing): none is queued, in a handler, or popped
+            # from the queue with its task not yet started; a prepared answer comes in order.
+            or self._handled != self._request_count
             or self._force_close
             or self._close
             or self._upgraded
@@ -240,6 +241,7 @@ class GuardedHandler(RequestHandler):
         try:
             return await super()._handle_request(request, start_time, request_handler)
         finally:
+            self._handled += 1
             self._release()
             if not self._force_close:
                 self._guard.idle(self)
