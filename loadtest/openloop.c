@@ -15,7 +15,8 @@
  * Answers are parsed as HTTP/1.1: status line, headers (Content-Length, chunked framing, or
  * the body to the end of the connection; Connection: close is honoured), the body discarded.
  * Latencies go to log-linear histograms (128 linear buckets per power of two of nanoseconds:
- * under 0.8% error, up to ~68 s), one for 2xx answers and one per other status.
+ * under 0.8% error, up to ~68 s): one for 2xx answers, one per other status, and one for all
+ * non-2xx answers together.
  *
  * Output: one JSON document on stdout (counts, percentiles per status, unanswered by reason,
  * how late the generator itself was in noticing due requests, connections, and its own CPU
@@ -166,7 +167,7 @@ typedef struct {
     int open, connecting, busy, max_open;
     int ep;
     /* results */
-    hist_t *ok_hist, *late_hist;
+    hist_t *ok_hist, *err_hist, *late_hist; /* 2xx, every other status, lateness */
     hist_t *by_status[600];
     uint64_t status_count[600];
     uint64_t scheduled, sent, answered, unanswered_timeout, unanswered_closed, unanswered_connect,
@@ -234,6 +235,7 @@ static void record_answer(conn_t *c, int64_t t) {
     } else {
         if (!G.by_status[s]) G.by_status[s] = xmalloc(sizeof(hist_t));
         hist_add(G.by_status[s], lat);
+        hist_add(G.err_hist, lat);
     }
 }
 
@@ -837,6 +839,7 @@ int main(int argc, char **argv) {
     }
     G.ok_hist = xmalloc(sizeof(hist_t));
     G.late_hist = xmalloc(sizeof(hist_t));
+    G.err_hist = xmalloc(sizeof(hist_t));
     G.ep = epoll_create1(EPOLL_CLOEXEC);
     if (G.ep < 0) {
         perror("openloop: epoll_create1");
@@ -924,6 +927,7 @@ int main(int argc, char **argv) {
         }
     printf("}, \"latency_ms\": {");
     json_hist("2xx", G.ok_hist, 1);
+    if (G.err_hist->count) json_hist("non-2xx", G.err_hist, 0);
     char key[8];
     for (int s = 0; s < 600; s++)
         if (G.by_status[s]) {
