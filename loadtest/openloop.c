@@ -179,12 +179,13 @@ typedef struct {
 
 static gen_t G;
 
+#define USAGE                                                                                                  \
+    "usage: openloop --url http://HOST:PORT/PATH (--rate R | --closed N) --duration S\n"                          \
+    "       [--warmup S] [--connections N (1024)] [--timeout S (10)] [--method POST]\n"                           \
+    "       [-H 'Name: value']... [--body STRING]... [--body-file FILE]... [--bodies FILE (one per line)]\n"
+
 __attribute__((noreturn)) static void die_usage(const char *msg) {
-    fprintf(stderr, "openloop: %s\n", msg);
-    fprintf(stderr,
-            "usage: openloop --url http://HOST:PORT/PATH (--rate R | --closed N) --duration S\n"
-            "       [--warmup S] [--connections N (1024)] [--timeout S (10)] [--method POST]\n"
-            "       [-H 'Name: value']... [--body STRING]... [--body-file FILE]... [--bodies FILE (one per line)]\n");
+    fprintf(stderr, "openloop: %s\n%s", msg, USAGE);
     exit(2);
 }
 
@@ -807,7 +808,9 @@ int main(int argc, char **argv) {
             if (!nbodies) die_usage("--bodies: the file has no line");
             break;
         }
-        case 'h': die_usage("help");
+        case 'h':
+            fputs(USAGE, stdout);
+            return 0;
         default: die_usage("unknown option");
         }
     }
