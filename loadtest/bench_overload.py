@@ -38,7 +38,7 @@ LATE_BOUND_MS = 250.0  # no answer, served or refused, later than the queue time
 # backlog (and the generator's file-descriptor limit).
 CONNECTIONS = 1024
 TIMEOUT = 10.0  # twice the example's queue timeout: the run ends at most 10 s after its last send
-ON_SCHEDULE_MS = 10.0  # a generator that never ran later than this held its schedule
+ON_SCHEDULE_MS = 50.0  # a generator never later than this held its schedule (a VM wakes 10-20 ms late at times)
 # Offered load, in multiples of the capacity just measured. On one shared core a 503 costs the
 # front about what the HTTP handling of a served request does, so once the front is the
 # bottleneck the excess waits in socket buffers, where no timer runs: the rows show how far
