@@ -76,6 +76,7 @@ def bench_half(m: Model, b: Bench, http: str, counters: Counters, floor: str | N
     say(
         f"   generator: sends > 1 ms late {row['late_sends_1ms']:,}, > 10 ms {row['late_sends']:,}, "
         f"latest {row['late_max_ms']} ms (p99 {row['late_p99_ms']} ms); connections {row['connections_opened']}; "
-        f"served p90 {row['latency_ms']['p90']} p99.9 {row['latency_ms']['p99.9']} max {row['latency_ms']['max']} ms"
+        f"served p90 {row['latency_ms']['p90']} p99.9 {row['latency_ms']['p99.9']} max {row['latency_ms']['max']} ms; "
+        f"from the send (without the generator's lateness) p50 {row['from_send_ms']['p50']} p99 {row['from_send_ms']['p99']} ms"
     )
     return row

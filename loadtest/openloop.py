@@ -131,6 +131,7 @@ class OpenLoop:
             "late_sends_1ms": int(late["over_1ms"]),
             "late_max_ms": round(float(late["max_ms"]), 2),
             "late_p99_ms": late.get("p99_ms"),
+            "from_send_ms": self.latency("2xx from the send"),  # without the generator's lateness
             "connections_opened": self.doc["connections_opened"],
             "warnings": self.warnings(),
             "command": self.command,
