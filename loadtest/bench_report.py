@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from loadtest.bench_half import TARGET_P99_MS
 from loadtest.bench_lookup import markdown as lookup_markdown
 
 _SAT = " ⚠"  # the generator of this row was CPU-bound
@@ -295,8 +296,16 @@ def _warnings(doc: dict[str, Any]) -> list[str]:
             if n:
                 out.append(f"- rejection cost {api} {side}: in {n} rounds the generator was CPU-bound.")
     for m in doc["models"]:
-        if m.get("half", {}).get("tool") == "openloop":  # its own self-check: CPU, late sends
-            out += [f"- {m['model']} half capacity: {w}" for w in m["half"].get("warnings", [])]
+        h = m.get("half", {})
+        if h.get("tool") == "openloop":  # its own self-check: CPU, late sends
+            out += [f"- {m['model']} half capacity: {w}" for w in h.get("warnings", [])]
+        floor = h.get("floor") or {}
+        if floor.get("p99_ms") is not None and (floor["p99_ms"] > TARGET_P99_MS or floor.get("errors")):
+            out.append(
+                f"- {m['model']} half capacity: the bare aiohttp floor, offered the same rate, had p99 "
+                f"{floor['p99_ms']:.2f} ms (errors {floor.get('errors') or 'none'}): on this machine at this time a "
+                f"p99 of {TARGET_P99_MS:g} ms was out of reach of any server, not only of the node."
+            )
     for o in _overload_runs(doc):
         out += [f"- overload {o.get('factor', 2):g}x: {w}" for w in o["warnings"]]
     return out or ["- none: no generator was CPU-bound, every h2load body was answered with status OK."]
