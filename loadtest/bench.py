@@ -22,13 +22,14 @@ together, and the node and its floor are measured alternately, round after round
 4. The Open Inference Protocol (:mod:`loadtest.bench_oip`): gRPC ``ModelInfer`` of one row
    against the gRPC floor's ``Predict`` (h2load, 32 streams), and HTTP ``/v2/models/{m}/infer``
    against the aiohttp floor's ``predict`` (wrk, 32 connections).
-5. ``half``: p50/p99 of HTTP ``predict`` at half of the capacity, open loop
+5. ``half``: p50/p99 of HTTP ``predict`` at half of the capacity (wrk, 32 connections), open
+   loop (openloop, a C generator), and the aiohttp floor's at the same rate
    (:mod:`loadtest.bench_half`).
 6. ``refuse``, once (on logreg when measured): the rejection cost, a full node's 503 and
    RESOURCE_EXHAUSTED against bare aiohttp / grpc.aio refusals, CPU µs per refusal
    (:mod:`loadtest.bench_refuse`).
-7. and 8. Overload (open loop at 1.25x and 2x capacity, 20 s each) and memory at rest, on the
-   fraud example: :mod:`loadtest.bench_overload`; then the lookup part (:mod:`loadtest.bench_lookup`).
+7. and 8. Overload (openloop at 1.25x and 2x of wrk's capacity, 20 s each) and memory at rest,
+   on the fraud example: :mod:`loadtest.bench_overload`; then the lookup part (:mod:`loadtest.bench_lookup`).
 
 ``--parts`` runs a subset of 1.-6. (``http,grpc,stream,multi,oip,explain,half,refuse``), e.g.
 ``--parts oip --models logreg --no-overload`` for the OIP rows alone, ``--parts refuse --models
@@ -122,7 +123,7 @@ def bench_model(m: Model, b: Bench, parts: tuple[str, ...] = PARTS) -> dict[str,
             http_pids = {"floor": [fh["pid"]], "node": node_all}
             out["oip_http"] = bench_oip_http(m, b, fh_url, http, counters, http_pids, WRK_CONNECTIONS[0])
         if "half" in parts:
-            out["half"] = bench_half(m, b, http, counters)
+            out["half"] = bench_half(m, b, http, counters, floor=fh_url)
         if "explain" in parts and m.name == "fraud":  # the package with an explanation background
             out["explain"] = _explain(m, b, http)
         out["node_counters"] = counters.total()

@@ -14,6 +14,7 @@ no signal handler may be installed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -339,6 +340,16 @@ def _grpc_tls(s: NodeSettings) -> grpc.ServerCredentials | None:
     )
 
 
+def freeze_heap() -> None:
+    """Moves what start-up allocated (modules, the apps, the routes, loaded packages: some 65k
+    objects in the front) out of the garbage collector's reach. A full collection walks every
+    tracked object; the front's took 60-100 ms under load, a stall for every request in
+    flight, every 30 s or so at 800 req/s. After the freeze a full collection walks only what
+    was allocated since (gc.freeze; objects frozen are never collected, so collect first)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     settings: NodeSettings,
     *,
@@ -369,6 +380,8 @@ async def serve(
     except BaseException:
         await node.stop()
         raise
+    if handle_signals:  # the command line: this process is the node's alone
+        freeze_heap()
     for callback in on_started:
         callback(node)
     await stop.wait()

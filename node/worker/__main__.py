@@ -42,7 +42,15 @@ def main() -> int:
     data = socket.socket(fileno=data_fd)
     ctl = socket.socket(fileno=ctl_fd)
     # The front is gone: nobody to serve, and the main thread may be stuck in user code.
-    return serve(data, ctl, load_runtime, extra_nice=extra_nice, max_frame=max_frame, on_front_gone=lambda: os._exit(0))
+    return serve(
+        data,
+        ctl,
+        load_runtime,
+        extra_nice=extra_nice,
+        max_frame=max_frame,
+        on_front_gone=lambda: os._exit(0),
+        freeze_heap=True,
+    )
 
 
 if __name__ == "__main__":
