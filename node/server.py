@@ -43,6 +43,7 @@ from node.http.admin import add_admin_routes
 from node.http.app import DSS_HEADERS, build_app
 from node.http.codec import DataikuTestQueries
 from node.http.guard import ConnectionGuard, body_guard
+from node.http.listen import Listener
 from node.http.openapi import add_openapi_routes
 from node.http.quiet import quiet_malformed_requests
 from node.http.refuse import raw_refuser
@@ -118,7 +119,7 @@ class Node:
         self.grpc_port = 0
         self.max_connections = settings.max_connections  # per server, once sized to the descriptor limit
         self._runner: web.AppRunner | None = None
-        self._listener: asyncio.Server | None = None
+        self._listener: Listener | None = None
         self.http_guard: ConnectionGuard | None = None
         self._draining = False
         self._grpc: grpc.aio.Server | None = None
@@ -159,16 +160,16 @@ class Node:
         )
         self.registry.status_sections["http"] = self.http_guard.status
         tls = _http_tls(s)
-        self._listener = await asyncio.get_running_loop().create_server(
-            self.http_guard,
+        # Our own accept loop (node.http.listen: libuv accepts one connection per iteration).
+        self._listener = Listener.open(
             s.host,
             s.http_port,
-            ssl=tls,
+            backlog=1024,
+            factory=self.http_guard,
+            tls=tls,
             # The guard sees a TLS connection only once its handshake is done: until then the
             # header timeout bounds it (asyncio's default would hold it for 60 s).
-            ssl_handshake_timeout=s.header_timeout if tls is not None else None,
-            reuse_address=True,
-            backlog=1024,
+            tls_handshake_timeout=s.header_timeout if tls is not None else None,
         )
         self.http_port = self._listener.sockets[0].getsockname()[1]
 
