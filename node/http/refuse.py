@@ -100,30 +100,35 @@ def raw_head(data: bytes) -> RawHead | None:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         return None
-    lines = data[:end].split(b"\r\n")
-    first = lines[0].split(b" ")
+    eol = data.find(b"\r\n")
+    first = data[:eol].split(b" ")
     if len(first) != 3 or not first[0].isalpha():
         return None
-    length = -1
-    authorization = None
-    plain = True
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name[-1:] in b" \t" or line[:1] in b" \t":
-            return None  # not a header aiohttp would frame as we do (it answers 400)
-        name = name.lower()
-        if name == b"content-length":
-            value = value.strip()
-            if length >= 0 or not value.isdigit():
-                return None
-            length = int(value)
-        elif name == b"transfer-encoding":
+    # The header lines, each after a CRLF: a name is found at a line's start, whatever its case.
+    head = data[eol : end + 2].lower()
+    if b"\r\n " in head or b"\r\n\t" in head or b"\r\ntransfer-encoding:" in head:
+        return None
+    length = 0
+    at = head.find(b"\r\ncontent-length:")
+    if at >= 0:
+        if head.find(b"\r\ncontent-length:", at + 17) >= 0:
             return None
-        elif name == b"authorization":
-            authorization = value.strip()
-        elif name in _NOT_PLAIN or (name == b"connection" and value.strip().lower() != b"keep-alive"):
-            plain = False
-    return RawHead(end + 4 + max(length, 0), first[0], first[1], first[2], authorization, plain)
+        value = head[at + 17 : head.index(b"\r\n", at + 17)].strip()
+        if not value.isdigit():
+            return None
+        length = int(value)
+    authorization = None
+    at = head.find(b"\r\nauthorization:")
+    if at >= 0:  # its value as sent (a key's case matters)
+        authorization = data[eol + at + 16 : eol + head.index(b"\r\n", at + 16)].strip()
+    plain = not (b"\r\nexpect:" in head or b"\r\nupgrade:" in head or b"\r\nx-dispatch-forced-generation:" in head)
+    at = head.find(b"\r\nconnection:")
+    if at >= 0 and (
+        head[at + 13 : head.index(b"\r\n", at + 13)].strip() != b"keep-alive"
+        or head.find(b"\r\nconnection:", at + 13) >= 0
+    ):
+        plain = False
+    return RawHead(end + 4 + length, first[0], first[1], first[2], authorization, plain)
 
 
 def _raw_answer(refusal: errors.Overloaded, extra: bytes) -> bytes:
@@ -143,6 +148,13 @@ def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawH
     prepared 503 OVERLOADED (with `headers`, the DSS ones every answer carries); or, let
     in, the function to call once it is answered (DataPlane.admit_early); or None."""
     extra = b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+    last: list[tuple[errors.Overloaded, bytes] | None] = [None]  # a pool reuses a refusal (Pool._prepared)
+
+    def answer(refusal: errors.Overloaded) -> bytes:
+        prepared = last[0]
+        if prepared is None or prepared[0] is not refusal:
+            prepared = last[0] = (refusal, _raw_answer(refusal, extra))
+        return prepared[1]
 
     def refuse(head: RawHead) -> RawVerdict:
         if not head.plain or head.method != b"POST" or head.version != b"HTTP/1.1":
@@ -164,6 +176,6 @@ def raw_refuser(dataplane: DataPlane, headers: dict[str, str]) -> Callable[[RawH
         verdict = dataplane.admit_early(
             service, endpoint, key_from_header(auth.decode("latin-1") if auth is not None else None), "http"
         )
-        return _raw_answer(verdict, extra) if isinstance(verdict, errors.Overloaded) else verdict
+        return answer(verdict) if isinstance(verdict, errors.Overloaded) else verdict
 
     return refuse

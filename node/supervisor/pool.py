@@ -41,6 +41,7 @@ log = logging.getLogger("node.supervisor")
 # A batching queue is standing when no request dispatched during this long waited less than
 # the node's queue target (CoDel's test: a burst drains within it, an overload does not).
 STANDING_INTERVAL_S = 0.1
+PREPARED_S = 0.02  # how long an early refusal's answer (and the counts in its message) is reused
 
 
 class _Pending:
@@ -89,6 +90,7 @@ class Pool(Crew):
         # HTTP requests the front let in from their bytes (DataPlane.admit_early), from their
         # arrival until their answer: what is on its way to the queue, not only what is in it.
         self.front_admitted = 0
+        self._memo: tuple[float, str, errors.Overloaded] | None = None  # see _prepared
         self._least_wait = float("inf")
         self._interval_end = 0.0
         self._grow_handle: asyncio.TimerHandle | None = None
@@ -122,11 +124,34 @@ class Pool(Crew):
             return None
         if (self.scaling.crash_looping and not self.ready) or (self.live == 0 and self.coming > 0):
             return None
-        return self._overloaded()
+        kind = self._overload_kind()
+        return None if kind is None else self._prepared(kind)
 
-    def _overloaded(self) -> errors.Overloaded | None:
+    def _overload_kind(self) -> str | None:
         """Overload: a full queue, or a front that is behind while the pool queues."""
         if self.queue_full():
+            return "full"
+        if self.waiting and self.node.lag.behind:  # see node.supervisor.lag
+            return "lag"
+        return None
+
+    def _overloaded(self) -> errors.Overloaded | None:
+        kind = self._overload_kind()
+        return None if kind is None else self._refusal(kind)
+
+    def _prepared(self, kind: str) -> errors.Overloaded:
+        """The refusal of `kind` built at most PREPARED_S ago, its counts that old: refusals
+        decided before a request is parsed (a flood of them) share one, not one per request."""
+        now = time.monotonic()
+        memo = self._memo
+        if memo is not None and memo[1] == kind and now - memo[0] < PREPARED_S:
+            return memo[2]
+        refusal = self._refusal(kind)
+        self._memo = (now, kind, refusal)
+        return refusal
+
+    def _refusal(self, kind: str) -> errors.Overloaded:
+        if kind == "full":
             starting = f", {self.starting} starting" if self.starting else ""
             if self.batchable:
                 queued = (
@@ -139,14 +164,17 @@ class Pool(Crew):
                 f"endpoint {self.key} is overloaded: {self.busy} workers busy{starting} and {queued}",
                 retry_after=max(1.0, self.settings.timeout / 1000 / 2),
             )
-        lag = self.node.lag
-        if self.waiting and lag.behind:  # see node.supervisor.lag
+        if kind == "lag":
             return errors.Overloaded(
-                f"endpoint {self.key} is overloaded: the node's front is {lag.lag_s * 1000:.0f} ms behind "
+                f"endpoint {self.key} is overloaded: the node's front is {self.node.lag.lag_s * 1000:.0f} ms behind "
                 f"and {self.waiting} requests are queued",
                 retry_after=1.0,
             )
-        return None
+        return errors.Overloaded(
+            f"endpoint {self.key} is overloaded: {self.busy} workers busy and {self.front_admitted} requests "
+            f"in the node (the queue stands: its requests waited over {self.node.queue_target * 1000:g} ms)",
+            retry_after=1.0,
+        )
 
     def front_overload(self) -> errors.Overloaded | None:
         """While the queue stands, the requests the front has let in (arrived, being parsed
@@ -160,11 +188,7 @@ class Pool(Crew):
         if self.front_admitted < 2 * s.max_batch * max(1, self.live):
             return None
         self._refused_standing = True
-        return errors.Overloaded(
-            f"endpoint {self.key} is overloaded: {self.busy} workers busy and {self.front_admitted} requests "
-            f"in the node (the queue stands: its requests waited over {self.node.queue_target * 1000:g} ms)",
-            retry_after=1.0,
-        )
+        return self._prepared("front")
 
     def front_done(self) -> None:
         """A request `front_admitted` counted has been answered."""
