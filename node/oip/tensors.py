@@ -56,6 +56,10 @@ CONTENTS: dict[str, str] = {
 }
 # struct codes of the datatypes whose lists `to_raw` packs without numpy
 _STRUCT = {"BOOL": "?", "INT32": "i", "INT64": "q", "UINT32": "I", "UINT64": "Q", "FP32": "f", "FP64": "d"}
+# ... and those whose raw bytes `from_raw` reads into a list so (the values numpy's array
+# would give, as Python numbers: BOOL and FP16 are left to numpy)
+_UNPACK = {k: v for k, v in _STRUCT.items() if k != "BOOL"} | {"INT8": "b", "INT16": "h", "UINT8": "B", "UINT16": "H"}
+_SIZE = {k: struct.calcsize("<" + v) for k, v in _UNPACK.items()}
 _LEN = struct.Struct("<I")
 SMALL = 64  # elements: a tensor of JSON data up to this size is kept as a list
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -166,6 +170,9 @@ def from_raw(name: Any, datatype: Any, shape: Any, raw: bytes) -> Tensor:
     n = check_header(name, datatype, shape)
     if datatype == "BYTES":
         return Tensor(name, datatype, list(shape), _split_bytes(name, raw, n))
+    code = _UNPACK.get(datatype)
+    if code is not None and n <= SMALL and len(raw) == n * _SIZE[datatype]:  # a few values: a list
+        return Tensor(name, datatype, list(shape), list(struct.unpack(f"<{n}{code}", raw)))
     dtype = np.dtype(NUMPY[datatype])
     if len(raw) != n * dtype.itemsize:
         raise BadRequest(

@@ -92,15 +92,16 @@ class Pool(Crew):
             return
         if self.scaling.crash_looping and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+        refusal = self._overloaded()  # first: on every call, and its common answer (None) is cheap
+        if refusal is None:
+            return
         if self.live == 0 and self.coming > 0:
             # Waiting for a worker that is starting (a replacement, or the pool's first): not
             # overload. The queue timeout bounds the wait, the servers' connection and stream
             # limits bound how many wait.
             return
-        refusal = self._overloaded()
-        if refusal is not None:
-            self.stats.rejected += 1
-            raise refusal
+        self.stats.rejected += 1
+        raise refusal
 
     def overload(self) -> errors.Overloaded | None:
         """The Overloaded that `refuse_if_full` would raise now, built but neither raised nor
@@ -108,9 +109,12 @@ class Pool(Crew):
         ready). The HTTP fast refusal (node.http.refuse) asks before reading the body."""
         if self.closed or (self.idle and self.waiting == 0):
             return None
-        if (self.scaling.crash_looping and not self.ready) or (self.live == 0 and self.coming > 0):
+        if self.scaling.crash_looping and not self.ready:
             return None
-        return self._overloaded()
+        refusal = self._overloaded()
+        if refusal is None or (self.live == 0 and self.coming > 0):
+            return None
+        return refusal
 
     def _overloaded(self) -> errors.Overloaded | None:
         """Overload: a full queue, or a front that is behind while the pool queues."""
