@@ -194,7 +194,7 @@ def config(name: str, spec: EndpointSpec, sig: Signature, max_batch: int, instan
 def _values(t: Tensor) -> list[Any]:
     data = t.data
     if t.datatype != "BYTES":
-        return data if type(data) is list else data.tolist()
+        return data if isinstance(data, list) else data.tolist()
     try:
         return [v.decode() for v in data]
     except UnicodeDecodeError:
@@ -216,7 +216,7 @@ def columns(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> Column
                 f"input {t.name!r} must have the shape [N, {width}] (the features {', '.join(names)}), got {t.shape}"
             )
         n, data = t.shape[0], t.data
-        if type(data) is list or n < VECTOR_MIN:  # a few rows: lists cost less than numpy views
+        if isinstance(data, list) or n < VECTOR_MIN:  # a few rows: lists cost less than numpy views
             flat = _values(t)
             return Columns({name: flat[j::width] for j, name in enumerate(names)}, n)
         matrix = data.reshape(n, width)
@@ -276,6 +276,7 @@ def outputs(spec: EndpointSpec, sig: Signature, class_keys: list[str], results: 
     if spec.task == "regression":
         return [Tensor("prediction", "FP64", [n], [float(r.prediction) for r in results])]
     datatype = sig.label
+    label: list[Any]
     if datatype == "BYTES":
         label = [str(r.prediction).encode() for r in results]
     elif datatype == "FP64":

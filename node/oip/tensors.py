@@ -105,13 +105,23 @@ def _flatten(data: Any, out: list[Any]) -> None:
 
 def from_json(name: Any, datatype: Any, shape: Any, data: Any) -> Tensor:
     """A tensor of the JSON form: `data` flat or nested, row-major."""
+    if type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list and name:
+        # The common tensor, checked here at once: a few values of the datatype's own kind,
+        # flat (a nested value is a list, which `_as_list` refuses). Anything else, and
+        # every error, takes the general path below.
+        n = 1
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+            n *= d
+        else:
+            if n == len(data) and n <= SMALL and datatype in _KNOWN:
+                values = _as_list(datatype, data)
+                if values is not None:
+                    return Tensor(name, datatype, shape, values)
     n = check_header(name, datatype, shape)
     if type(data) is not list:
         data = [data]
-    if n <= SMALL and len(data) == n:  # flat already, unless a value is a list (which `_as_list` refuses)
-        values = _as_list(datatype, data)
-        if values is not None:
-            return Tensor(name, datatype, list(shape), values)
     flat: list[Any] = []
     _flatten(data, flat)
     if len(flat) != n:
@@ -232,6 +242,6 @@ def to_json_data(t: Tensor) -> list[Any]:
     data = t.data
     if t.datatype == "BYTES":
         return [v.decode("utf-8", "replace") for v in data]
-    if type(data) is list:
+    if isinstance(data, list):
         return data
     return data.tolist()  # type: ignore[no-any-return]
