@@ -252,6 +252,8 @@ def columns(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> Column
 def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[PredictItem]:
     """The input tensors as one feature mapping per row (for an endpoint that enriches)."""
     cols = columns(spec, sig, tensors)
+    if cols.n == 1:
+        return [PredictItem({k: (c.tolist() if isinstance(c, np.ndarray) else c)[0] for k, c in cols.columns.items()})]
     lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in cols.columns.items()}
     return [PredictItem({k: c[i] for k, c in lists.items()}) for i in range(cols.n)]
 
