@@ -56,9 +56,9 @@ CONTENTS: dict[str, str] = {
 }
 # struct codes of the datatypes whose lists `to_raw` packs without numpy
 _STRUCT = {"BOOL": "?", "INT32": "i", "INT64": "q", "UINT32": "I", "UINT64": "Q", "FP32": "f", "FP64": "d"}
-# ... and those whose raw bytes `from_raw` reads into a list so (the values numpy's array
-# would give, as Python numbers: BOOL and FP16 are left to numpy)
-_UNPACK = {k: v for k, v in _STRUCT.items() if k != "BOOL"} | {"INT8": "b", "INT16": "h", "UINT8": "B", "UINT16": "H"}
+# ... and those whose raw bytes `from_raw` reads into a list so: the values numpy's array
+# would give, as Python values (a BOOL byte other than 0 is True to both; FP16 is left to numpy)
+_UNPACK = _STRUCT | {"INT8": "b", "INT16": "h", "UINT8": "B", "UINT16": "H"}
 _SIZE = {k: struct.calcsize("<" + v) for k, v in _UNPACK.items()}
 _LEN = struct.Struct("<I")
 SMALL = 64  # elements: a tensor of JSON data up to this size is kept as a list

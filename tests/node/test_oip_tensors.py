@@ -96,6 +96,12 @@ def test_a_small_raw_tensor_unpacks_to_the_values_numpy_reads(datatype: str) -> 
     assert t.data == expected and [type(v) for v in t.data] == [type(v) for v in expected]
 
 
+def test_raw_booleans_read_as_numpy_reads_them() -> None:
+    raw = bytes([0, 1, 2, 255])
+    t = tensors.from_raw("x", "BOOL", [4], raw)
+    assert t.data == np.frombuffer(raw, dtype="?").tolist() == [False, True, True, True]
+
+
 def test_a_raw_tensor_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(BadRequest, match="needs 16 bytes, got 8"):
         tensors.from_raw("x", "FP64", [2], struct.pack("<d", 1.0))
