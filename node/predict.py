@@ -16,6 +16,8 @@ from node import errors, ops
 from node import explanations as expl
 from node.registry import Endpoint, Generation
 
+_NO_EXPLANATIONS = ops.Explanations(enabled=False)  # for rows as columns: OIP outputs have no place for them
+
 
 def api_context(gen: Generation, ep: Endpoint) -> ops.ApiContext:
     return ops.ApiContext(gen.service, ep.spec.id, gen.version)
@@ -101,8 +103,7 @@ async def predict_rows(
     """Rows as columns go to the codec whole: no feature mapping per row. An endpoint
     that enriches gets items instead (enrichment completes one mapping per row)."""
     if req.rows is None:
-        no_explanations = ops.Explanations(enabled=False)  # OIP outputs have no place for them
-        multi = ops.PredictMultiRequest(req.service, req.endpoint, req.items or [], explanations=no_explanations)
+        multi = ops.PredictMultiRequest(req.service, req.endpoint, req.items or [], explanations=_NO_EXPLANATIONS)
         return await predict_multi(gen, ep, multi, max_string=max_string, max_items=max_items)
     t0 = time.perf_counter_ns()
     codec = _codec(gen, ep)

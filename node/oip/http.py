@@ -142,7 +142,7 @@ def _inputs(doc: dict[str, Any], binary: bytes) -> list[tensors.Tensor]:
         if not isinstance(t, dict):
             raise errors.BadRequest(f"inputs[{i}] must be an object")
         name, datatype, shape = t.get("name"), t.get("datatype"), t.get("shape")
-        size = _params(t).get("binary_data_size")
+        size = _params(t).get("binary_data_size") if "parameters" in t else None
         if size is not None:
             if type(size) is not int or size < 0 or pos + size > len(binary):
                 raise errors.BadRequest(f"inputs[{i}]: binary_data_size {size!r} runs past the binary data")
@@ -157,9 +157,9 @@ def _inputs(doc: dict[str, Any], binary: bytes) -> list[tensors.Tensor]:
     return out
 
 
-def _binary_outputs(doc: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool], bool]:
+def _binary_outputs(doc: dict[str, Any], params: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool], bool]:
     """The outputs asked for, which of them in binary, and the default for the others."""
-    default = _params(doc).get("binary_data_output") is True
+    default = params.get("binary_data_output") is True
     asked = doc.get("outputs")
     if asked is None:
         return None, {}, default
@@ -176,24 +176,31 @@ def _binary_outputs(doc: dict[str, Any]) -> tuple[list[str] | None, dict[str, bo
 @_oip_errors
 async def infer(request: web.Request) -> web.Response:
     plane = request.app[OIP]
-    name, version = _model(request)
+    mi = request.match_info
     head, binary = _split_body(request, await request.read())
     doc = loads_body(head, plane.dp.limits)
     inputs = _inputs(doc, binary)
-    names, binary_of, binary_default = _binary_outputs(doc)
+    params = _params(doc)
+    names, binary_of, binary_default = _binary_outputs(doc, params)
     request_id = doc.get("id")
     result = await plane.infer(
-        name,
-        version,
+        mi["model"],
+        mi.get("version", ""),
         inputs,
         _who(request),
         request_id=request_id if isinstance(request_id, str) else "",
-        parameters=_params(doc),
+        parameters=params,
         outputs=names,
     )
     answer: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version}
     if result.id:
         answer["id"] = result.id
+    if not binary_of and not binary_default:  # the common answer: every output as JSON
+        answer["outputs"] = [
+            {"name": t.name, "datatype": t.datatype, "shape": t.shape, "data": tensors.to_json_data(t)}
+            for t in result.outputs
+        ]
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
     outputs, blobs = [], []
     for t in result.outputs:
         entry: dict[str, Any] = {"name": t.name, "datatype": t.datatype, "shape": t.shape}
@@ -218,6 +225,10 @@ async def infer(request: web.Request) -> web.Response:
 def add_oip_routes(app: web.Application, plane: OipPlane) -> None:
     app[OIP] = plane
     r = app.router
+    # Inference first: routes sharing the prefix /v2/models are tried in the order they were
+    # added (aiohttp indexes routes by their static prefix), and this one is the hot path.
+    for model in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        r.add_post(model + "/infer", infer, expect_handler=expect_within_limit(_oip_error))
     r.add_get("/v2", server_metadata)
     r.add_get("/v2/health/live", live)
     r.add_get("/v2/health/ready", ready)
@@ -228,4 +239,3 @@ def add_oip_routes(app: web.Application, plane: OipPlane) -> None:
         r.add_get(model + "/ready", model_ready)
         r.add_get(model + "/config", model_config)
         r.add_get(model + "/stats", model_stats)
-        r.add_post(model + "/infer", infer, expect_handler=expect_within_limit(_oip_error))

@@ -79,11 +79,13 @@ class Input:
 
 @dataclass(frozen=True, slots=True)
 class Signature:
-    """What a caller of the model sends."""
+    """What a caller of the model sends, and the datatype of the label it gets back."""
 
     matrix: bool  # the metadata advertises the [N, features] matrix (numeric features, no enrichment)
     inputs: tuple[Input, ...]  # the per-feature form: enrichment keys first, then the model's features
     names: frozenset[str]  # of `inputs`
+    required: tuple[str, ...] = ()  # the inputs that are not optional
+    label: str = ""  # the datatype of a classifier's `label` output
 
 
 def signature(spec: EndpointSpec, enricher: Enricher | None = None) -> Signature:
@@ -104,7 +106,13 @@ def signature(spec: EndpointSpec, enricher: Enricher | None = None) -> Signature
         Input(f.name, _FEATURE_DATATYPE[f.type], f.name not in required and (f.nullable or f.name in filled))
         for f in spec.features
     ]
-    return Signature(enricher is None and uses_matrix(spec), tuple(inputs), frozenset(i.name for i in inputs))
+    return Signature(
+        enricher is None and uses_matrix(spec),
+        tuple(inputs),
+        frozenset(i.name for i in inputs),
+        tuple(i.name for i in inputs if not i.optional),
+        _label_datatype(spec.classes or ()) if spec.task != "regression" else "",
+    )
 
 
 def inputs_of(spec: EndpointSpec, sig: Signature) -> list[dict[str, Any]]:
@@ -184,50 +192,55 @@ def config(name: str, spec: EndpointSpec, sig: Signature, max_batch: int, instan
 
 
 def _values(t: Tensor) -> list[Any]:
+    data = t.data
     if t.datatype != "BYTES":
-        return t.data.tolist()  # type: ignore[no-any-return]
+        return data if isinstance(data, list) else data.tolist()
     try:
-        return [v.decode() for v in t.data]
+        return [v.decode() for v in data]
     except UnicodeDecodeError:
         raise BadRequest(f"tensor {t.name!r}: BYTES values must be UTF-8 text") from None
 
 
 def columns(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> Columns:
-    """The input tensors as columns of the model's inputs (numpy arrays; BYTES decoded to
-    lists of str), with no dict per row: the codec checks them whole."""
-    names = spec.feature_names
+    """The input tensors as columns of the model's inputs (numpy arrays or lists; BYTES
+    decoded to lists of str), with no dict per row: the codec checks them whole."""
     if not tensors:
         raise BadRequest("the request has no input tensor")
-    if len(tensors) == 1 and (tensors[0].name not in sig.names or (len(sig.names) == 1 and len(tensors[0].shape) == 2)):
+    known = sig.names
+    if len(tensors) == 1 and (tensors[0].name not in known or (len(known) == 1 and len(tensors[0].shape) == 2)):
         t = tensors[0]
+        names = spec.feature_names
         width = len(names)
         if len(t.shape) != 2 or t.shape[1] != width:
             raise BadRequest(
                 f"input {t.name!r} must have the shape [N, {width}] (the features {', '.join(names)}), got {t.shape}"
             )
-        n = t.shape[0]
-        if t.datatype == "BYTES" or n < VECTOR_MIN:  # a few rows: lists cost less than numpy views
+        n, data = t.shape[0], t.data
+        if isinstance(data, list) or n < VECTOR_MIN:  # a few rows: lists cost less than numpy views
             flat = _values(t)
             return Columns({name: flat[j::width] for j, name in enumerate(names)}, n)
-        matrix = t.data.reshape(n, width)
+        matrix = data.reshape(n, width)
         return Columns({name: matrix[:, j] for j, name in enumerate(names)}, n)
     given: dict[str, Any] = {}
     rows = None
     for t in tensors:
-        if t.name not in sig.names:
+        name, shape = t.name, t.shape
+        if name not in known:
             raise BadRequest(
-                f"the model has no input {t.name!r}: send one tensor per input "
-                f"({', '.join(i.name for i in sig.inputs)}) or one tensor {MATRIX_INPUT!r} [N, {len(names)}]"
+                f"the model has no input {name!r}: send one tensor per input "
+                f"({', '.join(i.name for i in sig.inputs)}) or one tensor {MATRIX_INPUT!r} [N, {len(spec.features)}]"
             )
-        if t.name in given:
-            raise BadRequest(f"input {t.name!r} is given twice")
-        if not (len(t.shape) == 1 or (len(t.shape) == 2 and t.shape[1] == 1)):
-            raise BadRequest(f"input {t.name!r} must have the shape [N] or [N, 1], got {t.shape}")
-        if rows is not None and t.shape[0] != rows:
-            raise BadRequest(f"the inputs have different numbers of rows ({rows} and {t.shape[0]} for {t.name!r})")
-        rows = t.shape[0]
-        given[t.name] = _values(t) if t.datatype == "BYTES" else t.data
-    missing = [i.name for i in sig.inputs if not i.optional and i.name not in given]
+        if name in given:
+            raise BadRequest(f"input {name!r} is given twice")
+        dims = len(shape)
+        if not (dims == 1 or (dims == 2 and shape[1] == 1)):
+            raise BadRequest(f"input {name!r} must have the shape [N] or [N, 1], got {shape}")
+        if rows is None:
+            rows = shape[0]
+        elif shape[0] != rows:
+            raise BadRequest(f"the inputs have different numbers of rows ({rows} and {shape[0]} for {name!r})")
+        given[name] = t.data if t.datatype != "BYTES" else _values(t)
+    missing = [name for name in sig.required if name not in given]
     if missing:
         raise BadRequest(
             f"input {missing[0]!r} is missing: the model needs "
@@ -239,6 +252,8 @@ def columns(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> Column
 def items(spec: EndpointSpec, sig: Signature, tensors: list[Tensor]) -> list[PredictItem]:
     """The input tensors as one feature mapping per row (for an endpoint that enriches)."""
     cols = columns(spec, sig, tensors)
+    if cols.n == 1:
+        return [PredictItem({k: (c.tolist() if isinstance(c, np.ndarray) else c)[0] for k, c in cols.columns.items()})]
     lists = {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in cols.columns.items()}
     return [PredictItem({k: c[i] for k, c in lists.items()}) for i in range(cols.n)]
 
@@ -257,20 +272,23 @@ def refuse_ignored(results: list[Prediction]) -> None:
     )
 
 
-def outputs(spec: EndpointSpec, class_keys: list[str], results: list[Prediction]) -> list[Tensor]:
+def outputs(spec: EndpointSpec, sig: Signature, class_keys: list[str], results: list[Prediction]) -> list[Tensor]:
+    """The output tensors, as lists (the answer's JSON or raw bytes are made from lists)."""
     n = len(results)
     if spec.task == "regression":
-        return [Tensor("prediction", "FP64", [n], np.array([r.prediction for r in results], dtype="<f8"))]
-    classes = spec.classes or ()
-    datatype = _label_datatype(classes)
-    labels = [r.prediction for r in results]
+        return [Tensor("prediction", "FP64", [n], [float(r.prediction) for r in results])]
+    datatype = sig.label
+    label: list[Any]
     if datatype == "BYTES":
-        label = np.array([str(v).encode() for v in labels] or [], dtype=object)
-    else:
-        label = np.array(labels, dtype={"BOOL": "?", "INT64": "<i8", "FP64": "<f8"}[datatype])
-    rows = [[(r.probas or {})[k] for k in class_keys] for r in results]
-    probas = np.array(rows, dtype="<f8").reshape(n, len(classes))
+        label = [str(r.prediction).encode() for r in results]
+    elif datatype == "FP64":
+        label = [float(r.prediction) for r in results]
+    else:  # BOOL, INT64: the classes are bools, ints
+        label = [r.prediction for r in results]
+    probas = [float(r.probas[k]) for r in results if r.probas is not None for k in class_keys]
+    if len(probas) != n * len(class_keys):
+        raise ValueError("a prediction without probabilities")  # a bug of ours: the codec gives every row some
     return [
         Tensor("label", datatype, [n], label),
-        Tensor("probabilities", "FP64", [n, len(classes)], probas.ravel()),
+        Tensor("probabilities", "FP64", [n, len(class_keys)], probas),
     ]

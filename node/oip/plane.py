@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from node.health import not_alive
 from node.lookup import Enricher
 from node.oip import model as m
 from node.oip.tensors import Tensor
-from node.registry import Endpoint, Service
+from node.registry import Endpoint, Generation, Service
 
 SERVER_NAME = "apinode"
 SERVER_VERSION = "0.1.0"
@@ -43,27 +43,51 @@ class InferResult:
 
 @dataclass(slots=True)
 class _Stats:
-    """Triton's cumulative statistics of one model version, for the OIP calls it answered."""
+    """Triton's cumulative statistics of one model version, for the OIP calls it answered:
+    every success counts once in each duration, so their count is `execution_count`."""
 
     last_inference: int = 0  # ms since the epoch
     inference_count: int = 0  # rows
-    execution_count: int = 0  # requests
-    ns: dict[str, list[int]] = field(default_factory=dict)  # what -> [count, ns]
+    execution_count: int = 0  # requests answered
+    fail_count: int = 0
+    fail_ns: int = 0
+    success_ns: int = 0
+    queue_ns: int = 0
+    compute_input_ns: int = 0
+    compute_infer_ns: int = 0
+    compute_output_ns: int = 0
 
-    def add(self, what: str, ns: int) -> None:
-        entry = self.ns.setdefault(what, [0, 0])
-        entry[0] += 1
-        entry[1] += ns
+    def success(self, rows: int, timing: ops.Timing, total_ns: int) -> None:
+        self.last_inference = int(time.time() * 1000)
+        self.inference_count += rows
+        self.execution_count += 1
+        self.success_ns += total_ns
+        self.queue_ns += int((timing.wait or 0.0) * 1000)
+        self.compute_input_ns += int((timing.pre_processing or 0.0) * 1000)
+        self.compute_infer_ns += int((timing.prediction or 0.0) * 1000)
+        self.compute_output_ns += int((timing.post_processing or 0.0) * 1000)
+
+    def fail(self, ns: int) -> None:
+        self.fail_count += 1
+        self.fail_ns += ns
 
     def to_json(self, name: str, version: str) -> dict[str, Any]:
-        durations = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+        n = self.execution_count
+        durations = {
+            "success": (n, self.success_ns),
+            "fail": (self.fail_count, self.fail_ns),
+            "queue": (n, self.queue_ns),
+            "compute_input": (n, self.compute_input_ns),
+            "compute_infer": (n, self.compute_infer_ns),
+            "compute_output": (n, self.compute_output_ns),
+        }
         return {
             "name": name,
             "version": version,
             "last_inference": self.last_inference,
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
-            "inference_stats": {k: dict(zip(("count", "ns"), self.ns.get(k, [0, 0]), strict=True)) for k in durations},
+            "inference_stats": {k: {"count": c, "ns": ns} for k, (c, ns) in durations.items()},
             "batch_stats": [],
         }
 
@@ -123,26 +147,44 @@ class OipPlane:
         svc, endpoint = self._service(name)
         caller = caller or ops.Caller()
         key_id = self.dp.keys.check(svc.id, caller.api_key, caller.peer)
-        if version:
-            gen = svc.loaded.get(version)
-            if gen is None:
-                raise errors.NotFound(f"model {name!r} has no version {version!r} (it has: {', '.join(svc.loaded)})")
-        else:
-            active = next((v for v in self.registry.serving(svc) if v in svc.loaded), None)
-            if active is None:
-                raise errors.NotFound(f"model {name!r} has no active version")
-            if pick:  # an inference: the mapping picks, as for any call
-                try:
-                    active = svc.pick({"dispatchKey": dispatch_key} if dispatch_key is not None else None)
-                except errors.DispatchKeyMissing:
-                    raise errors.DispatchKeyMissing(svc.id, 'the request parameter "dispatch_key"') from None
-            gen = svc.loaded.get(active)
-            if gen is None:
-                raise errors.NotReady(f"generation {active!r} of service {svc.id!r} is not loaded")
+        gen = self._generation(svc, name, version, pick, dispatch_key)
         ep = gen.endpoints.get(endpoint)
         if ep is None or ep.spec.type != "prediction" or ep.pool is None:
             raise errors.NotFound(f"unknown model {name!r}: service {svc.id!r} has no prediction endpoint {endpoint!r}")
         return svc, Resolved(gen, ep, key_id)
+
+    def _generation(self, svc: Service, name: str, version: str, pick: bool, dispatch_key: str | None) -> Generation:
+        if version:
+            gen = svc.loaded.get(version)
+            if gen is None:
+                raise errors.NotFound(f"model {name!r} has no version {version!r} (it has: {', '.join(svc.loaded)})")
+            return gen
+        picked: str | None = None
+        pick_error: errors.ApiNodeError | None = None
+        if pick:  # an inference: the mapping picks, as for any call
+            try:
+                picked = svc.pick({"dispatchKey": dispatch_key} if dispatch_key is not None else None)
+            except errors.ApiNodeError as exc:
+                pick_error = exc
+            gen = svc.loaded.get(picked) if picked is not None else None
+            if gen is not None:  # picked among the mapping's versions, and loaded: an active version
+                return gen
+        # what is wrong (or, to describe the model, which version is active), in this order
+        for active in self.registry.serving(svc):
+            if active in svc.loaded:
+                break
+        else:
+            raise errors.NotFound(f"model {name!r} has no active version")
+        if isinstance(pick_error, errors.DispatchKeyMissing):
+            raise errors.DispatchKeyMissing(svc.id, 'the request parameter "dispatch_key"') from None
+        if pick_error is not None:
+            raise pick_error
+        if picked is not None:
+            active = picked
+        gen = svc.loaded.get(active)
+        if gen is None:
+            raise errors.NotReady(f"generation {active!r} of service {svc.id!r} is not loaded")
+        return gen
 
     def model_metadata(self, name: str, version: str = "", caller: ops.Caller | None = None) -> dict[str, Any]:
         svc, found = self.find(name, version, caller)
@@ -201,7 +243,7 @@ class OipPlane:
         key = (parameters or {}).get("dispatch_key")
         svc, found = self.find(name, version, caller, pick=True, dispatch_key=None if key is None else str(key))
         gen, ep = found.gen, found.ep
-        stats = self._stats.setdefault((name, gen.version), _Stats()) if version else None
+        stats = self._stats_of(name, gen.version) if version else None
         try:
             if outputs:
                 known = [t["name"] for t in m.outputs_of(ep.spec)]
@@ -214,26 +256,23 @@ class OipPlane:
             else:  # enrichment completes one feature mapping per row
                 req = ops.PredictRowsRequest(svc.id, ep.spec.id, items=m.items(ep.spec, sig, inputs))
             out = await self.dp.predict_rows(req, caller, found)
-            m.refuse_ignored(out.predictions)
+            if ep.enricher is not None:  # only enrichment ignores rows
+                m.refuse_ignored(out.predictions)
             assert ep.codec is not None
-            tensors = m.outputs(ep.spec, ep.codec.class_keys, out.predictions)
+            tensors = m.outputs(ep.spec, sig, ep.codec.class_keys, out.predictions)
         except Exception:
             if stats is not None:
-                stats.add("fail", time.perf_counter_ns() - t0)
+                stats.fail(time.perf_counter_ns() - t0)
             raise
         if outputs:
             tensors = [t for t in tensors if t.name in outputs]
-        stats = self._stats.setdefault((name, gen.version), _Stats())
-        self._record(stats, len(out.predictions), out.timing, time.perf_counter_ns() - t0)
+        if stats is None:
+            stats = self._stats_of(name, gen.version)
+        stats.success(len(out.predictions), out.timing, time.perf_counter_ns() - t0)
         return InferResult(name, gen.version, request_id, tensors)
 
-    @staticmethod
-    def _record(stats: _Stats, rows: int, timing: ops.Timing, total_ns: int) -> None:
-        stats.last_inference = int(time.time() * 1000)
-        stats.inference_count += rows
-        stats.execution_count += 1
-        stats.add("success", total_ns)
-        stats.add("queue", int((timing.wait or 0.0) * 1000))
-        stats.add("compute_input", int((timing.pre_processing or 0.0) * 1000))
-        stats.add("compute_infer", int((timing.prediction or 0.0) * 1000))
-        stats.add("compute_output", int((timing.post_processing or 0.0) * 1000))
+    def _stats_of(self, name: str, version: str) -> _Stats:
+        stats = self._stats.get((name, version))
+        if stats is None:
+            stats = self._stats[(name, version)] = _Stats()
+        return stats

@@ -2,16 +2,20 @@
 (Triton's binary extension on HTTP, `raw_input_contents` on gRPC) or typed proto contents.
 
 A :class:`Tensor` is what the transports hand to :mod:`node.oip.plane` and get back from
-it: a name, an OIP datatype, a shape and a flat array (`object` dtype holding `bytes` for
-BYTES). Every way a caller can get a tensor wrong (an unknown datatype, a size that does not
-match the shape, a value that is not of the datatype) is a :class:`~node.errors.BadRequest`.
+it: a name, an OIP datatype, a shape and its flat data: a numpy array, or a list of Python
+values (`bytes` for BYTES, whose data is always a list). A list is what a small tensor is
+kept as: the single-row call is the common one, and for a few values numpy's array, then
+its `tolist()` for the codec and the JSON answer, cost more than the values themselves. The
+values of a list are those the array would hold (`float` for FP64, in int64's range for
+INT64, ...), so either form means the same to the model. Every way a caller can get a
+tensor wrong (an unknown datatype, a size that does not match the shape, a value that is
+not of the datatype) is a :class:`~node.errors.BadRequest`.
 """
 
 from __future__ import annotations
 
-import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +38,7 @@ NUMPY: dict[str, str] = {
     "FP64": "<f8",
 }
 DATATYPES = (*NUMPY, "BYTES")
+_KNOWN = frozenset(DATATYPES)
 # The typed field of InferTensorContents that holds each datatype (FP16 travels raw only).
 CONTENTS: dict[str, str] = {
     "BOOL": "bool_contents",
@@ -49,7 +54,18 @@ CONTENTS: dict[str, str] = {
     "FP64": "fp64_contents",
     "BYTES": "bytes_contents",
 }
+# struct codes of the datatypes whose lists `to_raw` packs without numpy
+_STRUCT = {"BOOL": "?", "INT32": "i", "INT64": "q", "UINT32": "I", "UINT64": "Q", "FP32": "f", "FP64": "d"}
+# ... and those whose raw bytes `from_raw` reads into a list so: the values numpy's array
+# would give, as Python values (a BOOL byte other than 0 is True to both; FP16 is left to numpy)
+_UNPACK = _STRUCT | {"INT8": "b", "INT16": "h", "UINT8": "B", "UINT16": "H"}
+_SIZE = {k: struct.calcsize("<" + v) for k, v in _UNPACK.items()}
 _LEN = struct.Struct("<I")
+SMALL = 64  # elements: a tensor of JSON data up to this size is kept as a list
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_EXACT_INT = 2**53  # integers a double holds exactly
+
+Data = np.ndarray[Any, Any] | list[Any]
 
 
 @dataclass(slots=True)
@@ -57,8 +73,7 @@ class Tensor:
     name: str
     datatype: str
     shape: list[int]
-    data: np.ndarray[Any, Any]  # flat, row-major
-    parameters: dict[str, Any] = field(default_factory=dict)
+    data: Data  # flat, row-major (see the module's docstring)
 
 
 def check_header(name: Any, datatype: Any, shape: Any) -> int:
@@ -67,11 +82,17 @@ def check_header(name: Any, datatype: Any, shape: Any) -> int:
     to `--max-items` by the predict-multi path."""
     if not isinstance(name, str) or not name:
         raise BadRequest("every tensor needs a 'name'")
-    if datatype not in DATATYPES:
+    if type(datatype) is not str or datatype not in _KNOWN:
         raise BadRequest(f"tensor {name!r}: unknown datatype {datatype!r} (known: {', '.join(DATATYPES)})")
-    if not isinstance(shape, list | tuple) or not all(type(d) is int and d >= 0 for d in shape):
-        raise BadRequest(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
-    return math.prod(shape)
+    n = 1
+    if isinstance(shape, list | tuple):
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+            n *= d
+        else:
+            return n
+    raise BadRequest(f"tensor {name!r}: 'shape' must be a list of non-negative integers")
 
 
 def _flatten(data: Any, out: list[Any]) -> None:
@@ -84,8 +105,22 @@ def _flatten(data: Any, out: list[Any]) -> None:
 
 def from_json(name: Any, datatype: Any, shape: Any, data: Any) -> Tensor:
     """A tensor of the JSON form: `data` flat or nested, row-major."""
+    if type(name) is str and type(datatype) is str and type(shape) is list and type(data) is list and name:
+        # The common tensor, checked here at once: a few values of the datatype's own kind,
+        # flat (a nested value is a list, which `_as_list` refuses). Anything else, and
+        # every error, takes the general path below.
+        n = 1
+        for d in shape:
+            if type(d) is not int or d < 0:
+                break
+            n *= d
+        else:
+            if n == len(data) and n <= SMALL and datatype in _KNOWN:
+                values = _as_list(datatype, data)
+                if values is not None:
+                    return Tensor(name, datatype, shape, values)
     n = check_header(name, datatype, shape)
-    if not isinstance(data, list):
+    if type(data) is not list:
         data = [data]
     flat: list[Any] = []
     _flatten(data, flat)
@@ -94,7 +129,7 @@ def from_json(name: Any, datatype: Any, shape: Any, data: Any) -> Tensor:
     if datatype == "BYTES":
         if not all(type(v) is str for v in flat):
             raise BadRequest(f"tensor {name!r}: BYTES data must be strings")
-        return Tensor(name, datatype, list(shape), np.array([v.encode() for v in flat] or [], dtype=object))
+        return Tensor(name, datatype, list(shape), [v.encode() for v in flat])
     if datatype == "BOOL":
         if not all(type(v) is bool for v in flat):
             raise BadRequest(f"tensor {name!r}: BOOL data must be true or false")
@@ -109,11 +144,45 @@ def from_json(name: Any, datatype: Any, shape: Any, data: Any) -> Tensor:
     return Tensor(name, datatype, list(shape), arr)
 
 
+def _as_list(datatype: str, flat: list[Any]) -> list[Any] | None:
+    """The values numpy's array of `datatype` would hold (or, for BYTES, the text encoded),
+    when the JSON values are of the common kinds (FP64 numbers, INT64 integers within its
+    range, BOOL booleans, BYTES strings); None for anything else, which takes the general
+    path (numpy's conversions, and every error)."""
+    if datatype == "BYTES":
+        for v in flat:
+            if type(v) is not str:
+                return None
+        return [v.encode() for v in flat]
+    if datatype == "FP64":
+        exact = True
+        for v in flat:
+            if type(v) is not float:
+                if type(v) is not int or not -_EXACT_INT <= v <= _EXACT_INT:
+                    return None
+                exact = False
+        return flat if exact else [float(v) for v in flat]
+    if datatype == "INT64":
+        for v in flat:
+            if type(v) is not int or not _INT64_MIN <= v <= _INT64_MAX:
+                return None
+        return flat
+    if datatype == "BOOL":
+        for v in flat:
+            if type(v) is not bool:
+                return None
+        return flat
+    return None
+
+
 def from_raw(name: Any, datatype: Any, shape: Any, raw: bytes) -> Tensor:
     """A tensor of the binary form: little-endian elements, or length-prefixed BYTES."""
     n = check_header(name, datatype, shape)
     if datatype == "BYTES":
         return Tensor(name, datatype, list(shape), _split_bytes(name, raw, n))
+    code = _UNPACK.get(datatype)
+    if code is not None and n <= SMALL and len(raw) == n * _SIZE[datatype]:  # a few values: a list
+        return Tensor(name, datatype, list(shape), list(struct.unpack(f"<{n}{code}", raw)))
     dtype = np.dtype(NUMPY[datatype])
     if len(raw) != n * dtype.itemsize:
         raise BadRequest(
@@ -132,18 +201,18 @@ def from_contents(name: Any, datatype: Any, shape: Any, contents: Any) -> Tensor
     if len(values) != n:
         raise BadRequest(f"tensor {name!r} of shape {list(shape)} needs {n} values, got {len(values)}")
     if datatype == "BYTES":
-        return Tensor(name, datatype, list(shape), np.array(list(values) or [], dtype=object))
+        return Tensor(name, datatype, list(shape), list(values))
     try:
         return Tensor(name, datatype, list(shape), np.array(values, dtype=NUMPY[datatype]))
     except OverflowError as exc:
         raise BadRequest(f"tensor {name!r}: a value does not fit {datatype}: {exc}") from None
 
 
-def _split_bytes(name: str, raw: bytes, n: int) -> np.ndarray[Any, Any]:
+def _split_bytes(name: str, raw: bytes, n: int) -> list[bytes]:
     pos, end = 0, len(raw)
     if 4 * n > end:
         raise BadRequest(f"tensor {name!r}: {end} bytes cannot hold {n} BYTES elements")
-    out = np.empty(n, dtype=object)
+    out: list[bytes] = [b""] * n
     for i in range(n):
         if pos + 4 > end:
             raise BadRequest(f"tensor {name!r}: the BYTES data ends after {i} of {n} elements")
@@ -160,13 +229,19 @@ def _split_bytes(name: str, raw: bytes, n: int) -> np.ndarray[Any, Any]:
 
 def to_raw(t: Tensor) -> bytes:
     """The binary form of an output tensor."""
+    data = t.data
     if t.datatype == "BYTES":
-        return b"".join(_LEN.pack(len(v)) + v for v in t.data)
-    return np.ascontiguousarray(t.data, dtype=NUMPY[t.datatype]).tobytes()
+        return b"".join(_LEN.pack(len(v)) + v for v in data)
+    if type(data) is list and t.datatype in _STRUCT:
+        return struct.pack(f"<{len(data)}{_STRUCT[t.datatype]}", *data)
+    return np.ascontiguousarray(data, dtype=NUMPY[t.datatype]).tobytes()
 
 
 def to_json_data(t: Tensor) -> list[Any]:
     """The JSON `data` of an output tensor (flat; BYTES as text)."""
+    data = t.data
     if t.datatype == "BYTES":
-        return [v.decode("utf-8", "replace") for v in t.data]
-    return t.data.tolist()  # type: ignore[no-any-return]
+        return [v.decode("utf-8", "replace") for v in data]
+    if isinstance(data, list):
+        return data
+    return data.tolist()  # type: ignore[no-any-return]

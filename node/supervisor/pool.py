@@ -106,15 +106,16 @@ class Pool(Crew):
             return
         if self.scaling.crash_looping and not self.ready:
             raise errors.NotReady(f"endpoint {self.key} is not ready: {self.not_ready_reason}")
+        kind = self._overload_kind()  # first: on every call, and its common answer (None) is cheap
+        if kind is None:
+            return
         if self.live == 0 and self.coming > 0:
             # Waiting for a worker that is starting (a replacement, or the pool's first): not
             # overload. The queue timeout bounds the wait, the servers' connection and stream
             # limits bound how many wait.
             return
-        refusal = self._overloaded()
-        if refusal is not None:
-            self.stats.rejected += 1
-            raise refusal
+        self.stats.rejected += 1
+        raise self._refusal(kind)
 
     def overload(self) -> errors.Overloaded | None:
         """The Overloaded that `refuse_if_full` would raise now, built but neither raised nor
@@ -122,10 +123,12 @@ class Pool(Crew):
         ready). The HTTP fast refusal (node.http.refuse) asks before reading the body."""
         if self.closed or (self.idle and self.waiting == 0):
             return None
-        if (self.scaling.crash_looping and not self.ready) or (self.live == 0 and self.coming > 0):
+        if self.scaling.crash_looping and not self.ready:
             return None
         kind = self._overload_kind()
-        return None if kind is None else self._prepared(kind)
+        if kind is None or (self.live == 0 and self.coming > 0):
+            return None
+        return self._prepared(kind)
 
     def _overload_kind(self) -> str | None:
         """Overload: a full queue, or a front that is behind while the pool queues."""
@@ -134,10 +137,6 @@ class Pool(Crew):
         if self.waiting and self.node.lag.behind:  # see node.supervisor.lag
             return "lag"
         return None
-
-    def _overloaded(self) -> errors.Overloaded | None:
-        kind = self._overload_kind()
-        return None if kind is None else self._refusal(kind)
 
     def _prepared(self, kind: str) -> errors.Overloaded:
         """The refusal of `kind` built at most PREPARED_S ago, its counts that old: refusals
