@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 _COUNTERS = ("served", "rejected", "timed_out", "cancelled", "crashed", "failed", "batches", "batched_rows")
+# Node-wide: of the refusals, those decided from a request's bytes, before aiohttp parsed it.
+_UNPARSED = "refused_unparsed"
 
 
 def cores() -> tuple[list[str], tuple[int, ...] | None]:
@@ -191,10 +193,13 @@ class Counters:
         self._first = dict(self._mark)
 
     def _read(self) -> dict[str, int]:
-        for s, e, st in _endpoints(_status(self._http)):
+        status = _status(self._http)
+        out = dict.fromkeys(_COUNTERS, 0)
+        for s, e, st in _endpoints(status):
             if (s, e) == (self._service, self._endpoint):
-                return {k: int(st.get(k) or 0) for k in _COUNTERS}
-        return dict.fromkeys(_COUNTERS, 0)
+                out = {k: int(st.get(k) or 0) for k in _COUNTERS}
+        out[_UNPARSED] = int((status.get("http") or {}).get("refusedUnparsed") or 0)
+        return out
 
     def mark(self) -> None:
         self._mark = self._read()
@@ -202,7 +207,7 @@ class Counters:
     def delta(self) -> dict[str, int]:
         """What the node counted since :meth:`mark` (only what changed)."""
         now = self._read()
-        return {k: now[k] - self._mark[k] for k in _COUNTERS if now[k] != self._mark[k]}
+        return {k: now[k] - self._mark[k] for k in (*_COUNTERS, _UNPARSED) if now[k] != self._mark[k]}
 
     def around(self, measure: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
         """``measure``, with what the node counted meanwhile in the row's ``node_side``, and

@@ -157,7 +157,8 @@ def _overload(runs: list[dict[str, Any]]) -> list[str]:
         out += [
             f"- {r['factor']:g}x: {r['answers']:,} answers (served + rejected) in the {r['run_s']:.1f} s from the "
             f"first send to the last answer or client timeout. The node's own counters: {r['node_side']} "
-            "(rejected = queue full, answered at once; timed_out = waited the whole queue timeout; absent = 0). "
+            "(rejected = refused at once, refused_unparsed = of those, refused from the request's bytes "
+            "before parsing; timed_out = waited the whole queue timeout; absent = 0). "
             f"Generator: offered in full: {full} ({offered}); on schedule: {schedule}, {g['late']:,} sends > 10 ms "
             f"late; own CPU {g['own_cpu']:.0%}, {g['cpu']:.0%} busy (running or waiting for a CPU).",
         ]
