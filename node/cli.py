@@ -47,7 +47,7 @@ def _serve_parser(sub: Any) -> None:
         type=int,
         default=10,
         help="a prediction endpoint whose queued requests wait longer than this for 100 ms on end is overloaded: "
-        "it then queues at most two batches per worker and refuses the rest at once (0: off)",
+        "it then queues at most one batch per worker and refuses the rest at once (0: off)",
     )
     p.add_argument("--onnx-threads", type=int, default=1, help="intra-op threads per ONNX session")
     p.add_argument(

@@ -201,19 +201,16 @@ class Pool(Crew):
         live workers could not drain them within `timeout` (the request would only time out).
 
         And when the queue stands (`standing`: for a whole STANDING_INTERVAL_S, every request
-        dispatched had waited longer than the node's `--queue-target-ms`), only two batches
-        per worker may wait: the workers stay busy, a request waits about two runs, and the
-        excess is refused at once instead of waiting its timeout out. Two, as the front lets
-        in (`front_overload`) two batches per worker counting the running one: a request the
-        front let in from its bytes never finds this queue full, so it is not refused again,
-        later and after parsing. A closed loop of callers, or a burst, does not stand: its
-        queue drains below the target."""
+        dispatched had waited longer than the node's `--queue-target-ms`), only one batch
+        per worker may wait: the workers stay busy, a request waits about one run, and the
+        excess is refused at once instead of waiting its timeout out. A closed loop of
+        callers, or a burst, does not stand: its queue drains below the target."""
         s = self.settings
         if not self.batchable:
             return self.waiting >= s.queue + self.starting
         if self.waiting_rows >= (s.queue + self.starting) * s.max_batch:
             return True
-        if self.standing and self.waiting_rows >= 2 * (self.live + self.starting) * s.max_batch:
+        if self.standing and self.waiting_rows >= (self.live + self.starting) * s.max_batch:
             self._refused_standing = True
             return True  # more arrives than the workers drain: a longer queue would only add wait
         # Then the drain time: every request asks, so the workers (a scan) are counted only

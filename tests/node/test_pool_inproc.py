@@ -395,9 +395,9 @@ async def _open_loop(pool: Pool, seconds: float, every_s: float) -> tuple[int, l
     return served, refused, most
 
 
-async def test_a_standing_queue_holds_two_batches_per_worker_and_refuses_the_rest() -> None:
+async def test_a_standing_queue_holds_one_batch_per_worker_and_refuses_the_rest() -> None:
     """Open loop at several times what the worker drains: with a queue target the queue
-    stands, holds at most two batches, and the excess is refused at once; the same load
+    stands, holds at most one batch, and the excess is refused at once; the same load
     without one queues up to the count bound and refuses nothing."""
     b = Behaviour()
     b.run_s = 0.02  # 8 rows per 20 ms run: 400 rows/s at most
@@ -405,7 +405,7 @@ async def test_a_standing_queue_holds_two_batches_per_worker_and_refuses_the_res
     served, refused, most = await _open_loop(pool, 1.0, 0.001)  # ~1,000 rows/s offered
     assert refused and served, (served, len(refused))
     assert all("workers busy" in m for m in refused)
-    assert most <= 16, most  # while standing: two batches (one worker) wait, no more
+    assert most <= 8, most  # while standing: one batch (one worker) waits, no more
     assert pool.stats.rejected == len(refused)
     await until(lambda: pool.idle and not pool.standing, "the queue drained, no longer standing")
     await pool.close(drain=False)
