@@ -201,8 +201,7 @@ class DataPlane:
         refusal = pool.overload()
         if refusal is None or not self.keys.accepts(service, api_key):
             return None
-        pool.stats.rejected += 1  # as `Pool.refuse_if_full` counts the refusals it raises
-        self.metrics.observe(service, endpoint, version, protocol, "OVERLOADED", time.perf_counter() - t0)
+        self._count_refusal(pool, service, endpoint, version, protocol, t0)
         return refusal
 
     def admit_early(
@@ -224,9 +223,12 @@ class DataPlane:
         if refusal is None:
             pool.front_admitted += 1
             return pool.front_done
-        pool.stats.rejected += 1
-        self.metrics.observe(service, endpoint, version, protocol, "OVERLOADED", time.perf_counter() - t0)
+        self._count_refusal(pool, service, endpoint, version, protocol, t0)
         return refusal
+
+    def _count_refusal(self, pool: Pool, service: str, endpoint: str, version: str, protocol: str, t0: float) -> None:
+        pool.stats.rejected += 1  # as `Pool.refuse_if_full` counts the refusals it raises
+        self.metrics.observe(service, endpoint, version, protocol, "OVERLOADED", time.perf_counter() - t0)
 
     def _sole_pool(self, service: str, endpoint: str) -> tuple[Pool, str] | None:
         """The pool (and generation) every call of `endpoint` goes to, when the URL alone

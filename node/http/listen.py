@@ -52,7 +52,16 @@ class Listener:
             self._loop.add_reader(sock.fileno(), self._accept, sock)
 
     @classmethod
-    def open(cls, host: str, port: int, *, backlog: int, **kwargs: object) -> Listener:
+    def open(
+        cls,
+        host: str,
+        port: int,
+        *,
+        backlog: int,
+        factory: Callable[[], asyncio.Protocol],
+        tls: ssl.SSLContext | None = None,
+        tls_handshake_timeout: float | None = None,
+    ) -> Listener:
         """Binds every address `host` resolves to (as `loop.create_server` does), on `port`
         (0: a free one, the same for all), and starts accepting."""
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
@@ -73,7 +82,7 @@ class Listener:
             for sock in sockets:
                 sock.close()
             raise
-        return cls(sockets, **kwargs)  # type: ignore[arg-type]
+        return cls(sockets, factory, tls=tls, tls_handshake_timeout=tls_handshake_timeout)
 
     def _accept(self, listening: socket.socket) -> None:
         for _ in range(self._per_wakeup):

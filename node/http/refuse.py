@@ -16,6 +16,7 @@ where the ordinary path would have answered 400/404 — the caller retries and l
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import orjson
 from aiohttp import web
@@ -73,24 +74,18 @@ def refuse_early(request: web.Request, dataplane: DataPlane) -> web.Response | N
 
 _PREFIXES = (b"/public/api/v1/", b"//public/api/v1/")
 _REASON = b"Service Unavailable"
-_NOT_PLAIN = frozenset({b"expect", b"upgrade", b"x-dispatch-forced-generation"})
 
 
-class RawHead:
+class RawHead(NamedTuple):
     """The head of the request at the start of a read, as far as the fast refusal and the
     connection's framing need it. `size` is the request's length (head and body)."""
 
-    __slots__ = ("authorization", "method", "plain", "size", "target", "version")
-
-    def __init__(
-        self, size: int, method: bytes, target: bytes, version: bytes, authorization: bytes | None, plain: bool
-    ) -> None:
-        self.size = size
-        self.method = method
-        self.target = target
-        self.version = version
-        self.authorization = authorization
-        self.plain = plain
+    size: int
+    method: bytes
+    target: bytes
+    version: bytes
+    authorization: bytes | None
+    plain: bool  # nothing that only aiohttp handles right (an expectation, an upgrade, ...)
 
 
 def raw_head(data: bytes) -> RawHead | None:
